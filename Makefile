@@ -1,0 +1,45 @@
+# Two commands: `make run` serves the shipped default model, `make test` runs the whole test suite.
+# Both build .venv on first use; nothing has to be installed by hand beyond Python 3.11+.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+export MODEL_DIR ?= model_artifacts/default
+
+.PHONY: run test bench bench-input install install-dev clean help
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.serve-installed: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-installed: requirements.txt requirements-train.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@ $(VENV)/.serve-installed
+
+install: $(VENV)/.serve-installed  ## Install the serving dependencies (no TensorFlow)
+
+install-dev: $(VENV)/.dev-installed  ## Install training and test dependencies too
+
+run: install  ## Serve the default model at http://127.0.0.1:$(PORT)/
+	$(BIN)/flask --app wsgi db upgrade
+	PORT=$(PORT) $(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
+
+test: install-dev  ## Run the whole test suite
+	$(BIN)/python -m pytest
+
+bench: install-dev  ## Serving benchmark: this app vs a model.predict-per-request baseline
+	$(BIN)/python -m benchmarks.serve
+
+bench-input: install-dev  ## Training input benchmark: tf.data vs ImageDataGenerator
+	$(BIN)/python -m benchmarks.input_pipeline
+
+clean:  ## Remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache
