@@ -1,0 +1,128 @@
+"""Flask application factory for the car-photo classifier."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+from flask import Flask
+from sqlalchemy import event
+
+from .classifier import load_classifier
+from .config import Config, finalize
+from .extensions import bootstrap, csrf, db, migrate
+
+MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
+
+
+def create_app(config: type | Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: settings, extensions, the model, routes, error pages, CLI.
+
+    Args:
+        config: Overrides for the environment settings: a class (its upper-case attributes) or a dict.
+
+    Returns:
+        The configured Flask app with the classifier loaded in ``app.extensions["classifier"]``.
+
+    Raises:
+        ArtifactError: The model artifact is missing or broken (one-line message).
+    """
+    app = Flask(__name__, instance_relative_config=True)
+    load_config(app, config)
+    register_extensions(app)
+    load_classifier_into(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_commands(app)
+    register_security_headers(app)
+    return app
+
+
+def load_config(app: Flask, overrides: type | Mapping[str, Any] | None) -> None:
+    """Environment settings, then ``overrides``, then the derived defaults."""
+    values = Config.from_env()
+    if isinstance(overrides, type):
+        values.update({key: getattr(overrides, key) for key in dir(overrides) if key.isupper()})
+    elif overrides:
+        values.update(overrides)
+    app.config.update(finalize(values, app.instance_path))
+
+
+def register_extensions(app: Flask) -> None:
+    """Bind the extensions and tune SQLite connections."""
+    uri = app.config["SQLALCHEMY_DATABASE_URI"]
+    if uri.startswith("sqlite:///"):
+        os.makedirs(app.instance_path, exist_ok=True)
+    db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS_DIR)
+    csrf.init_app(app)
+    bootstrap.init_app(app)
+    if uri.startswith("sqlite"):
+        with app.app_context():
+            install_sqlite_pragmas(db.engine, wal=app.config["SQLITE_WAL"],
+                                   busy_timeout_ms=app.config["SQLITE_BUSY_TIMEOUT_MS"])
+
+
+def install_sqlite_pragmas(engine, *, wal: bool, busy_timeout_ms: int) -> None:
+    """Set journaling, lock waiting and foreign keys on every new SQLite connection.
+
+    WAL lets readers proceed while a worker writes; it needs shared memory, which network file
+    systems do not offer, hence the switch.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        if wal:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")  # durable enough with WAL, far fewer fsyncs
+        cursor.close()
+
+
+def load_classifier_into(app: Flask) -> None:
+    """Load the model once per process; every request reuses it."""
+    app.extensions["classifier"] = load_classifier(
+        app.config["MODEL_DIR"], runtime=app.config["MODEL_RUNTIME"],
+        num_threads=app.config["INFERENCE_THREADS"])
+    app.logger.info("serving %s", app.extensions["classifier"].model_dir)
+
+
+def register_blueprints(app: Flask) -> None:
+    """Web page at ``/``, JSON API at ``/api/v1``, probes at ``/healthz`` and ``/readyz``."""
+    from .api import bp as api_bp
+    from .health import bp as health_bp
+    from .upload import bp as upload_bp
+
+    app.register_blueprint(upload_bp)
+    app.register_blueprint(api_bp, url_prefix="/api/v1")
+    csrf.exempt(api_bp)
+    app.register_blueprint(health_bp)
+
+
+def register_errorhandlers(app: Flask) -> None:
+    """JSON or HTML errors with the same status and message."""
+    from .errors import register_errorhandlers as register
+
+    register(app)
+
+
+def register_commands(app: Flask) -> None:
+    """``flask model-info`` and ``flask classify``."""
+    from .commands import register
+
+    register(app)
+
+
+def register_security_headers(app: Flask) -> None:
+    """Scripts only from this site (the page has no inline script), no framing, no MIME sniffing."""
+
+    @app.after_request
+    def _headers(response):
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+            "script-src 'self'; frame-ancestors 'none'")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response

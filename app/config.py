@@ -1,0 +1,131 @@
+"""Application settings read from environment variables, with safe defaults.
+
+Every setting is one row of :class:`Config`: the config key equals the environment variable name, and
+each row carries its parser, default and a one-line description (the README's configuration table is
+written from the same rows). ``create_app`` resolves the rows against ``os.environ`` once per app.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_bool(raw: str) -> bool:
+    """Read ``1/true/yes/on`` and ``0/false/no/off`` (any case) as booleans.
+
+    Raises:
+        ValueError: For any other text, so that a typo fails loudly at start-up.
+    """
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")
+
+
+def parse_optional_int(raw: str) -> int | None:
+    """Parse an integer, treating an empty string as "not set"."""
+    return int(raw) if raw.strip() else None
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration row: how to parse the environment value and what to use without it."""
+
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+
+
+class Config:
+    """The table of settings. Add a row to add a setting; the env var has the same name."""
+
+    SECRET_KEY = Setting(str, None, "Signs sessions and CSRF tokens. Random per start when unset "
+                                    "(forms then expire on restart): set it in production.")
+    DATABASE_URL = Setting(str, None, "SQLAlchemy URL; default `sqlite:///<instance>/predictions.db`. "
+                                      "PostgreSQL URLs work too.")
+    MODEL_DIR = Setting(str, "model_artifacts/default", "Artifact folder to serve; relative paths are "
+                                                       "taken from the repository root.")
+    MODEL_RUNTIME = Setting(str, "auto", "`auto` (LiteRT when the artifact has model.tflite and "
+                                         "ai-edge-litert is installed, else Keras), `litert` or `keras`.")
+    TOP_K = Setting(int, 5, "Default number of answers per prediction (API accepts `top_k` 1..20).")
+    MAX_CONTENT_LENGTH = Setting(int, 10 * 1024 * 1024, "Largest request body in bytes (413 above).")
+    MAX_IMAGE_PIXELS = Setting(int, 40_000_000, "Largest image (width x height) decoded (413 above).")
+    INFERENCE_THREADS = Setting(parse_optional_int, None, "Threads per model invocation; default "
+                                                           "CPU cores / WEB_CONCURRENCY.")
+    SQLITE_WAL = Setting(parse_bool, True, "Use SQLite WAL journaling; turn off on network file systems "
+                                           "(e.g. PythonAnywhere).")
+    SQLITE_BUSY_TIMEOUT_MS = Setting(int, 5000, "How long SQLite waits for a lock before failing.")
+    BOOTSTRAP_SERVE_LOCAL = Setting(parse_bool, True, "Serve Bootstrap from the app instead of a CDN.")
+
+    @classmethod
+    def settings(cls) -> dict[str, Setting]:
+        """Return the rows of the table by name, in declaration order."""
+        return {name: value for name, value in vars(cls).items() if isinstance(value, Setting)}
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Resolve every row against ``environ`` (default ``os.environ``).
+
+        Args:
+            environ: Mapping of environment variables.
+
+        Returns:
+            Config key -> parsed value (defaults where the variable is unset or empty).
+
+        Raises:
+            ValueError: A variable is set to text its parser refuses; the message names it.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, setting in cls.settings().items():
+            raw = environ.get(name, "")
+            if raw.strip() == "":
+                values[name] = setting.default
+                continue
+            try:
+                values[name] = setting.parse(raw)
+            except ValueError as exc:
+                raise ValueError(f"environment variable {name}={raw!r} is invalid: {exc}") from None
+        return values
+
+
+def default_inference_threads(environ: Mapping[str, str] | None = None) -> int:
+    """Split the CPU cores between gunicorn workers so that workers x threads <= cores."""
+    environ = os.environ if environ is None else environ
+    workers = int(environ.get("WEB_CONCURRENCY", "") or 1)
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def finalize(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
+    """Fill the defaults that depend on where the app lives.
+
+    Args:
+        config: Values from :meth:`Config.from_env` merged with overrides.
+        instance_path: The Flask instance folder (holds the default SQLite file).
+
+    Returns:
+        ``config`` completed with the keys Flask and its extensions read.
+    """
+    if not config.get("SECRET_KEY"):
+        config["SECRET_KEY"] = secrets.token_hex(32)
+    if not config.get("DATABASE_URL"):
+        config["DATABASE_URL"] = f"sqlite:///{Path(instance_path) / 'predictions.db'}"
+    # Heroku-style URLs still say postgres://, which SQLAlchemy 2 no longer accepts.
+    if config["DATABASE_URL"].startswith("postgres://"):
+        config["DATABASE_URL"] = "postgresql://" + config["DATABASE_URL"][len("postgres://"):]
+    config["SQLALCHEMY_DATABASE_URI"] = config["DATABASE_URL"]
+    model_dir = Path(config["MODEL_DIR"])
+    config["MODEL_DIR"] = str(model_dir if model_dir.is_absolute() else REPO_ROOT / model_dir)
+    if config.get("INFERENCE_THREADS") is None:
+        config["INFERENCE_THREADS"] = default_inference_threads()
+    config.setdefault("BOOTSTRAP_BOOTSWATCH_THEME", None)
+    config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # a form left open over lunch still submits
+    return config

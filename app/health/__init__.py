@@ -1,0 +1,7 @@
+"""Health blueprint: liveness (``/healthz``) and readiness (``/readyz``) probes."""
+
+from flask import Blueprint
+
+bp = Blueprint("health", __name__)
+
+from . import routes  # noqa: E402,F401  (routes attach themselves to bp)

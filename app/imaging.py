@@ -1,0 +1,248 @@
+"""Turn uploaded bytes into a model-ready RGB image, safely, in memory.
+
+Only JPEG, PNG, WebP and GIF are opened. The header size is checked before any pixel is decoded, so a
+tiny file that claims a huge canvas costs nothing. Large JPEGs are decoded at a reduced DCT scale
+(``Image.draft``) but never below twice the size the model needs, which keeps the final resize exact
+enough while skipping most of the decoding work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
+CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
+THUMBNAIL_MAX_SIDE = 320
+THUMBNAIL_QUALITY = 85
+# The decode keeps at least this many source pixels per model pixel, so that draft decoding changes
+# the model input by no more than ordinary resampling noise.
+DRAFT_OVERSAMPLING = 2
+# EXIF orientations 5..8 rotate by 90 degrees: the stored width is the displayed height.
+TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
+EXIF_ORIENTATION_TAG = 0x0112
+PAD_FILL = (0, 0, 0)
+
+
+class ImageRejected(Exception):
+    """An upload that cannot be classified, with the HTTP status and a message a person understands."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class DecodedImage:
+    """An upload decoded to RGB, with the facts that get logged.
+
+    Attributes:
+        image: RGB image, upright, possibly decoded at reduced scale (see ``draft_size``).
+        width: Width of the upright original in pixels.
+        height: Height of the upright original in pixels.
+        content_type: MIME type of the detected format (not the one the client claimed).
+        sha256: Hex digest of the uploaded bytes.
+    """
+
+    image: Image.Image
+    width: int
+    height: int
+    content_type: str
+    sha256: str
+
+
+def _orientation(img: Image.Image) -> int:
+    """EXIF orientation of ``img`` (1 when absent or unreadable)."""
+    try:
+        return int(img.getexif().get(EXIF_ORIENTATION_TAG, 1) or 1)
+    except Exception:  # broken EXIF blocks must not reject an otherwise good photo
+        return 1
+
+
+def scale_factors(width: int, height: int, target: tuple[int, int], resize_mode: str) -> tuple[float, float]:
+    """Horizontal and vertical scale that :func:`fit_to_input` applies to a ``width x height`` image.
+
+    Args:
+        width: Source width.
+        height: Source height.
+        target: Model input ``(height, width)``.
+        resize_mode: ``center_crop``, ``stretch`` or ``pad``.
+
+    Returns:
+        ``(sx, sy)`` output pixels per source pixel.
+    """
+    target_h, target_w = target
+    if resize_mode == "stretch":
+        return target_w / width, target_h / height
+    pick = max if resize_mode == "center_crop" else min
+    scale = pick(target_w / width, target_h / height)
+    return scale, scale
+
+
+def _apply_draft(img: Image.Image, target: tuple[int, int], resize_mode: str) -> None:
+    """Let the JPEG decoder downscale by 1/2, 1/4 or 1/8 while keeping 2x the needed resolution."""
+    target_h, target_w = target
+    if _orientation(img) in TRANSPOSING_ORIENTATIONS:
+        target_h, target_w = target_w, target_h  # the decoder works on the stored, unrotated pixels
+    sx, sy = scale_factors(img.width, img.height, (target_h, target_w), resize_mode)
+    wanted = (math.ceil(img.width * min(1.0, sx * DRAFT_OVERSAMPLING)),
+              math.ceil(img.height * min(1.0, sy * DRAFT_OVERSAMPLING)))
+    img.draft(None, wanted)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB.
+
+    Transparent pixels are composited on white (how a viewer shows them), 16- and 32-bit integer
+    images are scaled down to 8 bits rather than clipped, and float images are taken as 0..1 or
+    0..255 depending on their range.
+
+    Args:
+        img: A loaded image in any mode.
+
+    Returns:
+        An ``RGB`` image.
+    """
+    if img.mode == "RGB":
+        return img
+    if img.mode.startswith("I") or img.mode == "F":
+        values = np.asarray(img, dtype=np.float64)
+        if img.mode.startswith("I;16") or (img.mode == "I" and values.max(initial=0) > 255):
+            values = values / 257.0  # 65535 -> 255
+        elif img.mode == "F" and values.max(initial=0) <= 1.0:
+            values = values * 255.0
+        gray = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+        return gray.convert("RGB")
+    has_alpha = img.mode in {"RGBA", "LA", "PA", "RGBa", "La"} or (
+        img.mode == "P" and "transparency" in img.info)
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def make_thumbnail(img: Image.Image, max_side: int = THUMBNAIL_MAX_SIDE) -> bytes:
+    """Re-encode ``img`` as a JPEG no larger than ``max_side`` on either side, without metadata.
+
+    Args:
+        img: RGB image.
+        max_side: Longest side of the thumbnail.
+
+    Returns:
+        JPEG bytes (no EXIF: nothing from the upload's metadata is kept).
+    """
+    thumb = img.copy()
+    thumb.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    buffer = io.BytesIO()
+    thumb.save(buffer, format="JPEG", quality=THUMBNAIL_QUALITY, optimize=True)
+    return buffer.getvalue()
+
+
+def decode_upload(data: bytes, *, max_pixels: int, target: tuple[int, int] | None = None,
+                  resize_mode: str = "center_crop") -> DecodedImage:
+    """Decode uploaded bytes into an upright RGB image, refusing what cannot be handled.
+
+    Args:
+        data: The uploaded file content (kept in memory only).
+        max_pixels: Largest ``width * height`` accepted.
+        target: Model input ``(height, width)``; enables JPEG draft decoding when given.
+        resize_mode: How the image will be fitted to ``target`` (bounds the draft scale).
+
+    Returns:
+        The decoded image and its facts.
+
+    Raises:
+        ImageRejected: 400 empty, 413 too many pixels, 415 not a supported image, 422 corrupt.
+    """
+    if not data:
+        raise ImageRejected(400, "empty_file", "The uploaded file is empty.")
+    digest = hashlib.sha256(data).hexdigest()
+    with warnings.catch_warnings():
+        # Pillow's own bomb check warns below its hard limit; treat the warning as the refusal it is.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise _too_many_pixels(max_pixels) from None
+        except UnidentifiedImageError:
+            raise ImageRejected(415, "unsupported_media_type",
+                                "The file is not an image in a supported format (JPEG, PNG, WebP or GIF)."
+                                ) from None
+        except Exception:  # a header Pillow recognises but cannot parse
+            raise _corrupt() from None
+        if img.width * img.height > max_pixels:
+            raise _too_many_pixels(max_pixels, img.width, img.height)
+        if img.width < 1 or img.height < 1:
+            raise _corrupt()
+        orientation = _orientation(img)
+        width, height = img.size
+        if orientation in TRANSPOSING_ORIENTATIONS:
+            width, height = height, width
+        content_type = CONTENT_TYPES[img.format]
+        try:
+            if img.format == "JPEG" and target is not None:
+                _apply_draft(img, target, resize_mode)
+            img.load()  # GIF: loads the first frame only
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise _too_many_pixels(max_pixels, width, height) from None
+        except Exception:
+            raise _corrupt() from None
+    try:
+        upright = ImageOps.exif_transpose(img) or img
+    except Exception:  # malformed EXIF: keep the pixels as stored
+        upright = img
+    try:
+        rgb = to_rgb(upright)
+    except Exception:
+        raise _corrupt() from None
+    return DecodedImage(image=rgb, width=width, height=height, content_type=content_type, sha256=digest)
+
+
+def fit_to_input(img: Image.Image, target: tuple[int, int], resize_mode: str = "center_crop") -> np.ndarray:
+    """Resize an RGB image to the model input as the artifact's metadata says.
+
+    Args:
+        img: RGB image.
+        target: ``(height, width)`` of the model input.
+        resize_mode: ``center_crop`` (shorter side to the input size, then a centred crop),
+            ``stretch`` (ignore the aspect ratio) or ``pad`` (fit inside, black borders).
+
+    Returns:
+        ``uint8`` array of shape ``(height, width, 3)``.
+    """
+    target_h, target_w = target
+    sx, sy = scale_factors(img.width, img.height, target, resize_mode)
+    resample = Image.Resampling.BILINEAR
+    if resize_mode == "center_crop":
+        # Crop and resize in one pass: the box is the source region that maps onto the output.
+        crop_w, crop_h = target_w / sx, target_h / sy
+        left, top = (img.width - crop_w) / 2, (img.height - crop_h) / 2
+        fitted = img.resize((target_w, target_h), resample, box=(left, top, left + crop_w, top + crop_h))
+    elif resize_mode == "pad":
+        inner = (max(1, round(img.width * sx)), max(1, round(img.height * sy)))
+        fitted = Image.new("RGB", (target_w, target_h), PAD_FILL)
+        fitted.paste(img.resize(inner, resample),
+                     ((target_w - inner[0]) // 2, (target_h - inner[1]) // 2))
+    else:
+        fitted = img.resize((target_w, target_h), resample)
+    return np.asarray(fitted, dtype=np.uint8)
+
+
+def _too_many_pixels(max_pixels: int, width: int | None = None, height: int | None = None) -> ImageRejected:
+    size = f" ({width} x {height})" if width and height else ""
+    return ImageRejected(413, "image_too_large",
+                         f"The image has too many pixels{size}; the limit is {max_pixels:,} pixels.")
+
+
+def _corrupt() -> ImageRejected:
+    return ImageRejected(422, "corrupt_image",
+                         "The image is truncated or corrupt and cannot be decoded.")

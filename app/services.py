@@ -1,0 +1,96 @@
+"""The one prediction path shared by the web page and the API: check, decode, classify, log."""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+
+from flask import current_app
+from werkzeug.datastructures import FileStorage
+
+from .classifier import get_classifier
+from .extensions import db
+from .imaging import ImageRejected, decode_upload, make_thumbnail
+from .models import Prediction
+
+TOP_K_RANGE = (1, 20)
+FILENAME_MAX_LENGTH = 255
+
+
+def parse_top_k(raw: str | None, default: int) -> int:
+    """Read the ``top_k`` request parameter.
+
+    Args:
+        raw: The parameter as sent, or ``None`` when absent.
+        default: Value used when the parameter is absent or blank.
+
+    Returns:
+        An integer within :data:`TOP_K_RANGE`.
+
+    Raises:
+        ImageRejected: 400 when it is not an integer in range.
+    """
+    low, high = TOP_K_RANGE
+    if raw is None or not raw.strip():
+        return min(max(default, low), high)
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise ImageRejected(400, "invalid_top_k", f"top_k must be a whole number from {low} to {high}.")
+    return value
+
+
+def display_filename(raw: str | None) -> str | None:
+    """Reduce a client-supplied file name to something safe to show (never used as a path)."""
+    if not raw:
+        return None
+    name = raw.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip()
+    return name[:FILENAME_MAX_LENGTH] or None
+
+
+def create_prediction(upload: FileStorage | None, *, source: str, top_k: int) -> Prediction:
+    """Classify an uploaded image and store the prediction.
+
+    Args:
+        upload: The multipart file (``None`` when the field was missing).
+        source: ``"web"`` or ``"api"``.
+        top_k: Number of answers to keep.
+
+    Returns:
+        The committed :class:`Prediction`.
+
+    Raises:
+        ImageRejected: The upload is missing or not a usable image (status and message for the user).
+    """
+    if upload is None or (not upload.filename and not upload.content_length):
+        raise ImageRejected(400, "no_file", "No image was uploaded: send a file in the 'image' field.")
+    data = upload.read()
+    if not data:
+        raise ImageRejected(400, "empty_file", "The uploaded file is empty.")
+    classifier = get_classifier()
+    started = time.perf_counter()
+    decoded = decode_upload(data, max_pixels=current_app.config["MAX_IMAGE_PIXELS"],
+                            target=classifier.image_size, resize_mode=classifier.resize_mode)
+    answers = classifier.classify(decoded.image, top_k=top_k)
+    latency_ms = (time.perf_counter() - started) * 1000.0
+    prediction = Prediction(
+        original_filename=display_filename(upload.filename),
+        sha256=decoded.sha256,
+        width=decoded.width,
+        height=decoded.height,
+        content_type=decoded.content_type,
+        thumbnail=make_thumbnail(decoded.image),
+        model_name=classifier.name,
+        model_version=classifier.version,
+        top_label=answers[0]["label"],
+        top_score=answers[0]["score"],
+        top_k=answers,
+        latency_ms=round(latency_ms, 2),
+        source=source,
+    )
+    db.session.add(prediction)
+    db.session.commit()
+    return prediction

@@ -1,0 +1,14 @@
+"""Forms of the upload page."""
+
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField
+from wtforms import SubmitField
+
+from ..imaging import CONTENT_TYPES
+
+
+class UploadForm(FlaskForm):
+    """One photo. The server checks the content itself; ``accept`` only guides the file picker."""
+
+    image = FileField("Car photo", render_kw={"accept": ",".join(CONTENT_TYPES.values())})
+    submit = SubmitField("Classify")

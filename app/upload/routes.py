@@ -1,0 +1,52 @@
+"""Routes of the upload page and the result pages."""
+
+from __future__ import annotations
+
+from flask import Response, current_app, redirect, render_template, url_for
+
+from ..classifier import get_classifier
+from ..extensions import db
+from ..imaging import ImageRejected
+from ..models import Prediction
+from ..services import create_prediction
+from . import bp
+from .forms import UploadForm
+
+
+@bp.get("/")
+def index():
+    """The upload page."""
+    return render_template("upload/index.html", form=UploadForm(), classifier=get_classifier())
+
+
+@bp.post("/")
+def submit():
+    """Classify the posted photo, then redirect (303) to its result page.
+
+    A rejected upload shows the same page again with the message, under the error's status code.
+    """
+    form = UploadForm()  # the CSRF token was already checked by CSRFProtect before this view
+    try:
+        prediction = create_prediction(form.image.data, source="web", top_k=current_app.config["TOP_K"])
+    except ImageRejected as exc:
+        page = render_template("upload/index.html", form=form, classifier=get_classifier(), error=exc)
+        return page, exc.status
+    return redirect(url_for("upload.result", prediction_id=prediction.id), code=303)
+
+
+@bp.get("/predictions/<int:prediction_id>")
+def result(prediction_id: int):
+    """A stored prediction: thumbnail, top-k with confidence bars, model, time taken."""
+    prediction = db.get_or_404(Prediction, prediction_id)
+    return render_template("upload/result.html", prediction=prediction)
+
+
+@bp.get("/predictions/<int:prediction_id>/thumbnail.jpg")
+def thumbnail(prediction_id: int):
+    """The stored thumbnail (re-encoded JPEG, no EXIF); immutable, so cache it for long."""
+    prediction = db.get_or_404(Prediction, prediction_id)
+    response = Response(prediction.thumbnail, mimetype="image/jpeg")
+    response.cache_control.public = True
+    response.cache_control.max_age = 31536000
+    response.cache_control.immutable = True
+    return response
