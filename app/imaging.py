@@ -88,13 +88,16 @@ def scale_factors(width: int, height: int, target: tuple[int, int], resize_mode:
 
 
 def _apply_draft(img: Image.Image, target: tuple[int, int], resize_mode: str) -> None:
-    """Let the JPEG decoder downscale by 1/2, 1/4 or 1/8 while keeping 2x the needed resolution."""
+    """Let the JPEG decoder downscale by 1/2, 1/4 or 1/8 while keeping 2x the needed resolution
+    (and a full-size thumbnail)."""
     target_h, target_w = target
     if _orientation(img) in TRANSPOSING_ORIENTATIONS:
         target_h, target_w = target_w, target_h  # the decoder works on the stored, unrotated pixels
     sx, sy = scale_factors(img.width, img.height, (target_h, target_w), resize_mode)
-    wanted = (math.ceil(img.width * min(1.0, sx * DRAFT_OVERSAMPLING)),
-              math.ceil(img.height * min(1.0, sy * DRAFT_OVERSAMPLING)))
+    # The logged thumbnail is made from the same decode, so keep enough pixels for it too.
+    thumb_scale = THUMBNAIL_MAX_SIDE / max(img.width, img.height)
+    wanted = (math.ceil(img.width * min(1.0, max(sx * DRAFT_OVERSAMPLING, thumb_scale))),
+              math.ceil(img.height * min(1.0, max(sy * DRAFT_OVERSAMPLING, thumb_scale))))
     img.draft(None, wanted)
 
 

@@ -1,0 +1,84 @@
+"""JSON API: create a prediction, read it back, describe the model."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import Prediction
+
+
+def post(client, data: bytes, filename="car.jpg", query="", **fields):
+    fields["image"] = (io.BytesIO(data), filename)
+    return client.post(f"/api/v1/predictions{query}", data=fields, content_type="multipart/form-data")
+
+
+def test_create_prediction(client, app, make_image):
+    data = make_image("green", size=(200, 150))
+    response = post(client, data)
+    assert response.status_code == 201
+    body = response.json
+    assert response.headers["Location"] == f"/api/v1/predictions/{body['id']}"
+    assert set(body) == {"id", "created_at", "model", "predictions", "image", "latency_ms"}
+    assert body["model"] == {"name": "colors", "version": "0.0.1-test"}
+    assert [p["label"] for p in body["predictions"]][0] == "green"
+    assert len(body["predictions"]) == 3  # TOP_K 5, capped at the model's 3 classes
+    assert body["image"] == {"width": 200, "height": 150, "sha256": hashlib.sha256(data).hexdigest()}
+    assert body["latency_ms"] > 0
+    assert body["created_at"].endswith("Z")
+
+    with app.app_context():
+        row = db.session.get(Prediction, body["id"])
+        assert row.source == "api"
+        assert row.top_label == "green" and row.top_score == body["predictions"][0]["score"]
+        assert row.content_type == "image/jpeg" and row.original_filename == "car.jpg"
+        assert row.thumbnail[:2] == b"\xff\xd8"
+
+
+def test_read_back_gives_the_same_body(client, make_image):
+    created = post(client, make_image("blue"))
+    fetched = client.get(created.headers["Location"])
+    assert fetched.status_code == 200
+    assert fetched.json == created.json
+
+
+def test_top_k_from_form_or_query(client, make_image):
+    assert len(post(client, make_image(), top_k="1").json["predictions"]) == 1
+    assert len(post(client, make_image(), query="?top_k=2").json["predictions"]) == 2
+    assert len(post(client, make_image(), query="?top_k=1", top_k="2").json["predictions"]) == 2
+
+
+def test_the_client_content_type_and_name_are_not_trusted(client, app, make_image):
+    response = client.post("/api/v1/predictions", data={
+        "image": (io.BytesIO(make_image("red", fmt="PNG")), "../../etc/\x00passwd.jpg", "image/jpeg")},
+        content_type="multipart/form-data")
+    assert response.status_code == 201
+    with app.app_context():
+        row = db.session.get(Prediction, response.json["id"])
+        assert row.content_type == "image/png"
+        assert row.original_filename == "passwd.jpg"
+
+
+def test_model_description(client):
+    body = client.get("/api/v1/model").json
+    assert body["name"] == "colors" and body["version"] == "0.0.1-test"
+    assert body["runtime"] == "litert"
+    assert body["labels"] == ["red", "green", "blue"]
+    assert body["metadata"]["image_size"] == [32, 32]
+
+
+def test_api_needs_no_csrf_token_and_sets_no_cookie(client, make_image):
+    response = post(client, make_image())
+    assert response.status_code == 201
+    assert "Set-Cookie" not in response.headers
+
+
+def test_every_prediction_is_logged(client, app, make_image):
+    for color in ("red", "green", "blue"):
+        post(client, make_image(color))
+    with app.app_context():
+        labels = db.session.scalars(select(Prediction.top_label).order_by(Prediction.id)).all()
+    assert labels == ["red", "green", "blue"]

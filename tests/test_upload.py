@@ -1,0 +1,62 @@
+"""The HTML flow: upload page, form post, 303 to the result page, thumbnail."""
+
+from __future__ import annotations
+
+import io
+import re
+
+from PIL import Image
+
+from app.extensions import db
+from app.models import Prediction
+from test_errors import csrf_token
+
+
+def test_upload_page(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert 'enctype="multipart/form-data"' in page
+    assert 'id="drop-zone"' in page and 'type="file"' in page and 'id="preview"' in page
+    assert "/static/js/upload.js" in page
+    assert "bootstrap" in page
+    assert re.search(r"<script>\s*\S", page) is None  # no inline script: the CSP forbids it
+    assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+
+
+def test_post_redirects_to_the_result_page(client, app, make_image):
+    data = make_image("blue", size=(640, 480))
+    response = client.post("/", data={"csrf_token": csrf_token(client),
+                                      "image": (io.BytesIO(data), "my car.jpg")},
+                           content_type="multipart/form-data")
+    assert response.status_code == 303
+    match = re.fullmatch(r"/predictions/(\d+)", response.headers["Location"])
+    prediction_id = int(match.group(1))
+
+    result = client.get(response.headers["Location"])
+    assert result.status_code == 200
+    page = result.get_data(as_text=True)
+    assert f"/predictions/{prediction_id}/thumbnail.jpg" in page
+    assert page.count('class="progress-bar') == 3
+    labels = re.findall(r'<span class="label">([^<]+)</span>', page)
+    assert labels[0] == "blue" and sorted(labels) == ["blue", "green", "red"]
+    assert "colors" in page and "0.0.1-test" in page and " ms" in page
+    assert "my car.jpg" in page
+
+    with app.app_context():
+        row = db.session.get(Prediction, prediction_id)
+        assert row.source == "web" and row.top_label == "blue"
+
+    thumbnail = client.get(f"/predictions/{prediction_id}/thumbnail.jpg")
+    assert thumbnail.status_code == 200 and thumbnail.mimetype == "image/jpeg"
+    image = Image.open(io.BytesIO(thumbnail.data))
+    assert image.size == (320, 240)
+    assert "immutable" in thumbnail.headers["Cache-Control"]
+
+
+def test_file_name_is_escaped_on_the_page(client, make_image):
+    response = client.post("/", data={"csrf_token": csrf_token(client),
+                                      "image": (io.BytesIO(make_image()), "<img src=x onerror=alert(1)>.jpg")},
+                           content_type="multipart/form-data", follow_redirects=True)
+    page = response.get_data(as_text=True)
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;.jpg" in page
