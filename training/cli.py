@@ -1,0 +1,151 @@
+"""Command line: ``python -m training train|evaluate|tools``.
+
+Every ``train`` option is also a configuration key (shown in brackets in ``--help``); an option given
+on the command line beats the ``--config`` file, which beats the defaults in :mod:`training.config`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from training.tools import add_tools_parser
+
+# (flag, config key, argparse keyword arguments) for every training option, by help group.
+TRAIN_OPTIONS: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
+    "data": [
+        ("--data", "data.path", {"metavar": "DIR", "help": "data folder: DIR/<class>/*.jpg, optionally "
+                                 "with train/ val/ test/ sub-folders"}),
+        ("--label-map", "data.label_map", {"metavar": "CSV", "help": "folder,label CSV grouping class "
+                                           "folders into coarser labels"}),
+        ("--split", "data.split", {"type": float, "nargs": "+", "metavar": "F",
+                                   "help": "train val [test] fractions when DIR has no train/ val/ (default 0.7 0.15 0.15)"}),
+        ("--seed", "seed", {"type": int, "help": "seed for the split, shuffling and augmentation (default 42)"}),
+        ("--max-per-class", "data.max_per_class", {"type": int, "metavar": "N",
+                                                   "help": "use at most N training images per class folder"}),
+    ],
+    "model": [
+        ("--backbone", "model.backbone", {"help": "backbone registry name (default mobilenet_v1_0.75)"}),
+        ("--weights", "model.weights", {"metavar": "imagenet|none|PATH",
+                                        "help": "initial backbone weights: ImageNet (Keras download / "
+                                        "KERAS_HOME cache), none, a weights file or a model.keras to start from"}),
+        ("--image-size", "model.image_size", {"type": int, "nargs": 2, "metavar": ("H", "W"),
+                                              "help": "input size (default: the backbone's)"}),
+        ("--resize-mode", "model.resize_mode", {"choices": ["center_crop", "stretch", "pad"],
+                                                "help": "how photos are fitted to the input, in training and in the app"}),
+        ("--dropout", "model.dropout", {"type": float, "help": "dropout before the classifier (default 0.2)"}),
+        ("--l2", "model.l2", {"type": float, "help": "L2 penalty on the classifier kernel (default 0)"}),
+    ],
+    "training": [
+        ("--epochs", "train.head_epochs", {"type": int, "help": "phase 1 epochs: head on the frozen backbone"}),
+        ("--fine-tune-epochs", "train.fine_tune_epochs", {"type": int, "help": "phase 2 epochs (0 skips it)"}),
+        ("--unfreeze-blocks", "train.unfreeze_blocks", {"type": int, "metavar": "N",
+                                                        "help": "top backbone blocks trained in phase 2"}),
+        ("--lr", "train.head_lr", {"type": float, "help": "phase 1 learning rate"}),
+        ("--fine-tune-lr", "train.fine_tune_lr", {"type": float, "help": "phase 2 learning rate (lower)"}),
+        ("--batch-size", "train.batch_size", {"type": int}),
+        ("--optimizer", "train.optimizer", {"choices": ["adam", "sgd", "rmsprop"]}),
+        ("--schedule", "train.schedule", {"choices": ["plateau", "cosine"],
+                                          "help": "ReduceLROnPlateau or per-epoch cosine decay"}),
+        ("--label-smoothing", "train.label_smoothing", {"type": float}),
+        ("--patience", "train.early_stopping_patience", {"type": int, "help": "early-stopping patience (epochs)"}),
+        ("--no-class-weights", "train.class_weights", {"action": "store_const", "const": False,
+                                                       "help": "do not weight classes by inverse frequency"}),
+        ("--no-augment", "augment.enabled", {"action": "store_const", "const": False,
+                                             "help": "train without augmentation"}),
+        ("--mixed-precision", "train.mixed_precision", {"action": "store_const", "const": True,
+                                                        "help": "bfloat16 compute (helps on GPUs; slower on most CPUs)"}),
+        ("--runs-dir", "train.runs_dir", {"metavar": "DIR", "help": "where run folders go (default runs/)"}),
+        ("--quiet", "train.verbose", {"action": "store_const", "const": 2, "help": "one line per epoch, no progress bar"}),
+    ],
+    "output": [
+        ("--out", "export.out", {"metavar": "DIR", "help": "artifact folder the app loads (default RUN/artifact)"}),
+        ("--name", "name", {"help": "model name stored in the metadata"}),
+        ("--version", "version", {"help": "model version stored in the metadata"}),
+        ("--no-litert", "export.litert", {"action": "store_const", "const": False,
+                                          "help": "skip the model.tflite serving copy"}),
+        ("--target-precision", "export.target_precision", {"type": float,
+                                                           "help": "precision the confidence threshold is chosen for on val (default 0.95)"}),
+    ],
+}
+
+
+def _add_train_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train a classifier and write the artifact the app loads",
+        description="Two-phase transfer learning (head on the frozen backbone, then the top blocks), "
+                    "evaluation on val, export to --out. Options override the --config file; the "
+                    "[bracketed] name is the configuration key each option sets.")
+    parser.add_argument("--config", metavar="FILE", help="JSON or YAML configuration (see training/configs/)")
+    for group_name, options in TRAIN_OPTIONS.items():
+        group = parser.add_argument_group(group_name)
+        for flag, key, kwargs in options:
+            described = {**kwargs, "help": f"{kwargs.get('help', '')} [{key}]".lstrip()}
+            group.add_argument(flag, dest=key, default=None, **described)
+    parser.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from training.config import resolve
+    from training.train import run_training
+
+    overrides = {key: getattr(args, key) for options in TRAIN_OPTIONS.values() for _, key, _ in options}
+    config = resolve(args.config, overrides)
+    run_training(config)
+    return 0
+
+
+def _add_evaluate_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="evaluate an artifact on a data split and write report/ beside it",
+        description="Accuracy, top-5, classification report, confusion matrix, confidence threshold and "
+                    "training curves, written to MODEL/report/.")
+    required = parser.add_argument_group("required")
+    required.add_argument("--model", required=True, metavar="DIR", help="artifact folder")
+    required.add_argument("--data", required=True, metavar="DIR", help="data folder the model was trained on")
+    options = parser.add_argument_group("options")
+    options.add_argument("--split", default="val", choices=["val", "test", "train"], help="split to evaluate")
+    options.add_argument("--batch-size", type=int, default=32)
+    options.add_argument("--target-precision", type=float, default=None,
+                         help="precision for the confidence threshold (default: the artifact's)")
+    options.add_argument("--update-metadata", action="store_true",
+                         help="also store the new metrics and threshold in metadata.json")
+    parser.set_defaults(handler=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from training.evaluate import evaluate_artifact
+
+    result = evaluate_artifact(args.model, args.data, split=args.split, batch_size=args.batch_size,
+                               target_precision=args.target_precision, update_metadata=args.update_metadata)
+    metrics = result["metrics"]
+    print(", ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in metrics.items()))
+    confidence = result["confidence"]
+    if confidence["threshold"] is not None:
+        print(f"confidence threshold {confidence['threshold']:.3f} keeps {confidence['coverage']:.1%} of answers "
+              f"at {confidence['accuracy']:.1%} accuracy (target {confidence['target_precision']:.0%})")
+    print(f"report written to {args.model}/report/")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with the ``train``, ``evaluate`` and ``tools`` commands."""
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Train, evaluate and prepare data for the car-photo classifier.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train_parser(subparsers)
+    _add_evaluate_parser(subparsers)
+    add_tools_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Classifier construction and the two transfer-learning phases.
+
+``build_model`` wraps a registry backbone as ``input (float32 RGB 0..255) -> preprocessing -> backbone
+(run in inference mode) -> global average pooling -> dropout -> dense softmax``. Phase 1 trains the head
+on the frozen backbone; :func:`unfreeze_model` then opens the top N blocks for phase 2, keeping every
+BatchNormalization layer frozen, because small batches would wreck its ImageNet statistics.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+
+from training.backbones import Backbone, block_names, get_backbone, preprocessing_layer
+
+BACKBONE_LAYER = "backbone"
+
+
+def _backbone_weights(weights: str | None) -> str | None:
+    """Turn the ``--weights`` value into what ``keras.applications`` accepts (model files come later)."""
+    if weights in (None, "none", "None"):
+        return None
+    if weights == "imagenet":
+        return "imagenet"
+    if str(weights).endswith(".keras"):
+        return None  # copied from the saved classifier after building, see _copy_backbone_weights
+    return str(weights)
+
+
+def _copy_backbone_weights(backbone: keras.Model, model_path: str) -> None:
+    """Start from the backbone of an earlier classifier saved as ``model.keras``."""
+    source = keras.saving.load_model(model_path, compile=False)
+    backbone.set_weights(source.get_layer(BACKBONE_LAYER).get_weights())
+
+
+def build_model(backbone_name: str, num_classes: int, *, weights: str | None = "imagenet",
+                image_size: tuple[int, int] | None = None, dropout: float = 0.2, l2: float = 0.0,
+                name: str = "classifier") -> keras.Model:
+    """Build the classifier with a frozen backbone.
+
+    Args:
+        backbone_name: Registry name (see :mod:`training.backbones`).
+        num_classes: Output width.
+        weights: ``imagenet``, ``none``, a weights file for the backbone, or a ``model.keras`` saved by
+            this package whose backbone weights are copied.
+        image_size: ``(height, width)``; the backbone default when ``None``.
+        dropout: Dropout rate before the classifier layer.
+        l2: L2 penalty on the classifier kernel.
+        name: Keras model name.
+
+    Returns:
+        The uncompiled model; its backbone is the layer named ``backbone``, frozen.
+    """
+    entry: Backbone = get_backbone(backbone_name)
+    height, width = image_size or entry.image_size
+    backbone = entry.build(_backbone_weights(weights), (height, width, 3))
+    backbone.name = BACKBONE_LAYER
+    if weights and str(weights).endswith(".keras"):
+        _copy_backbone_weights(backbone, str(weights))
+    backbone.trainable = False
+
+    inputs = keras.Input(shape=(height, width, 3), dtype="float32", name="image")
+    x = inputs
+    preprocess = preprocessing_layer(entry.preprocessing)
+    if preprocess is not None:
+        x = preprocess(x)
+    # training=False keeps BatchNormalization in inference mode in both phases.
+    x = backbone(x, training=False)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="dropout")(x)
+    regularizer = keras.regularizers.L2(l2) if l2 else None
+    x = keras.layers.Dense(num_classes, kernel_regularizer=regularizer, name="logits")(x)
+    # Softmax in float32 even under mixed precision: probabilities must sum to 1 precisely.
+    outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def unfreeze_model(model: keras.Model, backbone_name: str, blocks: int) -> list[str]:
+    """Make the top ``blocks`` blocks of the backbone trainable, BatchNormalization excepted.
+
+    Args:
+        model: From :func:`build_model`.
+        backbone_name: Registry name, for the block layout.
+        blocks: How many blocks, counted from the top; a number above the block count opens them all.
+
+    Returns:
+        The names of the unfrozen blocks, top first.
+    """
+    backbone = model.get_layer(BACKBONE_LAYER)
+    names = block_names(backbone, get_backbone(backbone_name).block_pattern)
+    ordered = list(dict.fromkeys(n for n in names if n is not None))
+    chosen = set(ordered[-blocks:]) if blocks > 0 else set()
+    backbone.trainable = bool(chosen)
+    for layer, block in zip(backbone.layers, names):
+        is_norm = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = block in chosen and not is_norm
+    return [b for b in reversed(ordered) if b in chosen]
+
+
+def count_params(model: keras.Model) -> dict[str, int]:
+    """Trainable and total parameter counts."""
+    trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
+    total = sum(int(w.numpy().size) for w in model.weights)
+    return {"trainable": trainable, "total": total}
+
+
+def inference_copy(model: keras.Model, backbone_name: str, num_classes: int, *,
+                   image_size: tuple[int, int], dropout: float, l2: float, name: str) -> keras.Model:
+    """A float32, uncompiled twin of ``model`` with the same weights, for export.
+
+    Saving the training model would store its optimizer state (doubling the file) and, under mixed
+    precision, a bfloat16 compute policy; the twin has neither.
+
+    Args:
+        model: The trained model.
+        backbone_name: Registry name.
+        num_classes: Output width.
+        image_size: ``(height, width)``.
+        dropout: As in training (inactive at inference, kept so the weights line up).
+        l2: As in training.
+        name: Keras model name.
+
+    Returns:
+        The clean model.
+    """
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        twin = build_model(backbone_name, num_classes, weights=None, image_size=image_size,
+                           dropout=dropout, l2=l2, name=name)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    twin.set_weights(model.get_weights())
+    twin.trainable = False
+    return twin
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """Load a saved classifier without its training state."""
+    return keras.saving.load_model(str(path), compile=False)

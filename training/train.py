@@ -1,0 +1,202 @@
+"""The ``train`` command: data -> two-phase transfer learning -> evaluation on val -> artifact.
+
+A run folder (``runs/<name>-<timestamp>/``) receives the resolved configuration, the split file list,
+the best checkpoint of each phase, the CSV history and the TensorBoard logs; the artifact folder given
+by ``--out`` receives only what the app needs plus ``report/``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from training import data as data_lib
+from training import evaluate as evaluate_lib
+from training import export as export_lib
+from training.backbones import describe_preprocessing, get_backbone
+from training.config import save_config
+from training.model import build_model, count_params, inference_copy, unfreeze_model
+from training.pipeline import build_augmenter, make_dataset
+
+HISTORY_FILE = "history.csv"
+
+
+def _optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate)
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate)
+    raise ValueError(f"unknown optimizer {name!r}; use adam, sgd or rmsprop")
+
+
+def _compile(model: keras.Model, train_cfg: dict[str, Any], learning_rate: float, num_classes: int) -> None:
+    metrics: list[Any] = ["accuracy"]
+    if num_classes > 5:
+        metrics.append(keras.metrics.TopKCategoricalAccuracy(k=5, name="top5"))
+    model.compile(
+        optimizer=_optimizer(train_cfg["optimizer"], learning_rate),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=train_cfg["label_smoothing"]),
+        metrics=metrics,
+    )
+
+
+def _callbacks(run_dir: Path, phase: str, train_cfg: dict[str, Any], learning_rate: float, epochs: int,
+               initial_epoch: int) -> tuple[list[keras.callbacks.Callback], Path]:
+    """Early stopping, best checkpoint, LR schedule, CSV and TensorBoard logs for one phase."""
+    monitor = train_cfg["monitor"]
+    checkpoint = run_dir / "checkpoints" / f"{phase}.best.weights.h5"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    callbacks: list[keras.callbacks.Callback] = [
+        keras.callbacks.EarlyStopping(monitor=monitor, patience=train_cfg["early_stopping_patience"],
+                                      restore_best_weights=True, verbose=1),
+        # Weights only: the optimizer state would double the file and is never resumed from.
+        keras.callbacks.ModelCheckpoint(str(checkpoint), monitor=monitor, save_best_only=True,
+                                        save_weights_only=True, verbose=0),
+        keras.callbacks.CSVLogger(str(run_dir / HISTORY_FILE), append=True),
+        keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard" / phase), histogram_freq=0,
+                                    write_graph=False, profile_batch=0),
+    ]
+    if train_cfg["schedule"] == "cosine":
+        floor = train_cfg["min_lr"]
+
+        def cosine(epoch: int, _lr: float) -> float:
+            progress = (epoch - initial_epoch) / max(1, epochs)
+            return floor + 0.5 * (learning_rate - floor) * (1 + math.cos(math.pi * progress))
+
+        callbacks.append(keras.callbacks.LearningRateScheduler(cosine))
+    elif train_cfg["schedule"] == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor=monitor, factor=train_cfg["reduce_lr_factor"], patience=train_cfg["reduce_lr_patience"],
+            min_lr=train_cfg["min_lr"], verbose=1))
+    else:
+        raise ValueError(f"unknown schedule {train_cfg['schedule']!r}; use plateau or cosine")
+    return callbacks, checkpoint
+
+
+def _best(history: keras.callbacks.History, monitor: str) -> float:
+    values = history.history.get(monitor, [])
+    if not values:
+        return -math.inf
+    return max(values) if "acc" in monitor else -min(values)
+
+
+def run_training(config: dict[str, Any]) -> dict[str, Any]:
+    """Train, evaluate on val and export, as configured.
+
+    Args:
+        config: Resolved configuration (see :mod:`training.config`); ``data.path`` is required.
+
+    Returns:
+        ``{"run_dir", "artifact", "metrics", "wall_time_s"}``.
+    """
+    started = time.monotonic()
+    data_cfg, model_cfg, train_cfg, export_cfg = (config[k] for k in ("data", "model", "train", "export"))
+    if not data_cfg["path"]:
+        raise ValueError("no data folder: pass --data or set data.path in the config")
+    keras.utils.set_random_seed(config["seed"])
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(train_cfg["runs_dir"]) / f"{config['name']}-{stamp}"
+    run_dir.mkdir(parents=True, exist_ok=False)
+    save_config(config, run_dir / "config.yaml")
+
+    dataset = data_lib.load_dataset(data_cfg["path"], label_map=data_cfg["label_map"], split=data_cfg["split"],
+                                    seed=config["seed"], max_per_class=data_cfg["max_per_class"])
+    data_lib.write_split_file(dataset, run_dir / "splits.csv")
+    num_classes = len(dataset.class_names)
+    entry = get_backbone(model_cfg["backbone"])
+    image_size = tuple(model_cfg["image_size"] or entry.image_size)
+    train_split, val_split = dataset.splits["train"], dataset.splits["val"]
+    if not len(val_split):
+        raise ValueError("the validation split is empty; add images or change data.split")
+    print(f"data: {num_classes} classes, {len(train_split)} train / {len(val_split)} val / "
+          f"{len(dataset.splits['test'])} test images; run folder {run_dir}")
+
+    weights = data_lib.class_weights(train_split.labels, num_classes) if train_cfg["class_weights"] else None
+    common = dict(num_classes=num_classes, image_size=image_size, resize_mode=model_cfg["resize_mode"],
+                  batch_size=train_cfg["batch_size"], cache=data_cfg["cache"], seed=config["seed"])
+    train_ds = make_dataset(train_split.paths, train_split.labels, training=True,
+                            augmenter=build_augmenter(config["augment"], seed=config["seed"]),
+                            sample_weights=weights, **common)
+    val_ds = make_dataset(val_split.paths, val_split.labels, **common)
+
+    if train_cfg["mixed_precision"]:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    model = build_model(model_cfg["backbone"], num_classes, weights=model_cfg["weights"], image_size=image_size,
+                        dropout=model_cfg["dropout"], l2=model_cfg["l2"], name=config["name"])
+    monitor = train_cfg["monitor"]
+    phases: list[dict[str, Any]] = []
+    epoch = 0
+    verbose = train_cfg["verbose"]
+
+    if train_cfg["head_epochs"] > 0:
+        _compile(model, train_cfg, train_cfg["head_lr"], num_classes)
+        print(f"phase 1 (head, frozen backbone): {count_params(model)['trainable']:,} trainable parameters")
+        callbacks, checkpoint = _callbacks(run_dir, "head", train_cfg, train_cfg["head_lr"],
+                                           train_cfg["head_epochs"], 0)
+        history = model.fit(train_ds, validation_data=val_ds, epochs=train_cfg["head_epochs"],
+                            callbacks=callbacks, verbose=verbose)
+        epoch = len(history.epoch)
+        phases.append({"phase": "head", "epochs": epoch, "best": _best(history, monitor), "checkpoint": checkpoint})
+
+    if train_cfg["fine_tune_epochs"] > 0 and train_cfg["unfreeze_blocks"] > 0:
+        opened = unfreeze_model(model, model_cfg["backbone"], train_cfg["unfreeze_blocks"])
+        _compile(model, train_cfg, train_cfg["fine_tune_lr"], num_classes)
+        print(f"phase 2 (fine-tune blocks {', '.join(opened)}): "
+              f"{count_params(model)['trainable']:,} trainable parameters")
+        total = epoch + train_cfg["fine_tune_epochs"]
+        callbacks, checkpoint = _callbacks(run_dir, "fine_tune", train_cfg, train_cfg["fine_tune_lr"],
+                                           train_cfg["fine_tune_epochs"], epoch)
+        history = model.fit(train_ds, validation_data=val_ds, epochs=total, initial_epoch=epoch,
+                            callbacks=callbacks, verbose=verbose)
+        phases.append({"phase": "fine_tune", "epochs": len(history.epoch), "best": _best(history, monitor),
+                       "checkpoint": checkpoint, "blocks": opened})
+
+    if not phases:
+        raise ValueError("nothing to train: head_epochs and fine_tune_epochs are both 0")
+    # Early stopping restored the best epoch of the last phase; an earlier phase may still have been better.
+    best_phase = max(phases, key=lambda p: p["best"])
+    if best_phase is not phases[-1] and best_phase["checkpoint"].exists():
+        model.load_weights(str(best_phase["checkpoint"]))
+        print(f"kept the {best_phase['phase']} phase weights (better {monitor})")
+
+    clean = inference_copy(model, model_cfg["backbone"], num_classes, image_size=image_size,
+                           dropout=model_cfg["dropout"], l2=model_cfg["l2"], name=config["name"])
+    out_dir = Path(export_cfg["out"] or run_dir / "artifact")
+    report_dir = out_dir / "report"
+    if report_dir.exists():
+        shutil.rmtree(report_dir)
+    report_dir.mkdir(parents=True)
+    shutil.copyfile(run_dir / HISTORY_FILE, report_dir / HISTORY_FILE)
+    evaluation = evaluate_lib.evaluate_model(
+        clean, dataset.class_names, val_split.paths, val_split.labels, image_size=image_size,
+        resize_mode=model_cfg["resize_mode"], batch_size=train_cfg["batch_size"], report_dir=report_dir,
+        split_name="val", target_precision=export_cfg["target_precision"])
+    wall_time = time.monotonic() - started
+
+    summary = data_lib.summarize(dataset)
+    training_record = {
+        "config": config,
+        "phases": [{k: (str(v) if isinstance(v, Path) else v) for k, v in p.items()} for p in phases],
+        "parameters": count_params(clean),
+        "wall_time_s": round(wall_time, 1),
+        "run_dir": str(run_dir),
+    }
+    metadata = export_lib.build_metadata(
+        name=config["name"], version=config["version"], backbone=model_cfg["backbone"], image_size=image_size,
+        labels=dataset.class_names, resize_mode=model_cfg["resize_mode"],
+        preprocessing=describe_preprocessing(entry.preprocessing), metrics=evaluation["metrics"],
+        dataset=summary, training_config=training_record,
+        label_map=Path(data_cfg["label_map"]).name if data_cfg["label_map"] else None,
+        extra={"confidence": evaluation["confidence"]})
+    export_lib.export_artifact(clean, dataset.class_names, metadata, out_dir, litert=export_cfg["litert"])
+    print(f"artifact written to {out_dir} in {wall_time:.0f} s: "
+          + ", ".join(f"{k} {v:.4f}" for k, v in evaluation["metrics"].items() if isinstance(v, float)))
+    return {"run_dir": run_dir, "artifact": out_dir, "metrics": evaluation["metrics"], "wall_time_s": wall_time}
