@@ -227,8 +227,9 @@ def fit_to_input(img: Image.Image, target: tuple[int, int], resize_mode: str = "
     resample = Image.Resampling.BILINEAR
     if resize_mode == "center_crop":
         # Crop and resize in one pass: the box is the source region that maps onto the output.
-        crop_w, crop_h = target_w / sx, target_h / sy
-        left, top = (img.width - crop_w) / 2, (img.height - crop_h) / 2
+        # min/max: float rounding may otherwise push the box a hair outside the image, which Pillow refuses.
+        crop_w, crop_h = min(img.width, target_w / sx), min(img.height, target_h / sy)
+        left, top = max(0.0, (img.width - crop_w) / 2), max(0.0, (img.height - crop_h) / 2)
         fitted = img.resize((target_w, target_h), resample, box=(left, top, left + crop_w, top + crop_h))
     elif resize_mode == "pad":
         inner = (max(1, round(img.width * sx)), max(1, round(img.height * sy)))

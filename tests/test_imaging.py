@@ -6,6 +6,8 @@ import io
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 import bad_files
@@ -191,3 +193,11 @@ def test_thumbnail_is_small_jpeg_without_exif():
     assert thumb.format == "JPEG"
     assert thumb.size == (320, 160)
     assert len(thumb.getexif()) == 0 and "exif" not in thumb.info
+
+
+@settings(max_examples=300, deadline=None)
+@given(width=st.integers(1, 3000), height=st.integers(1, 3000), target_h=st.integers(1, 300),
+       target_w=st.integers(1, 300), mode=st.sampled_from(["center_crop", "stretch", "pad"]))
+def test_fit_to_input_handles_any_geometry(width, height, target_h, target_w, mode):
+    pixels = fit_to_input(Image.new("RGB", (width, height), (10, 20, 30)), (target_h, target_w), mode)
+    assert pixels.shape == (target_h, target_w, 3)
