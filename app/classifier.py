@@ -132,6 +132,8 @@ class LiteRTRuntime:
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
         self._build()
+        # Warm the new interpreter here so that the worker's first request does not allocate tensors.
+        self(np.zeros([1, *self._input["shape"][1:]], dtype=np.float32))
 
     @property
     def output_width(self) -> int:
