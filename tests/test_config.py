@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,10 @@ def test_cli_model_info_and_classify(runner, tmp_path, make_image):
     result = runner.invoke(args=["classify", str(photo), "--top-k", "2"])
     assert result.exit_code == 0, result.output
     assert f"{photo}: green " in result.output
+
+
+def test_readme_documents_every_setting():
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("<!-- section:config -->")[1].split("<!-- /section:config -->")[0]
+    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", section, flags=re.M))
+    assert set(Config.settings()) <= documented

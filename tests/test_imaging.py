@@ -195,7 +195,7 @@ def test_thumbnail_is_small_jpeg_without_exif():
     assert len(thumb.getexif()) == 0 and "exif" not in thumb.info
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)  # no .hypothesis/ folder in the repo
 @given(width=st.integers(1, 3000), height=st.integers(1, 3000), target_h=st.integers(1, 300),
        target_w=st.integers(1, 300), mode=st.sampled_from(["center_crop", "stretch", "pad"]))
 def test_fit_to_input_handles_any_geometry(width, height, target_h, target_w, mode):
