@@ -18,14 +18,12 @@ import numpy as np
 from flask import current_app
 from PIL import Image
 
+# The artifact format has one definition, next to the code that writes it (stdlib-only module).
+from training.export import (ARTIFACT_FORMAT_VERSION as FORMAT_VERSION, KERAS_FILE, LABELS_FILE,
+                             LITERT_FILE, METADATA_FILE, RESIZE_MODES)
+
 from .imaging import fit_to_input
 
-FORMAT_VERSION = 1
-KERAS_FILE = "model.keras"
-LITERT_FILE = "model.tflite"
-LABELS_FILE = "labels.json"
-METADATA_FILE = "metadata.json"
-RESIZE_MODES = ("center_crop", "stretch", "pad")
 RUNTIMES = ("auto", "litert", "keras")
 TRAIN_HINT = ("python -m training train --config training/configs/stanford196_mobilenet.yaml "
               "--data ../shared/datasets/stanford-cars --out model_artifacts/car-models-196")
