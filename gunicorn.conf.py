@@ -15,6 +15,7 @@ Environment:
 """
 
 import os
+import secrets
 from pathlib import Path
 
 
@@ -34,6 +35,8 @@ worker_class = "gthread" if threads > 1 else "sync"
 # The app reads this when it builds the interpreter: keep workers x inference threads <= cores.
 os.environ.setdefault("INFERENCE_THREADS", str(max(1, _cores // workers)))
 os.environ.setdefault("WEB_CONCURRENCY", str(workers))
+# Workers that load the app themselves (Keras runtime) must still sign CSRF tokens with the same key.
+os.environ.setdefault("SECRET_KEY", secrets.token_hex(32))
 
 
 

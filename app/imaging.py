@@ -18,7 +18,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
-CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
+# MPO is what Pillow calls a JPEG with extra frames (many phone cameras): a JPEG to everyone else.
+CONTENT_TYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp",
+                 "GIF": "image/gif"}
+JPEG_FORMATS = ("JPEG", "MPO")
 THUMBNAIL_MAX_SIDE = 320
 THUMBNAIL_QUALITY = 85
 # The decode keeps at least this many source pixels per model pixel, so that draft decoding changes
@@ -192,7 +195,7 @@ def decode_upload(data: bytes, *, max_pixels: int, target: tuple[int, int] | Non
             width, height = height, width
         content_type = CONTENT_TYPES[img.format]
         try:
-            if img.format == "JPEG" and target is not None:
+            if img.format in JPEG_FORMATS and target is not None:
                 _apply_draft(img, target, resize_mode)
             img.load()  # GIF: loads the first frame only
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):

@@ -5,9 +5,14 @@ from __future__ import annotations
 import io
 import re
 
+import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
 
 import bad_files
+from conftest import encode
 
 BAD_UPLOADS = {
     "text renamed .jpg": (bad_files.text_renamed_jpg, 415, "unsupported_media_type"),
@@ -134,3 +139,23 @@ def test_unexpected_error_is_a_logged_generic_500(app, client, make_image, monke
     message = assert_json_error(response, 500, "internal_error")
     assert "secret" not in message
     assert "secret internal detail" in caplog.text
+
+
+SEEDS = {fmt: encode(Image.fromarray(np.random.default_rng(5).integers(0, 256, (40, 60, 3), dtype=np.uint8)), fmt)
+         for fmt in ("JPEG", "PNG", "WEBP", "GIF")}
+
+
+@settings(max_examples=200, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fmt=st.sampled_from(sorted(SEEDS)), cut=st.floats(0.0, 1.0),
+       flips=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(0, 255)), max_size=8))
+def test_damaged_images_never_cause_a_server_error(client, fmt, cut, flips):
+    """Real images with bytes overwritten and tails cut off: always a 201 or a 4xx with a message."""
+    data = bytearray(SEEDS[fmt])
+    for position, value in flips:
+        data[min(len(data) - 1, int(position * len(data)))] = value
+    data = bytes(data[: max(1, int(cut * len(data)))]) if cut < 0.98 else bytes(data)
+    response = post_api(client, data)
+    assert response.status_code in {201, 400, 413, 415, 422}, response.data
+    if response.status_code != 201:
+        assert response.json["error"]["message"]

@@ -36,6 +36,16 @@ def test_supported_formats_decode_to_rgb(make_image, fmt, content_type):
     assert close_to(decoded.image.getpixel((25, 15)), COLOR_RGB["green"], tolerance=20)
 
 
+def test_multi_picture_jpeg_from_a_phone_uses_the_first_picture():
+    first, second = Image.new("RGB", (640, 480), COLOR_RGB["red"]), Image.new("RGB", (640, 480), COLOR_RGB["blue"])
+    buffer = io.BytesIO()
+    first.save(buffer, "MPO", save_all=True, append_images=[second])
+    decoded = decode(buffer.getvalue(), target=(32, 32))
+    assert decoded.content_type == "image/jpeg"
+    assert (decoded.width, decoded.height) == (640, 480)
+    assert close_to(decoded.image.getpixel((5, 5)), COLOR_RGB["red"], tolerance=20)
+
+
 def test_sha256_is_of_the_uploaded_bytes(make_image):
     import hashlib
 

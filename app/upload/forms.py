@@ -10,5 +10,5 @@ from ..imaging import CONTENT_TYPES
 class UploadForm(FlaskForm):
     """One photo. The server checks the content itself; ``accept`` only guides the file picker."""
 
-    image = FileField("Car photo", render_kw={"accept": ",".join(CONTENT_TYPES.values())})
+    image = FileField("Car photo", render_kw={"accept": ",".join(sorted(set(CONTENT_TYPES.values())))})
     submit = SubmitField("Classify")
