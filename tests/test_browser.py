@@ -27,6 +27,23 @@ SCREENSHOT = REPO_ROOT / "docs" / "screenshots" / "result.png"
 BIN = Path(sys.executable).parent
 
 
+# Draws a small PNG in the page and hands it over the way a user's drop or Ctrl+V would.
+DISPATCH_IMAGE_EVENT = """async (kind) => {
+  const canvas = document.createElement("canvas");
+  canvas.width = 40; canvas.height = 30;
+  canvas.getContext("2d").fillRect(0, 0, 40, 30);
+  const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([blob], kind + ".png", {type: "image/png"}));
+  if (kind === "drop") {
+    document.getElementById("drop-zone").dispatchEvent(
+      new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+  } else {
+    document.dispatchEvent(new ClipboardEvent("paste", {clipboardData: transfer, bubbles: true, cancelable: true}));
+  }
+}"""
+
+
 def require_chromium() -> None:
     if CHROMIUM.exists():
         return
@@ -95,6 +112,11 @@ def test_upload_a_real_car_photo_in_chromium(server):
             page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
             page.goto(f"{base}/")
             expect(page.locator("#drop-zone")).to_be_visible()
+            for event in ("drop", "paste"):  # both fill the form's file input and show a preview
+                page.evaluate(DISPATCH_IMAGE_EVENT, event)
+                expect(page.locator("#file-name")).to_contain_text(f"{event}.png")
+                assert page.locator("input[type=file]").evaluate("i => i.files[0].name") == f"{event}.png"
+            expect(page.locator("#preview")).to_be_visible()
             page.set_input_files("input[type=file]", str(photo))
             expect(page.locator("#preview")).to_be_visible()  # instant preview from upload.js
             page.click("#submit-button")
