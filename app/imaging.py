@@ -149,7 +149,7 @@ def make_thumbnail(img: Image.Image, max_side: int = THUMBNAIL_MAX_SIDE) -> byte
     thumb = img.copy()
     thumb.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
     buffer = io.BytesIO()
-    thumb.save(buffer, format="JPEG", quality=THUMBNAIL_QUALITY, optimize=True)
+    thumb.save(buffer, format="JPEG", quality=THUMBNAIL_QUALITY)
     return buffer.getvalue()
 
 
