@@ -6,9 +6,9 @@ told the same thing. Anything unexpected becomes a logged 500 with a generic mes
 
 from __future__ import annotations
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, current_app, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException
 
 from .imaging import ImageRejected
 
@@ -46,6 +46,7 @@ def error_response(status: int, code: str, message: str):
 
 
 def handle_http_exception(exc: HTTPException):
+    """Routing and protocol errors (404, 405, 413 ...) with a plain-language message."""
     status = exc.code or 500
     if status == 413:
         limit = request.max_content_length
@@ -57,20 +58,21 @@ def handle_http_exception(exc: HTTPException):
 
 
 def handle_csrf_error(exc: CSRFError):
+    """A form post without a valid token: usually a page left open across a restart."""
     return error_response(400, "csrf_failed",
                           f"The form has expired or was not sent from this site ({exc.description}) "
                           f"Reload the page and try again.")
 
 
 def handle_image_rejected(exc: ImageRejected):
+    """An upload the app cannot classify; the exception carries status, code and message."""
     return error_response(exc.status, exc.code, exc.message)
 
 
 def handle_unexpected(exc: Exception):
+    """Anything else: log the details, tell the client only that it failed on our side."""
     if isinstance(exc, HTTPException):
         return handle_http_exception(exc)
-    from flask import current_app
-
     current_app.logger.exception("unhandled error on %s %s", request.method, request.path)
     return error_response(500, CODES[500], MESSAGES[500])
 
@@ -80,5 +82,4 @@ def register_errorhandlers(app: Flask) -> None:
     app.register_error_handler(CSRFError, handle_csrf_error)
     app.register_error_handler(ImageRejected, handle_image_rejected)
     app.register_error_handler(HTTPException, handle_http_exception)
-    app.register_error_handler(InternalServerError, handle_unexpected)
     app.register_error_handler(Exception, handle_unexpected)
