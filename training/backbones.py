@@ -50,6 +50,32 @@ def _application(constructor: Callable, **fixed) -> Callable:
     return build
 
 
+def _mobilenet_v1(alpha: float) -> Callable:
+    """MobileNet v1 that also accepts a cache holding only the with-top ImageNet file.
+
+    Keras looks for ``mobilenet_<alpha>_<size>_tf_no_top.h5`` when ``include_top=False``; where only the
+    full file is at hand (offline caches), the full 224-pixel model is loaded and its convolutional
+    weights, which do not depend on the input size, are copied into the headless one.
+    """
+
+    def build(weights: str | None, input_shape: tuple[int, int, int]) -> keras.Model:
+        try:
+            return keras.applications.MobileNet(include_top=False, weights=weights, input_shape=input_shape,
+                                                alpha=alpha)
+        except Exception:
+            if weights != "imagenet":
+                raise
+        full = keras.applications.MobileNet(include_top=True, weights="imagenet", alpha=alpha)
+        headless = keras.applications.MobileNet(include_top=False, weights=None, input_shape=input_shape,
+                                                alpha=alpha)
+        for layer in headless.layers:
+            if layer.weights:
+                layer.set_weights(full.get_layer(layer.name).get_weights())
+        return headless
+
+    return build
+
+
 def _small_cnn(weights: str | None, input_shape: tuple[int, int, int]) -> keras.Model:
     """The baseline of the first prototypes: three conv + max-pool blocks (32, 64, 128 filters)."""
     if weights not in (None, "none"):
@@ -65,9 +91,9 @@ def _small_cnn(weights: str | None, input_shape: tuple[int, int, int]) -> keras.
 REGISTRY: dict[str, Backbone] = {
     entry.name: entry
     for entry in (
-        Backbone("mobilenet_v1_0.75", _application(keras.applications.MobileNet, alpha=0.75), (224, 224),
+        Backbone("mobilenet_v1_0.75", _mobilenet_v1(0.75), (224, 224),
                  "tf", r"conv_(?:dw|pw|pad)_(\d+)", imagenet_offline=True),
-        Backbone("mobilenet_v1_0.25", _application(keras.applications.MobileNet, alpha=0.25), (224, 224),
+        Backbone("mobilenet_v1_0.25", _mobilenet_v1(0.25), (224, 224),
                  "tf", r"conv_(?:dw|pw|pad)_(\d+)", imagenet_offline=True),
         Backbone("mobilenetv2", _application(keras.applications.MobileNetV2), (224, 224),
                  "tf", r"(block_\d+)_"),

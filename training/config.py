@@ -55,7 +55,8 @@ DEFAULTS: dict[str, Any] = {
         "fine_tune_epochs": 10,     # phase 2: top blocks unfrozen; 0 skips the phase
         "fine_tune_lr": 1.0e-4,
         "unfreeze_blocks": 4,
-        "schedule": "plateau",      # plateau (ReduceLROnPlateau) | cosine (per-epoch cosine decay)
+        "schedule": "plateau",      # plateau (ReduceLROnPlateau) | cosine (per-step cosine decay)
+        "warmup_epochs": 0,         # phase 2 linear warm-up (cosine schedule only)
         "monitor": "val_accuracy",
         "early_stopping_patience": 4,
         "reduce_lr_patience": 2,

@@ -19,13 +19,18 @@ BACKBONE_LAYER = "backbone"
 
 def _backbone_weights(weights: str | None) -> str | None:
     """Turn the ``--weights`` value into what ``keras.applications`` accepts (model files come later)."""
-    if weights in (None, "none", "None"):
+    if not is_pretrained(weights):
         return None
     if weights == "imagenet":
         return "imagenet"
     if str(weights).endswith(".keras"):
         return None  # copied from the saved classifier after building, see _copy_backbone_weights
     return str(weights)
+
+
+def is_pretrained(weights: str | None) -> bool:
+    """Whether ``--weights`` starts the backbone from learned weights."""
+    return weights not in (None, "none", "None")
 
 
 def _copy_backbone_weights(backbone: keras.Model, model_path: str) -> None:
@@ -65,8 +70,10 @@ def build_model(backbone_name: str, num_classes: int, *, weights: str | None = "
     preprocess = preprocessing_layer(entry.preprocessing)
     if preprocess is not None:
         x = preprocess(x)
-    # training=False keeps BatchNormalization in inference mode in both phases.
-    x = backbone(x, training=False)
+    # Pretrained: training=False keeps BatchNormalization in inference mode in both phases, so its
+    # ImageNet statistics survive small fine-tuning batches. From scratch there are no statistics to
+    # keep, and the layers must learn them.
+    x = backbone(x, training=False) if is_pretrained(weights) else backbone(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     if dropout:
         x = keras.layers.Dropout(dropout, name="dropout")(x)
@@ -77,13 +84,16 @@ def build_model(backbone_name: str, num_classes: int, *, weights: str | None = "
     return keras.Model(inputs, outputs, name=name)
 
 
-def unfreeze_model(model: keras.Model, backbone_name: str, blocks: int) -> list[str]:
+def unfreeze_model(model: keras.Model, backbone_name: str, blocks: int, *, freeze_batchnorm: bool = True
+                   ) -> list[str]:
     """Make the top ``blocks`` blocks of the backbone trainable, BatchNormalization excepted.
 
     Args:
         model: From :func:`build_model`.
         backbone_name: Registry name, for the block layout.
         blocks: How many blocks, counted from the top; a number above the block count opens them all.
+        freeze_batchnorm: Keep BatchNormalization layers frozen (pretrained backbones); a backbone
+            trained from scratch needs them trainable.
 
     Returns:
         The names of the unfrozen blocks, top first.
@@ -95,7 +105,7 @@ def unfreeze_model(model: keras.Model, backbone_name: str, blocks: int) -> list[
     backbone.trainable = bool(chosen)
     for layer, block in zip(backbone.layers, names):
         is_norm = isinstance(layer, keras.layers.BatchNormalization)
-        layer.trainable = block in chosen and not is_norm
+        layer.trainable = block in chosen and not (is_norm and freeze_batchnorm)
     return [b for b in reversed(ordered) if b in chosen]
 
 

@@ -21,13 +21,13 @@ from training import evaluate as evaluate_lib
 from training import export as export_lib
 from training.backbones import describe_preprocessing, get_backbone
 from training.config import save_config
-from training.model import build_model, count_params, inference_copy, unfreeze_model
+from training.model import build_model, count_params, inference_copy, is_pretrained, unfreeze_model
 from training.pipeline import build_augmenter, make_dataset
 
 HISTORY_FILE = "history.csv"
 
 
-def _optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+def _optimizer(name: str, learning_rate) -> keras.optimizers.Optimizer:
     if name == "adam":
         return keras.optimizers.Adam(learning_rate)
     if name == "sgd":
@@ -37,7 +37,7 @@ def _optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
     raise ValueError(f"unknown optimizer {name!r}; use adam, sgd or rmsprop")
 
 
-def _compile(model: keras.Model, train_cfg: dict[str, Any], learning_rate: float, num_classes: int) -> None:
+def _compile(model: keras.Model, train_cfg: dict[str, Any], learning_rate, num_classes: int) -> None:
     metrics: list[Any] = ["accuracy"]
     if num_classes > 5:
         metrics.append(keras.metrics.TopKCategoricalAccuracy(k=5, name="top5"))
@@ -48,8 +48,25 @@ def _compile(model: keras.Model, train_cfg: dict[str, Any], learning_rate: float
     )
 
 
-def _callbacks(run_dir: Path, phase: str, train_cfg: dict[str, Any], learning_rate: float, epochs: int,
-               initial_epoch: int) -> tuple[list[keras.callbacks.Callback], Path]:
+def _learning_rate(train_cfg: dict[str, Any], peak: float, epochs: int, steps_per_epoch: int,
+                   warmup_epochs: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """A constant rate (plateau schedule) or a per-step cosine decay with an optional linear warm-up.
+
+    The warm-up matters when blocks are unfrozen: Adam's first steps are full-size for every weight,
+    which knocks pretrained layers off before the moment estimates settle.
+    """
+    if train_cfg["schedule"] != "cosine":
+        return peak
+    warmup_steps = warmup_epochs * steps_per_epoch
+    decay_steps = max(1, epochs * steps_per_epoch - warmup_steps)
+    alpha = min(1.0, train_cfg["min_lr"] / peak)
+    if warmup_steps:
+        return keras.optimizers.schedules.CosineDecay(peak * 0.01, decay_steps, alpha=alpha,
+                                                      warmup_target=peak, warmup_steps=warmup_steps)
+    return keras.optimizers.schedules.CosineDecay(peak, decay_steps, alpha=alpha)
+
+
+def _callbacks(run_dir: Path, phase: str, train_cfg: dict[str, Any]) -> tuple[list[keras.callbacks.Callback], Path]:
     """Early stopping, best checkpoint, LR schedule, CSV and TensorBoard logs for one phase."""
     monitor = train_cfg["monitor"]
     checkpoint = run_dir / "checkpoints" / f"{phase}.best.weights.h5"
@@ -64,19 +81,11 @@ def _callbacks(run_dir: Path, phase: str, train_cfg: dict[str, Any], learning_ra
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard" / phase), histogram_freq=0,
                                     write_graph=False, profile_batch=0),
     ]
-    if train_cfg["schedule"] == "cosine":
-        floor = train_cfg["min_lr"]
-
-        def cosine(epoch: int, _lr: float) -> float:
-            progress = (epoch - initial_epoch) / max(1, epochs)
-            return floor + 0.5 * (learning_rate - floor) * (1 + math.cos(math.pi * progress))
-
-        callbacks.append(keras.callbacks.LearningRateScheduler(cosine))
-    elif train_cfg["schedule"] == "plateau":
+    if train_cfg["schedule"] == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             monitor=monitor, factor=train_cfg["reduce_lr_factor"], patience=train_cfg["reduce_lr_patience"],
             min_lr=train_cfg["min_lr"], verbose=1))
-    else:
+    elif train_cfg["schedule"] != "cosine":  # cosine lives in the optimizer, see _learning_rate
         raise ValueError(f"unknown schedule {train_cfg['schedule']!r}; use plateau or cosine")
     return callbacks, checkpoint
 
@@ -132,28 +141,31 @@ def run_training(config: dict[str, Any]) -> dict[str, Any]:
     model = build_model(model_cfg["backbone"], num_classes, weights=model_cfg["weights"], image_size=image_size,
                         dropout=model_cfg["dropout"], l2=model_cfg["l2"], name=config["name"])
     monitor = train_cfg["monitor"]
+    steps_per_epoch = math.ceil(len(train_split) / train_cfg["batch_size"])
     phases: list[dict[str, Any]] = []
     epoch = 0
     verbose = train_cfg["verbose"]
 
     if train_cfg["head_epochs"] > 0:
-        _compile(model, train_cfg, train_cfg["head_lr"], num_classes)
+        _compile(model, train_cfg, _learning_rate(train_cfg, train_cfg["head_lr"], train_cfg["head_epochs"],
+                                                  steps_per_epoch, 0), num_classes)
         print(f"phase 1 (head, frozen backbone): {count_params(model)['trainable']:,} trainable parameters")
-        callbacks, checkpoint = _callbacks(run_dir, "head", train_cfg, train_cfg["head_lr"],
-                                           train_cfg["head_epochs"], 0)
+        callbacks, checkpoint = _callbacks(run_dir, "head", train_cfg)
         history = model.fit(train_ds, validation_data=val_ds, epochs=train_cfg["head_epochs"],
                             callbacks=callbacks, verbose=verbose)
         epoch = len(history.epoch)
         phases.append({"phase": "head", "epochs": epoch, "best": _best(history, monitor), "checkpoint": checkpoint})
 
     if train_cfg["fine_tune_epochs"] > 0 and train_cfg["unfreeze_blocks"] > 0:
-        opened = unfreeze_model(model, model_cfg["backbone"], train_cfg["unfreeze_blocks"])
-        _compile(model, train_cfg, train_cfg["fine_tune_lr"], num_classes)
+        opened = unfreeze_model(model, model_cfg["backbone"], train_cfg["unfreeze_blocks"],
+                                freeze_batchnorm=is_pretrained(model_cfg["weights"]))
+        _compile(model, train_cfg, _learning_rate(train_cfg, train_cfg["fine_tune_lr"],
+                                                  train_cfg["fine_tune_epochs"], steps_per_epoch,
+                                                  train_cfg["warmup_epochs"]), num_classes)
         print(f"phase 2 (fine-tune blocks {', '.join(opened)}): "
               f"{count_params(model)['trainable']:,} trainable parameters")
         total = epoch + train_cfg["fine_tune_epochs"]
-        callbacks, checkpoint = _callbacks(run_dir, "fine_tune", train_cfg, train_cfg["fine_tune_lr"],
-                                           train_cfg["fine_tune_epochs"], epoch)
+        callbacks, checkpoint = _callbacks(run_dir, "fine_tune", train_cfg)
         history = model.fit(train_ds, validation_data=val_ds, epochs=total, initial_epoch=epoch,
                             callbacks=callbacks, verbose=verbose)
         phases.append({"phase": "fine_tune", "epochs": len(history.epoch), "best": _best(history, monitor),

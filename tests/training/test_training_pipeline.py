@@ -1,0 +1,74 @@
+"""The tf.data pipeline: resizing like the app, augmentation shapes, labels and sample weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from training.pipeline import build_augmenter, fit_to_size, make_dataset
+
+DEFAULT_AUGMENT = {"enabled": True, "rotation": 40.0, "width_shift": 0.2, "height_shift": 0.2, "shear": 0.2,
+                   "zoom": 0.2, "horizontal_flip": True, "brightness": 0.2, "contrast": 0.2}
+
+
+@pytest.mark.parametrize("mode", ["center_crop", "stretch", "pad"])
+def test_training_resize_matches_the_app(mode, tmp_path):
+    from app.imaging import fit_to_input
+
+    rng = np.random.default_rng(0)
+    # A smooth wide image: resampling filters agree on smooth content, so the difference measures layout.
+    base = rng.integers(0, 256, (6, 12, 3)).astype(np.uint8)
+    photo = Image.fromarray(base).resize((240, 120), Image.Resampling.BICUBIC)
+    ours = fit_to_size(np.asarray(photo), (64, 64), mode).numpy().astype(float)
+    app = np.asarray(fit_to_input(photo, (64, 64), mode), dtype=float)
+    assert ours.shape == app.shape == (64, 64, 3)
+    assert np.abs(ours - app).mean() < 6.0
+
+
+def test_augmenter_keeps_shape_and_range_and_changes_pixels():
+    augmenter = build_augmenter(DEFAULT_AUGMENT, seed=1)
+    assert [layer.__class__.__name__ for layer in augmenter.layers] == [
+        "RandomFlip", "RandomRotation", "RandomTranslation", "RandomShear", "RandomZoom", "RandomBrightness",
+        "RandomContrast"]
+    batch = np.random.default_rng(1).uniform(0, 255, (4, 40, 56, 3)).astype("float32")
+    out = np.asarray(augmenter(batch, training=True))
+    assert out.shape == batch.shape
+    assert out.dtype == np.float32
+    assert not np.allclose(out, batch)
+    np.testing.assert_allclose(np.asarray(augmenter(batch, training=False)), batch)
+
+
+def test_augmenter_can_be_disabled():
+    assert build_augmenter({**DEFAULT_AUGMENT, "enabled": False}) is None
+    assert build_augmenter({key: 0 for key in DEFAULT_AUGMENT}) is None
+
+
+def test_dataset_yields_float_images_one_hot_labels_and_weights(image_folder):
+    from training.data import class_weights, load_dataset
+
+    dataset = load_dataset(image_folder)
+    train = dataset.splits["train"]
+    weights = class_weights(train.labels, 3)
+    ds = make_dataset(train.paths, train.labels, num_classes=3, image_size=(24, 40), resize_mode="center_crop",
+                      batch_size=5, training=True, augmenter=build_augmenter(DEFAULT_AUGMENT, seed=0),
+                      sample_weights=weights)
+    seen = 0
+    for images, one_hot, sample_weights in ds:
+        assert images.shape[1:] == (24, 40, 3) and images.dtype.name == "float32"
+        assert float(np.min(images)) >= 0.0 and float(np.max(images)) <= 255.0
+        np.testing.assert_allclose(np.asarray(one_hot).sum(axis=1), 1.0)
+        expected = [weights[int(i)] for i in np.argmax(one_hot, axis=1)]
+        np.testing.assert_allclose(np.asarray(sample_weights), expected, rtol=1e-6)
+        seen += images.shape[0]
+    assert seen == len(train)
+
+
+def test_evaluation_dataset_is_deterministic(image_folder):
+    from training.data import load_dataset
+
+    val = load_dataset(image_folder).splits["val"]
+    kwargs = dict(num_classes=3, image_size=(16, 16), resize_mode="stretch", batch_size=4)
+    first = np.concatenate([x for x, _ in make_dataset(val.paths, val.labels, **kwargs)])
+    second = np.concatenate([x for x, _ in make_dataset(val.paths, val.labels, **kwargs)])
+    np.testing.assert_array_equal(first, second)
