@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,9 @@ class LiteRTRuntime:
         self._build()
         # Thread pools do not survive fork(): a gunicorn worker forked from a preloading master gets a
         # fresh interpreter (cheap: the flatbuffer is memory-mapped).
-        os.register_at_fork(after_in_child=self._after_fork)
+        # A weak reference, so that the hook does not keep replaced classifiers alive forever.
+        alive = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: (runtime := alive()) and runtime._after_fork())
 
     def _build(self) -> None:
         from ai_edge_litert.interpreter import Interpreter
@@ -139,6 +142,7 @@ class LiteRTRuntime:
         return int(self._output["shape"][-1])
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities for a float32 ``(N, H, W, 3)`` batch."""
         with self._lock:
             if batch.shape[0] != self._batch:
                 self._interpreter.resize_tensor_input(self._input["index"], list(batch.shape))
@@ -170,6 +174,7 @@ class KerasRuntime:
         self.output_width = int(model.outputs[0].shape[-1])
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities for a float32 ``(N, H, W, 3)`` batch."""
         return self._call(batch).numpy()
 
 
@@ -184,10 +189,12 @@ class Classifier:
 
     @property
     def name(self) -> str:
+        """Model name from the metadata (the folder name when absent)."""
         return str(self.metadata.get("name") or self.model_dir.name)
 
     @property
     def version(self) -> str:
+        """Model version from the metadata."""
         return str(self.metadata.get("version") or "unversioned")
 
     @property
@@ -198,6 +205,7 @@ class Classifier:
 
     @property
     def resize_mode(self) -> str:
+        """How photos are fitted to the input: ``center_crop``, ``stretch`` or ``pad``."""
         return str(self.metadata.get("resize_mode") or "center_crop")
 
     @property

@@ -175,3 +175,22 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"
     lines = result.stdout.strip().splitlines()
     assert lines[-2] == "litert blue"
     assert lines[-1] == "[]"
+
+
+def test_forked_worker_gets_a_working_interpreter(color_artifact):
+    """What a gunicorn worker does: inherit a loaded classifier through fork() and use it."""
+    import os
+    import signal
+
+    classifier = load_classifier(color_artifact, runtime="litert", num_threads=2)
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        signal.alarm(30)  # a hung interpreter kills the child instead of hanging the suite
+        label = classifier.classify(Image.new("RGB", (20, 20), COLOR_RGB["green"]))[0]["label"]
+        os.write(write_end, label.encode())
+        os._exit(0)
+    os.close(write_end)
+    _, status = os.waitpid(child, 0)
+    assert os.read(read_end, 100).decode() == "green"
+    assert os.waitstatus_to_exitcode(status) == 0
