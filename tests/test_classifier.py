@@ -194,3 +194,25 @@ def test_forked_worker_gets_a_working_interpreter(color_artifact):
     _, status = os.waitpid(child, 0)
     assert os.read(read_end, 100).decode() == "green"
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_serving_works_with_tensorflow_absent(color_artifact):
+    """As on a server installed from requirements.txt only: TensorFlow and Keras cannot be imported."""
+    script = f"""
+import sys
+sys.modules["tensorflow"] = sys.modules["keras"] = None  # import fails, find_spec says not installed
+from PIL import Image
+from app.classifier import ArtifactError, load_classifier
+classifier = load_classifier({str(color_artifact)!r})
+print(classifier.runtime, classifier.classify(Image.new("RGB", (9, 9), (0, 0, 255)))[0]["label"])
+try:
+    load_classifier({str(color_artifact)!r}, runtime="keras")
+except ArtifactError as exc:
+    print(exc)
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[-2] == "litert blue"
+    assert "needs TensorFlow" in lines[-1] and "requirements-train.txt" in lines[-1]
