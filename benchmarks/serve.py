@@ -1,0 +1,359 @@
+"""Serving benchmark: the app under gunicorn against a ``model.predict``-per-request baseline, in one run.
+
+Both servers serve the same artifact (``model_artifacts/default`` unless ``--model-dir``) and receive the
+same real car photos: originals from ``../shared/datasets/stanford-cars/val`` plus 1-3 megapixel JPEGs
+made from them by upscaling (phones upload photos that size). For each server it measures
+
+* cold start - process start to the first ``201``;
+* latency p50/p95/p99 at concurrency 1;
+* throughput and p99 at concurrency 8, with the error count;
+* peak RSS of each gunicorn worker (``VmHWM``).
+
+It also measures the floor - decode + resize + invoke in-process, no HTTP, no database - and writes
+``benchmarks/results/serve.json`` plus ``benchmarks/results/serve.md`` (the table the README includes).
+
+Usage: ``python -m benchmarks.serve [--requests 60] [--concurrent-requests 160]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import http.client
+import io
+import json
+import os
+import platform
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+DEFAULT_PHOTOS = REPO_ROOT.parent / "shared" / "datasets" / "stanford-cars" / "val"
+UPSCALED_MEGAPIXELS = (1.2, 2.0, 3.0)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command line: what to serve, what to send and how much."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.serve", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    inputs = parser.add_argument_group("inputs")
+    inputs.add_argument("--model-dir", type=Path, default=REPO_ROOT / "model_artifacts" / "default",
+                        help="artifact both servers load")
+    inputs.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS, help="folder of real car photos")
+    inputs.add_argument("--photo-count", type=int, default=8, help="originals taken (each also upscaled 3x)")
+    load = parser.add_argument_group("load")
+    load.add_argument("--requests", type=int, default=60, help="requests at concurrency 1, per server")
+    load.add_argument("--concurrent-requests", type=int, default=160, help="requests at concurrency 8")
+    load.add_argument("--concurrency", type=int, default=8)
+    load.add_argument("--workers", type=int, default=2, help="gunicorn workers for both servers")
+    load.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker, both servers")
+    output = parser.add_argument_group("output")
+    output.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for serve.json and serve.md")
+    return parser.parse_args(argv)
+
+
+def make_payloads(photo_dir: Path, count: int, seed: int = 0) -> list[tuple[str, bytes]]:
+    """Real photos as JPEG bytes: each original plus upscaled 1.2, 2 and 3 megapixel copies.
+
+    Args:
+        photo_dir: Folder of class folders of JPEGs.
+        count: How many originals to take (seeded choice).
+        seed: Random seed for the choice.
+
+    Returns:
+        ``(name, jpeg_bytes)`` pairs.
+    """
+    photos = sorted(photo_dir.glob("*/*.jpg"))
+    if not photos:
+        raise SystemExit(f"error: no photos under {photo_dir}; pass --photos DIR")
+    chosen = random.Random(seed).sample(photos, min(count, len(photos)))
+    payloads = []
+    for path in chosen:
+        original = path.read_bytes()
+        payloads.append((path.name, original))
+        image = Image.open(io.BytesIO(original)).convert("RGB")
+        for megapixels in UPSCALED_MEGAPIXELS:
+            scale = (megapixels * 1e6 / (image.width * image.height)) ** 0.5
+            size = (round(image.width * scale), round(image.height * scale))
+            buffer = io.BytesIO()
+            image.resize(size, Image.Resampling.LANCZOS).save(buffer, "JPEG", quality=90)
+            payloads.append((f"{path.stem}-{megapixels}mp.jpg", buffer.getvalue()))
+    return payloads
+
+
+def multipart(name: str, data: bytes) -> tuple[bytes, str]:
+    """Encode one file as a ``multipart/form-data`` body under the field ``image``."""
+    boundary = uuid.uuid4().hex
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n"
+            "Content-Type: image/jpeg\r\n\r\n").encode()
+    return head + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def post_once(port: int, body: bytes, content_type: str, timeout: float = 60.0) -> tuple[int, float]:
+    """POST one prediction; returns ``(status, seconds)``, status 0 on a connection error."""
+    start = time.perf_counter()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("POST", "/api/v1/predictions", body=body, headers={"Content-Type": content_type})
+        response = connection.getresponse()
+        response.read()
+        status = response.status
+    except OSError:
+        status = 0
+    finally:
+        connection.close()
+    return status, time.perf_counter() - start
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) by linear interpolation."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def worker_pids(master_pid: int) -> list[int]:
+    """The gunicorn workers: processes whose parent is the master."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == master_pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident set size (VmHWM) of a process in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Server:
+    """One gunicorn server started for the benchmark and stopped after it."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], port: int):
+        self.name, self.argv, self.env, self.port = name, argv, env, port
+        self.process: subprocess.Popen | None = None
+        self.started_at = 0.0
+
+    def start(self) -> None:
+        """Start the process and remember when."""
+        self.started_at = time.perf_counter()
+        self.process = subprocess.Popen(self.argv, env=self.env, cwd=REPO_ROOT,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def wait_first_created(self, body: bytes, content_type: str, timeout: float = 120.0) -> float:
+        """Seconds from process start to the first 201 answer."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(f"error: {self.name} server exited: {self.process.stderr.read().decode()[-2000:]}")
+            status, _ = post_once(self.port, body, content_type, timeout=30)
+            if status == 201:
+                return time.perf_counter() - self.started_at
+            time.sleep(0.02)
+        self.stop()
+        raise SystemExit(f"error: {self.name} server gave no 201 within {timeout:.0f}s: "
+                         f"{self.process.stderr.read().decode()[-2000:]}")
+
+    def stop(self) -> None:
+        """Terminate gunicorn and wait for it."""
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def measure_server(server: Server, bodies: list[tuple[bytes, str]], args: argparse.Namespace) -> dict:
+    """Cold start, c=1 latency, c=N throughput and worker memory for one server.
+
+    Args:
+        server: A server not yet started.
+        bodies: Encoded request bodies, cycled through.
+        args: Parsed command line.
+
+    Returns:
+        The figures for this server.
+    """
+    server.start()
+    try:
+        cold_start = server.wait_first_created(*bodies[0])
+        # One pass over every payload so each worker has seen every image size before timing.
+        for body in bodies:
+            post_once(server.port, *body)
+
+        sequential = [post_once(server.port, *bodies[i % len(bodies)]) for i in range(args.requests)]
+        latencies = [seconds for _, seconds in sequential]
+
+        started = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(args.concurrency) as pool:
+            concurrent_results = list(pool.map(lambda i: post_once(server.port, *bodies[i % len(bodies)]),
+                                               range(args.concurrent_requests)))
+        elapsed = time.perf_counter() - started
+
+        workers = worker_pids(server.process.pid)
+        rss = [peak_rss_mb(pid) for pid in workers]
+    finally:
+        server.stop()
+    errors = sum(status != 201 for status, _ in sequential + concurrent_results)
+    return {
+        "cold_start_s": cold_start,
+        "c1": {"requests": args.requests, "p50_ms": percentile(latencies, 50) * 1e3,
+               "p95_ms": percentile(latencies, 95) * 1e3, "p99_ms": percentile(latencies, 99) * 1e3},
+        f"c{args.concurrency}": {
+            "requests": args.concurrent_requests,
+            "throughput_rps": args.concurrent_requests / elapsed,
+            "p99_ms": percentile([s for _, s in concurrent_results], 99) * 1e3,
+        },
+        "errors": errors,
+        "worker_peak_rss_mb": rss,
+    }
+
+
+def measure_floor(model_dir: Path, payloads: list[tuple[str, bytes]], repeats: int = 3) -> dict:
+    """Decode + resize + invoke in-process with the app's own code path, no HTTP and no database."""
+    from app.classifier import load_classifier
+    from app.imaging import decode_upload
+
+    classifier = load_classifier(model_dir, runtime="auto")
+    timings = []
+    for _ in range(repeats):
+        for _, data in payloads:
+            start = time.perf_counter()
+            upload = decode_upload(data, max_pixels=40_000_000, target=classifier.image_size,
+                                   resize_mode=classifier.resize_mode)
+            classifier.classify(upload.image, top_k=5)
+            timings.append(time.perf_counter() - start)
+    return {"runtime": classifier.runtime, "samples": len(timings),
+            "p50_ms": percentile(timings, 50) * 1e3, "p95_ms": percentile(timings, 95) * 1e3}
+
+
+def machine_description() -> dict:
+    """What the figures were measured on."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    memory_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(memory_kb / 2**20, 1),
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def render_markdown(report: dict) -> str:
+    """The README table: one row per server plus the in-process floor and the ratios."""
+    app, baseline, floor = report["servers"]["app"], report["servers"]["baseline"], report["floor"]
+    concurrency = f"c{report['settings']['concurrency']}"
+
+    def row(name: str, figures: dict) -> str:
+        rss = ", ".join(f"{value:.0f}" for value in figures["worker_peak_rss_mb"])
+        return (f"| {name} | {figures['c1']['p50_ms']:.1f} | {figures['c1']['p95_ms']:.1f} | "
+                f"{figures['c1']['p99_ms']:.1f} | {figures[concurrency]['throughput_rps']:.1f} | "
+                f"{figures[concurrency]['p99_ms']:.0f} | {figures['errors']} | "
+                f"{figures['cold_start_s']:.2f} | {rss} |")
+
+    ratios = report["ratios"]
+    machine = report["machine"]
+    return "\n".join([
+        f"Measured {report['measured_at']} on {machine['cpu']}, {machine['cores']} cores, "
+        f"{machine['memory_gib']} GiB, Python {machine['python']}; model `{report['model']}`, "
+        f"{report['settings']['workers']} workers x {report['settings']['threads']} threads, "
+        f"{report['payload_count']} real photos (originals + 1.2/2/3 MP upscales).",
+        "",
+        f"| server | p50 ms (c=1) | p95 ms | p99 ms | req/s ({concurrency}) | p99 ms ({concurrency}) | errors "
+        "| cold start s | peak RSS per worker MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
+        row(f"app ({floor['runtime']})", app),
+        row("baseline (`model.predict`)", baseline),
+        "",
+        f"In-process floor (decode + resize + invoke, {floor['runtime']}): p50 {floor['p50_ms']:.1f} ms. "
+        f"App p50 / floor: **{ratios['app_p50_over_floor']:.2f}x**; baseline p50 / app p50: "
+        f"**{ratios['baseline_p50_over_app_p50']:.1f}x**; app throughput / baseline: "
+        f"**{ratios['app_throughput_over_baseline']:.1f}x**.",
+        "",
+    ])
+
+
+def main(argv=None) -> None:
+    """Run both servers one after the other under the same load and write the results."""
+    args = parse_args(argv)
+    if not (args.model_dir / "model.keras").exists():
+        raise SystemExit(f"error: no model.keras in {args.model_dir}; pass --model-dir")
+    payloads = make_payloads(args.photos, args.photo_count)
+    bodies = [multipart(name, data) for name, data in payloads]
+    print(f"{len(payloads)} payloads, {sum(len(d) for _, d in payloads) / 1e6:.1f} MB in all", flush=True)
+
+    python_bin = Path(sys.executable).parent
+    with tempfile.TemporaryDirectory() as scratch:
+        base_env = {**os.environ, "MODEL_DIR": str(args.model_dir.resolve()),
+                    "WEB_CONCURRENCY": str(args.workers), "GUNICORN_THREADS": str(args.threads)}
+        app_port, baseline_port = free_port(), free_port()
+        app_env = {**base_env, "PORT": str(app_port), "DATABASE_URL": f"sqlite:///{scratch}/bench.db"}
+        subprocess.run([python_bin / "flask", "--app", "wsgi", "db", "upgrade"], env=app_env, cwd=REPO_ROOT,
+                       check=True, capture_output=True)
+        servers = {
+            "app": Server("app", [str(python_bin / "gunicorn"), "--config", "gunicorn.conf.py", "wsgi:app"],
+                          app_env, app_port),
+            "baseline": Server("baseline", [str(python_bin / "gunicorn"), "--config", "/dev/null", "--workers", str(args.workers),
+                                            "--threads", str(args.threads), "--bind", f"127.0.0.1:{baseline_port}",
+                                            "benchmarks.baseline_app:app"],
+                               {**base_env, "PORT": str(baseline_port)}, baseline_port),
+        }
+        results = {}
+        for name, server in servers.items():
+            print(f"measuring {name} ...", flush=True)
+            results[name] = measure_server(server, bodies, args)
+            print(json.dumps(results[name], indent=2), flush=True)
+
+    print("measuring the in-process floor ...", flush=True)
+    floor = measure_floor(args.model_dir, payloads)
+    concurrency = f"c{args.concurrency}"
+    report = {
+        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine_description(),
+        "model": json.loads((args.model_dir / "metadata.json").read_text())["name"],
+        "payload_count": len(payloads),
+        "settings": {"workers": args.workers, "threads": args.threads, "concurrency": args.concurrency,
+                     "requests_c1": args.requests, "requests_concurrent": args.concurrent_requests},
+        "servers": results,
+        "floor": floor,
+        "ratios": {
+            "app_p50_over_floor": results["app"]["c1"]["p50_ms"] / floor["p50_ms"],
+            "baseline_p50_over_app_p50": results["baseline"]["c1"]["p50_ms"] / results["app"]["c1"]["p50_ms"],
+            "app_throughput_over_baseline": (results["app"][concurrency]["throughput_rps"]
+                                             / results["baseline"][concurrency]["throughput_rps"]),
+        },
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "serve.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "serve.md").write_text(render_markdown(report))
+    print(render_markdown(report))
+
+
+if __name__ == "__main__":
+    main()
