@@ -23,11 +23,18 @@ from PIL import Image
 from training.export import (ARTIFACT_FORMAT_VERSION as FORMAT_VERSION, KERAS_FILE, LABELS_FILE,
                              LITERT_FILE, METADATA_FILE, RESIZE_MODES)
 
+from .config import REPO_ROOT
 from .imaging import fit_to_input
 
 RUNTIMES = ("auto", "litert", "keras")
-TRAIN_HINT = ("python -m training train --config training/configs/stanford196_mobilenet.yaml "
-              "--data ../shared/datasets/stanford-cars --out model_artifacts/car-models-196")
+def train_hint(folder: Path) -> str:
+    """The command that writes an artifact at ``folder`` (relative to the repository when inside it)."""
+    try:
+        out = folder.resolve().relative_to(REPO_ROOT)
+    except ValueError:
+        out = folder
+    return ("python -m training train --config training/configs/stanford196_mobilenet.yaml "
+            f"--data ../shared/datasets/stanford-cars --out {out}")
 
 
 class ArtifactError(RuntimeError):
@@ -74,7 +81,7 @@ def read_artifact(model_dir: str | Path) -> tuple[dict[str, Any], list[str]]:
     """
     folder = Path(model_dir)
     if not folder.is_dir():
-        raise ArtifactError(f"model artifact not found at {folder}: train one with `{TRAIN_HINT}` "
+        raise ArtifactError(f"model artifact not found at {folder}: train one with `{train_hint(folder)}` "
                             f"or set MODEL_DIR to an artifact folder")
     documents = {}
     for filename in (METADATA_FILE, LABELS_FILE):
@@ -99,7 +106,7 @@ def read_artifact(model_dir: str | Path) -> tuple[dict[str, Any], list[str]]:
 
 def _broken(folder: Path, problem: str) -> ArtifactError:
     return ArtifactError(f"model artifact at {folder} is broken: {problem}; re-export it with "
-                         f"`{TRAIN_HINT}` or set MODEL_DIR to a good artifact folder")
+                         f"`{train_hint(folder)}` or set MODEL_DIR to a good artifact folder")
 
 
 class LiteRTRuntime:

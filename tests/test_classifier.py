@@ -151,7 +151,7 @@ def test_missing_artifact_message(tmp_path):
     message = str(info.value)
     assert "\n" not in message
     assert f"model artifact not found at {tmp_path / 'nowhere'}" in message
-    assert "--out model_artifacts/car-models-196" in message and "MODEL_DIR" in message
+    assert f"--out {tmp_path / 'nowhere'}" in message and "MODEL_DIR" in message
 
 
 def test_serving_with_litert_never_imports_tensorflow(color_artifact, make_image):
@@ -216,3 +216,8 @@ except ArtifactError as exc:
     lines = result.stdout.strip().splitlines()
     assert lines[-2] == "litert blue"
     assert "needs TensorFlow" in lines[-1] and "requirements-train.txt" in lines[-1]
+
+
+def test_missing_default_artifact_names_the_command_that_makes_it():
+    with pytest.raises(ArtifactError, match=r"--out model_artifacts/no-such-model` or set MODEL_DIR"):
+        load_classifier(REPO_ROOT / "model_artifacts" / "no-such-model")
