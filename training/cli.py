@@ -105,7 +105,7 @@ def _add_evaluate_parser(subparsers) -> None:
     required = parser.add_argument_group("required")
     required.add_argument("--model", required=True, metavar="DIR", help="artifact folder")
     required.add_argument("--data", required=True, metavar="DIR", help="data folder the model was trained on")
-    options = parser.add_argument_group("options")
+    options = parser.add_argument_group("evaluation")
     options.add_argument("--split", default="val", choices=["val", "test", "train"], help="split to evaluate")
     options.add_argument("--batch-size", type=int, default=32)
     options.add_argument("--target-precision", type=float, default=None,

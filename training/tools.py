@@ -217,6 +217,19 @@ def _run_split(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- parser
+def _add_tool(commands, name: str, handler, *, summary: str, description: str, folder_help: str,
+              apply_help: str, progress: bool = True) -> argparse._ArgumentGroup:
+    """Add one tool with its folder argument, ``--apply`` (and ``--no-progress``); returns its option group."""
+    parser = commands.add_parser(name, help=summary, description=description)
+    parser.add_argument("folder", help=folder_help)
+    options = parser.add_argument_group(f"{name} options")
+    options.add_argument("--apply", action="store_true", help=apply_help)
+    if progress:
+        options.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(handler=handler)
+    return options
+
+
 def add_tools_parser(subparsers) -> None:
     """Register ``tools`` and its sub-commands on the top-level parser."""
     tools = subparsers.add_parser("tools", help="dataset tools: dedupe, resize, split",
@@ -224,40 +237,33 @@ def add_tools_parser(subparsers) -> None:
                                               "overwritten without --apply.")
     commands = tools.add_subparsers(dest="tool", required=True, metavar="TOOL")
 
-    dedupe = commands.add_parser("dedupe", help="find exact and near-duplicate images (perceptual hash)",
-                                 description="Find byte-identical and perceptually similar images; with --apply "
-                                             "delete all but the first of each group.")
-    dedupe.add_argument("folder", help="folder searched recursively")
-    options = dedupe.add_argument_group("options")
+    options = _add_tool(commands, "dedupe", _run_dedupe,
+                        summary="find exact and near-duplicate images (perceptual hash)",
+                        description="Find byte-identical and perceptually similar images; with --apply delete "
+                                    "all but the first of each group.",
+                        folder_help="folder searched recursively",
+                        apply_help="delete the duplicates (default: dry run)")
     options.add_argument("--max-distance", type=int, default=4,
                          help="pHash Hamming distance counted as a near duplicate (default 4 of 64 bits)")
     options.add_argument("--show", type=int, default=20, help="groups listed per kind (default 20)")
-    options.add_argument("--apply", action="store_true", help="delete the duplicates (default: dry run)")
-    options.add_argument("--no-progress", action="store_true", help="no progress bars")
-    dedupe.set_defaults(handler=_run_dedupe)
 
-    resize = commands.add_parser("resize", help="resize / centre-crop every image of a folder",
-                                 description="Write resized JPEG copies with the same folder layout.")
-    resize.add_argument("folder", help="source folder, searched recursively")
-    options = resize.add_argument_group("options")
+    options = _add_tool(commands, "resize", _run_resize, summary="resize / centre-crop every image of a folder",
+                        description="Write resized JPEG copies with the same folder layout.",
+                        folder_help="source folder, searched recursively",
+                        apply_help="allow overwriting files (in place without --out)")
     options.add_argument("--out", metavar="DIR", help="destination folder (default: in place, needs --apply)")
     options.add_argument("--size", type=int, nargs=2, default=[224, 224], metavar=("W", "H"),
                          help="target size (default 224 224)")
     options.add_argument("--mode", choices=["center_crop", "stretch", "pad", "shorter"], default="center_crop",
                          help="how to fit: crop, stretch, letterbox, or shorter side only (default center_crop)")
     options.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
-    options.add_argument("--apply", action="store_true", help="allow overwriting files")
-    options.add_argument("--no-progress", action="store_true", help="no progress bars")
-    resize.set_defaults(handler=_run_resize)
 
-    split = commands.add_parser("split", help="split DIR/<class>/ into OUT/train|val|test/<class>/",
-                                description="Seeded stratified split of a class-per-folder dataset.")
-    split.add_argument("folder", help="source folder with one sub-folder per class")
-    options = split.add_argument_group("options")
+    options = _add_tool(commands, "split", _run_split, summary="split DIR/<class>/ into OUT/train|val|test/<class>/",
+                        description="Seeded stratified split of a class-per-folder dataset.",
+                        folder_help="source folder with one sub-folder per class",
+                        apply_help="write the split (default: dry run)", progress=False)
     options.add_argument("--out", required=True, metavar="DIR", help="destination folder")
     options.add_argument("--fractions", type=float, nargs="+", default=[0.7, 0.15, 0.15], metavar="F",
                          help="train val [test] fractions (default 0.7 0.15 0.15)")
     options.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
     options.add_argument("--move", action="store_true", help="move instead of copy")
-    options.add_argument("--apply", action="store_true", help="write the split (default: dry run)")
-    split.set_defaults(handler=_run_split)
