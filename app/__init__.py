@@ -10,7 +10,7 @@ from sqlalchemy import event
 
 from .classifier import load_classifier
 from .config import Config, finalize
-from .extensions import bootstrap, csrf, db, migrate
+from .extensions import bootstrap, csrf, db, limiter, migrate
 
 MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
 
@@ -57,6 +57,7 @@ def register_extensions(app: Flask) -> None:
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     csrf.init_app(app)
     bootstrap.init_app(app)
+    limiter.init_app(app)
     if uri.startswith("sqlite"):
         with app.app_context():
             install_sqlite_pragmas(db.engine, wal=app.config["SQLITE_WAL"],

@@ -64,6 +64,8 @@ class Config:
                                            "(e.g. PythonAnywhere).")
     SQLITE_BUSY_TIMEOUT_MS = Setting(int, 5000, "How long SQLite waits for a lock before failing.")
     BOOTSTRAP_SERVE_LOCAL = Setting(parse_bool, True, "Serve Bootstrap from the app instead of a CDN.")
+    RATELIMIT_STORAGE_URI = Setting(str, "memory://", "Where rate-limit counters live: `memory://` (per "
+                                                      "worker) or a shared store such as `redis://host:6379`.")
 
     @classmethod
     def settings(cls) -> dict[str, Setting]:

@@ -1,6 +1,8 @@
 """Flask extensions, created unbound here and bound to the app in ``create_app``."""
 
 from flask_bootstrap import Bootstrap5
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
@@ -9,3 +11,5 @@ db = SQLAlchemy()
 migrate = Migrate()
 csrf = CSRFProtect()
 bootstrap = Bootstrap5()
+# Storage and limits come from the app's settings (RATELIMIT_*), read when the app is bound.
+limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
