@@ -1,11 +1,13 @@
-"""Database models: one row per prediction served, from the web page or the API."""
+"""Database models: one row per prediction served (web page or API), admin accounts, corrections."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
+from flask_login import UserMixin
 from sqlalchemy import CheckConstraint, Index
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from .extensions import db
 
@@ -63,3 +65,69 @@ class Prediction(db.Model):
 
     def __repr__(self) -> str:
         return f"<Prediction {self.id} {self.top_label!r} {self.top_score:.3f}>"
+
+
+# The review page's filter and sort indexes, declared beside the table so the schema and the
+# migration (0002) stay comparable.
+Index("ix_predictions_model_version_created_at", Prediction.model_version, Prediction.created_at)
+Index("ix_predictions_top_score", Prediction.top_score)
+
+
+class AdminUser(UserMixin, db.Model):
+    """An operator who may review and correct predictions; the password is stored only as a hash."""
+
+    __tablename__ = "admin_users"
+    __table_args__ = (Index("ix_admin_users_username", "username", unique=True),)
+
+    id = db.Column(db.Integer, primary_key=True)
+    username = db.Column(db.String(64), nullable=False)
+    password_hash = db.Column(db.String(255), nullable=False)
+    is_active = db.Column(db.Boolean, nullable=False, default=True)
+    created_at = db.Column(db.DateTime(timezone=True), nullable=False, default=utcnow)
+    last_login_at = db.Column(db.DateTime(timezone=True), nullable=True)
+
+    def set_password(self, password: str) -> None:
+        """Hash ``password`` with scrypt and keep only the hash."""
+        self.password_hash = generate_password_hash(password, method="scrypt")
+
+    def check_password(self, password: str) -> bool:
+        """Whether ``password`` matches the stored hash (constant-time comparison)."""
+        return check_password_hash(self.password_hash, password)
+
+    def __repr__(self) -> str:
+        return f"<AdminUser {self.username!r}>"
+
+
+class Correction(db.Model):
+    """An admin's verdict on one prediction: the true label, and who set it when.
+
+    ``new_label == old_label`` means the model was right. One row per prediction; editing updates it.
+    """
+
+    __tablename__ = "corrections"
+    __table_args__ = (
+        Index("ix_corrections_prediction_id", "prediction_id", unique=True),
+        Index("ix_corrections_new_label", "new_label"),
+    )
+
+    id = db.Column(db.Integer, primary_key=True)
+    prediction_id = db.Column(db.Integer, db.ForeignKey("predictions.id", name="fk_corrections_prediction_id",
+                                                        ondelete="CASCADE"), nullable=False)
+    old_label = db.Column(db.String(255), nullable=False)
+    new_label = db.Column(db.String(255), nullable=False)
+    corrected_by_id = db.Column(db.Integer, db.ForeignKey("admin_users.id", name="fk_corrections_corrected_by_id"),
+                                nullable=False)
+    created_at = db.Column(db.DateTime(timezone=True), nullable=False, default=utcnow)
+    updated_at = db.Column(db.DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow)
+
+    prediction = db.relationship(Prediction, backref=db.backref("correction", uselist=False, lazy="select",
+                                                                passive_deletes=True))
+    corrected_by = db.relationship(AdminUser)
+
+    @property
+    def model_was_right(self) -> bool:
+        """True when the admin confirmed the model's top label."""
+        return self.new_label == self.old_label
+
+    def __repr__(self) -> str:
+        return f"<Correction {self.prediction_id} {self.old_label!r} -> {self.new_label!r}>"
