@@ -2,6 +2,7 @@
 
 from flask_bootstrap import Bootstrap5
 from flask_limiter import Limiter
+from flask_login import LoginManager
 from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -13,3 +14,5 @@ csrf = CSRFProtect()
 bootstrap = Bootstrap5()
 # Storage and limits come from the app's settings (RATELIMIT_*), read when the app is bound.
 limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
+# Admin sessions; the user loader and the unauthorized answer live in the admin blueprint.
+login_manager = LoginManager()
