@@ -14,6 +14,13 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+APP_ENVS = ("development", "production")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("json", "text")
+# Values copied from examples (README, app.yaml) rather than generated: refused in production.
+PLACEHOLDER_SECRET_KEYS = {"change-me", "changeme", "secret", "dev", "development", "replace-me"}
+MIN_SECRET_KEY_LENGTH = 32
+SECRET_SETTINGS = {"SECRET_KEY"}
 
 
 def parse_bool(raw: str) -> bool:
@@ -28,6 +35,18 @@ def parse_bool(raw: str) -> bool:
     if value in {"0", "false", "no", "off"}:
         return False
     raise ValueError(f"not a boolean: {raw!r}")
+
+
+def parse_choice(raw: str, choices: tuple[str, ...]) -> str:
+    """Accept one of ``choices`` (after trimming).
+
+    Raises:
+        ValueError: For anything else, listing the choices.
+    """
+    value = raw.strip()
+    if value not in choices:
+        raise ValueError(f"not one of {', '.join(choices)}")
+    return value
 
 
 def parse_optional_int(raw: str) -> int | None:
@@ -49,6 +68,9 @@ class Config:
 
     SECRET_KEY = Setting(str, None, "Signs sessions and CSRF tokens. Random per start when unset "
                                     "(forms then expire on restart): set it in production.")
+    APP_ENV = Setting(lambda raw: parse_choice(raw, APP_ENVS), "development",
+                      "`production` refuses to start unless `SECRET_KEY` is set to a strong value "
+                      "(32+ characters, not a placeholder); `development` accepts a random one.")
     DATABASE_URL = Setting(str, None, "SQLAlchemy URL; default `sqlite:///<instance>/predictions.db`. "
                                       "PostgreSQL URLs work too.")
     MODEL_DIR = Setting(str, "model_artifacts/default", "Artifact folder to serve; relative paths are "
@@ -63,6 +85,10 @@ class Config:
     SQLITE_WAL = Setting(parse_bool, True, "Use SQLite WAL journaling; turn off on network file systems "
                                            "(e.g. PythonAnywhere).")
     SQLITE_BUSY_TIMEOUT_MS = Setting(int, 5000, "How long SQLite waits for a lock before failing.")
+    LOG_LEVEL = Setting(lambda raw: parse_choice(raw.upper(), LOG_LEVELS), "INFO",
+                        "Lowest level logged to stdout: DEBUG, INFO, WARNING or ERROR.")
+    LOG_FORMAT = Setting(lambda raw: parse_choice(raw, LOG_FORMATS), "json",
+                         "`json` (one object per line, with the request id) or `text` for reading by eye.")
     BOOTSTRAP_SERVE_LOCAL = Setting(parse_bool, True, "Serve Bootstrap from the app instead of a CDN.")
     RATELIMIT_STORAGE_URI = Setting(str, "memory://", "Where rate-limit counters live: `memory://` (per "
                                                       "worker) or a shared store such as `redis://host:6379`.")
@@ -106,6 +132,53 @@ def default_inference_threads(environ: Mapping[str, str] | None = None) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
+def check_secret_key(config: Mapping[str, Any]) -> None:
+    """In production, refuse a missing, placeholder or short ``SECRET_KEY``.
+
+    Anyone who knows the key can forge session cookies and CSRF tokens, and a random key per start
+    logs every user out on each restart, so production must bring its own.
+
+    Raises:
+        ValueError: ``APP_ENV=production`` with an unsuitable key; the message says how to make one.
+    """
+    if config.get("APP_ENV") != "production":
+        return
+    key = config.get("SECRET_KEY") or ""
+    if key.strip().lower() in PLACEHOLDER_SECRET_KEYS or len(key) < MIN_SECRET_KEY_LENGTH:
+        problem = "is not set" if not key else "is a placeholder or shorter than 32 characters"
+        raise ValueError(f"APP_ENV=production but SECRET_KEY {problem}: set it to the output of "
+                         f"`python -c 'import secrets; print(secrets.token_hex(32))'`")
+
+
+def hide_password(url: str) -> str:
+    """``scheme://user:***@host/...`` for a URL with a password; anything else unchanged."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+
+
+def public_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Every setting of the table with its effective value, safe to log: no secrets, no passwords.
+
+    Args:
+        config: The app's finalized config.
+
+    Returns:
+        Setting name -> value; secrets read ``"(hidden)"``, URLs lose their password.
+    """
+    shown: dict[str, Any] = {}
+    for name in Config.settings():
+        value = config.get(name)
+        if name in SECRET_SETTINGS:
+            value = "(hidden)"
+        elif isinstance(value, str):
+            value = hide_password(value)
+        shown[name] = value
+    return shown
+
+
 def finalize(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
     """Fill the defaults that depend on where the app lives.
 
@@ -116,6 +189,7 @@ def finalize(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
     Returns:
         ``config`` completed with the keys Flask and its extensions read.
     """
+    check_secret_key(config)
     if not config.get("SECRET_KEY"):
         config["SECRET_KEY"] = secrets.token_hex(32)
     if not config.get("DATABASE_URL"):
@@ -124,6 +198,9 @@ def finalize(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
     if config["DATABASE_URL"].startswith("postgres://"):
         config["DATABASE_URL"] = "postgresql://" + config["DATABASE_URL"][len("postgres://"):]
     config["SQLALCHEMY_DATABASE_URI"] = config["DATABASE_URL"]
+    # Without a driver SQLAlchemy picks psycopg2; the one installed (requirements.txt) is psycopg 3.
+    if config["DATABASE_URL"].startswith("postgresql://"):
+        config["SQLALCHEMY_DATABASE_URI"] = "postgresql+psycopg://" + config["DATABASE_URL"][len("postgresql://"):]
     model_dir = Path(config["MODEL_DIR"])
     config["MODEL_DIR"] = str(model_dir if model_dir.is_absolute() else REPO_ROOT / model_dir)
     if config.get("INFERENCE_THREADS") is None:

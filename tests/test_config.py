@@ -49,7 +49,7 @@ def test_finalize_fills_instance_database_and_absolute_model_dir(tmp_path):
 
 def test_postgres_scheme_is_normalised(tmp_path):
     values = finalize({**Config.from_env({}), "DATABASE_URL": "postgres://u:p@db/cars"}, str(tmp_path))
-    assert values["SQLALCHEMY_DATABASE_URI"] == "postgresql://u:p@db/cars"
+    assert values["SQLALCHEMY_DATABASE_URI"] == "postgresql+psycopg://u:p@db/cars"
 
 
 def test_factory_loads_the_classifier_once_and_registers_everything(app):
