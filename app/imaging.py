@@ -146,8 +146,13 @@ def make_thumbnail(img: Image.Image, max_side: int = THUMBNAIL_MAX_SIDE) -> byte
     Returns:
         JPEG bytes (no EXIF: nothing from the upload's metadata is kept).
     """
-    thumb = img.copy()
-    thumb.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    scale = max_side / max(img.width, img.height)
+    thumb = img
+    if scale < 1:
+        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        # reducing_gap=1: box-average by the whole factor first, then one short bilinear step. Half the
+        # cost of a full bilinear pass on the request path, and no visible difference at this size.
+        thumb = img.resize(size, Image.Resampling.BILINEAR, reducing_gap=1.0)
     buffer = io.BytesIO()
     thumb.save(buffer, format="JPEG", quality=THUMBNAIL_QUALITY)
     return buffer.getvalue()
@@ -203,11 +208,12 @@ def decode_upload(data: bytes, *, max_pixels: int, target: tuple[int, int] | Non
         except Exception:
             raise _corrupt() from None
     try:
-        upright = ImageOps.exif_transpose(img) or img
+        # In place: the copy exif_transpose makes otherwise costs a full frame on every upload.
+        ImageOps.exif_transpose(img, in_place=True)
     except Exception:  # malformed EXIF: keep the pixels as stored
-        upright = img
+        pass
     try:
-        rgb = to_rgb(upright)
+        rgb = to_rgb(img)
     except Exception:
         raise _corrupt() from None
     return DecodedImage(image=rgb, width=width, height=height, content_type=content_type, sha256=digest)
