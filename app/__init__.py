@@ -10,7 +10,7 @@ from sqlalchemy import event
 
 from .classifier import load_classifier
 from .config import Config, finalize
-from .extensions import bootstrap, csrf, db, limiter, migrate
+from .extensions import bootstrap, csrf, db, limiter, login_manager, migrate
 
 MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
 
@@ -58,6 +58,7 @@ def register_extensions(app: Flask) -> None:
     csrf.init_app(app)
     bootstrap.init_app(app)
     limiter.init_app(app)
+    login_manager.init_app(app)
     if uri.startswith("sqlite"):
         with app.app_context():
             install_sqlite_pragmas(db.engine, wal=app.config["SQLITE_WAL"],
@@ -91,7 +92,8 @@ def load_classifier_into(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    """Web page at ``/``, JSON API at ``/api/v1``, probes at ``/healthz`` and ``/readyz``."""
+    """Web page at ``/``, JSON API at ``/api/v1``, probes at ``/healthz`` and ``/readyz``, admin at ``/admin``."""
+    from .admin import bp as admin_bp
     from .api import bp as api_bp
     from .health import bp as health_bp
     from .upload import bp as upload_bp
@@ -100,6 +102,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(api_bp, url_prefix="/api/v1")
     csrf.exempt(api_bp)
     app.register_blueprint(health_bp)
+    app.register_blueprint(admin_bp, url_prefix="/admin")
 
 
 def register_errorhandlers(app: Flask) -> None:

@@ -1,19 +1,28 @@
-"""Command-line tools: ``flask model-info`` and ``flask classify IMAGE...``."""
+"""Command-line tools: ``flask model-info``, ``flask classify IMAGE...`` and the admin commands
+(``create-admin``, ``set-password``, ``export-corrections``)."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
 from flask import Flask, current_app
+from sqlalchemy import select
 
+from .admin.export import export_corrections
 from .classifier import get_classifier
+from .extensions import db
 from .imaging import ImageRejected, decode_upload
+from .models import AdminUser
+
+MIN_ADMIN_PASSWORD_LENGTH = 8
 
 
 def register(app: Flask) -> None:
     """Attach the commands to ``app.cli``."""
+    register_admin_commands(app)
 
     @app.cli.command("model-info")
     def model_info() -> None:
@@ -38,3 +47,49 @@ def register(app: Flask) -> None:
                 continue
             answers = classifier.classify(decoded.image, top_k=k)
             click.echo(f"{path}: " + ", ".join(f"{a['label']} {a['score']:.3f}" for a in answers))
+
+
+def register_admin_commands(app: Flask) -> None:
+    """``flask create-admin``, ``flask set-password`` and ``flask export-corrections``."""
+
+    def read_password() -> str:
+        # Automation sets ADMIN_PASSWORD; people type it twice at a hidden prompt.
+        password = os.environ.get("ADMIN_PASSWORD") or click.prompt("Password", hide_input=True,
+                                                                      confirmation_prompt=True)
+        if len(password) < MIN_ADMIN_PASSWORD_LENGTH:
+            raise click.ClickException(f"the password needs at least {MIN_ADMIN_PASSWORD_LENGTH} characters")
+        return password
+
+    @app.cli.command("create-admin")
+    @click.argument("username")
+    def create_admin(username: str) -> None:
+        """Create an admin account (password from ADMIN_PASSWORD or a prompt)."""
+        username = username.strip()
+        if not username or len(username) > 64:
+            raise click.ClickException("the username must be 1 to 64 characters")
+        if db.session.scalar(select(AdminUser).where(AdminUser.username == username)) is not None:
+            raise click.ClickException(f"admin {username!r} already exists; use set-password to change it")
+        admin = AdminUser(username=username)
+        admin.set_password(read_password())
+        db.session.add(admin)
+        db.session.commit()
+        click.echo(f"created admin {username}")
+
+    @app.cli.command("set-password")
+    @click.argument("username")
+    def set_password(username: str) -> None:
+        """Set a new password for an existing admin (from ADMIN_PASSWORD or a prompt)."""
+        admin = db.session.scalar(select(AdminUser).where(AdminUser.username == username.strip()))
+        if admin is None:
+            raise click.ClickException(f"no admin {username!r}; create it with create-admin")
+        admin.set_password(read_password())
+        db.session.commit()
+        click.echo(f"password of {admin.username} changed")
+
+    @app.cli.command("export-corrections")
+    @click.argument("out_dir", type=click.Path(file_okay=False))
+    def export_corrections_command(out_dir: str) -> None:
+        """Write reviewed photos as OUT_DIR/<label>/<id>.jpg plus OUT_DIR/corrections.csv (training layout)."""
+        counts = export_corrections(out_dir)
+        total = sum(counts.values())
+        click.echo(f"exported {total} photos in {len(counts)} label folders to {out_dir}")

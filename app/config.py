@@ -92,6 +92,11 @@ class Config:
     BOOTSTRAP_SERVE_LOCAL = Setting(parse_bool, True, "Serve Bootstrap from the app instead of a CDN.")
     RATELIMIT_STORAGE_URI = Setting(str, "memory://", "Where rate-limit counters live: `memory://` (per "
                                                       "worker) or a shared store such as `redis://host:6379`.")
+    PREFERRED_URL_SCHEME = Setting(str, "http", "`https` when served over TLS: external URLs use it and the "
+                                                "session cookie gets the Secure flag.")
+    ADMIN_LOGIN_RATE_LIMIT = Setting(str, "5 per minute", "Failed admin sign-ins allowed per client address "
+                                                          "(Flask-Limiter syntax, e.g. `10 per hour`).")
+    ADMIN_LOW_CONFIDENCE = Setting(float, 0.5, "Admin review: a top score below this counts as low confidence.")
 
     @classmethod
     def settings(cls) -> dict[str, Setting]:
@@ -207,4 +212,10 @@ def finalize(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
         config["INFERENCE_THREADS"] = default_inference_threads()
     config.setdefault("BOOTSTRAP_BOOTSWATCH_THEME", None)
     config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # a form left open over lunch still submits
+    # Session cookies: never readable by scripts, not sent on cross-site subrequests, HTTPS-only under TLS.
+    secure = config.get("PREFERRED_URL_SCHEME") == "https"
+    for prefix in ("SESSION_COOKIE", "REMEMBER_COOKIE"):
+        config.setdefault(f"{prefix}_HTTPONLY", True)
+        config.setdefault(f"{prefix}_SAMESITE", "Lax")
+        config.setdefault(f"{prefix}_SECURE", secure)
     return config

@@ -1,0 +1,119 @@
+"""CSV of the review set (streamed in chunks) and the corrected photos as a class-folder dataset.
+
+The dataset layout is the one ``python -m training train`` reads: ``OUT_DIR/<label>/<id>.jpg``, plus
+``OUT_DIR/corrections.csv`` beside the class folders (a file, so the training loader ignores it).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from sqlalchemy import select
+
+from ..extensions import db
+from ..models import AdminUser, Correction, Prediction
+from .queries import ReviewFilters, SORT_COLUMNS, filtered
+
+CHUNK_ROWS = 1000
+PREDICTION_COLUMNS = ("id", "created_at", "source", "original_filename", "sha256", "width", "height",
+                      "content_type", "model_name", "model_version", "top_label", "top_score", "latency_ms",
+                      "corrected_label", "model_was_right", "corrected_by", "corrected_at", "top_k")
+CORRECTION_COLUMNS = ("prediction_id", "path", "label", "model_label", "model_version", "sha256",
+                      "corrected_by", "corrected_at")
+# A leading = + - @ (or tab/CR) makes spreadsheets run the cell as a formula; filenames come from users.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """Text that a spreadsheet would evaluate gets a leading apostrophe; other values pass through."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
+def csv_line(values: Iterable[Any]) -> str:
+    """One CSV record (RFC 4180 quoting, CRLF) as text."""
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow([spreadsheet_safe(v) for v in values])
+    return buffer.getvalue()
+
+
+def _iso(stamp) -> str:
+    return stamp.isoformat(timespec="seconds") if stamp is not None else ""
+
+
+def prediction_rows(filters: ReviewFilters, low_confidence_below: float) -> Iterator[str]:
+    """The CSV header then one line per filtered prediction, fetched ``CHUNK_ROWS`` at a time.
+
+    Plain columns (no ORM objects, no thumbnails) keep memory flat whatever the number of rows.
+
+    Args:
+        filters: The review filters (sort is honoured; paging is not).
+        low_confidence_below: Threshold for the low-confidence filter.
+
+    Yields:
+        CSV text, one record per item.
+    """
+    statement = (select(Prediction.id, Prediction.created_at, Prediction.source, Prediction.original_filename,
+                        Prediction.sha256, Prediction.width, Prediction.height, Prediction.content_type,
+                        Prediction.model_name, Prediction.model_version, Prediction.top_label,
+                        Prediction.top_score, Prediction.latency_ms, Correction.new_label, Correction.old_label,
+                        AdminUser.username, Correction.updated_at, Prediction.top_k)
+                 .select_from(Prediction)
+                 .outerjoin(Correction, Correction.prediction_id == Prediction.id)
+                 .outerjoin(AdminUser, AdminUser.id == Correction.corrected_by_id))
+    column = SORT_COLUMNS[filters.sort]
+    order = (column.asc(), Prediction.id.asc()) if filters.order == "asc" else (column.desc(), Prediction.id.desc())
+    statement = filtered(statement, filters, low_confidence_below).order_by(*order)
+    yield csv_line(PREDICTION_COLUMNS)
+    result = db.session.execute(statement.execution_options(yield_per=CHUNK_ROWS))
+    for row in result:
+        (pid, created, source, filename, sha, width, height, ctype, mname, mversion, label, score, latency,
+         new_label, old_label, who, when, top_k) = row
+        verdict = "" if new_label is None else ("yes" if new_label == old_label else "no")
+        yield csv_line((pid, _iso(created), source, filename or "", sha, width, height, ctype, mname, mversion,
+                        label, f"{score:.6f}", f"{latency:.1f}", new_label or "", verdict, who or "",
+                        _iso(when), json.dumps(top_k, separators=(",", ":"))))
+
+
+def folder_name(label: str) -> str:
+    """A label as one safe folder name: path separators and control characters become ``_``."""
+    name = re.sub(r"[/\\\x00-\x1f]", "_", label).strip()
+    return "_" + name if name in ("", ".", "..") or name.startswith(".") else name
+
+
+def export_corrections(out_dir: str | Path) -> dict[str, int]:
+    """Write every corrected prediction's thumbnail under its true label, and a CSV describing them.
+
+    Confirmed answers are exported too (their true label is the model's): they are labelled photos.
+
+    Args:
+        out_dir: Destination folder (created; existing files with the same names are replaced).
+
+    Returns:
+        ``{label folder: number of photos}``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    counts: dict[str, int] = {}
+    statement = (select(Prediction.id, Prediction.thumbnail, Prediction.model_version, Prediction.sha256,
+                        Correction.new_label, Correction.old_label, AdminUser.username, Correction.updated_at)
+                 .join(Correction, Correction.prediction_id == Prediction.id)
+                 .join(AdminUser, AdminUser.id == Correction.corrected_by_id)
+                 .order_by(Prediction.id)
+                 .execution_options(yield_per=200))
+    with open(out / "corrections.csv", "w", newline="", encoding="utf-8") as handle:
+        handle.write(csv_line(CORRECTION_COLUMNS))
+        for pid, thumbnail, version, sha, label, model_label, who, when in db.session.execute(statement):
+            folder = folder_name(label)
+            (out / folder).mkdir(exist_ok=True)
+            relative = f"{folder}/{pid}.jpg"
+            (out / relative).write_bytes(thumbnail)
+            counts[folder] = counts.get(folder, 0) + 1
+            handle.write(csv_line((pid, relative, label, model_label, version, sha, who, _iso(when))))
+    return counts

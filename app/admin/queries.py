@@ -1,0 +1,293 @@
+"""The review table's filters, sorting and paging, and the dashboard figures, as SQL.
+
+Everything here is a fixed number of queries whatever the page size: the list query joins the
+correction in and defers the thumbnail and top-k columns (thumbnails are fetched by URL, one per ``<img>``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+from sqlalchemy import Select, and_, case, func, or_, select
+from sqlalchemy.orm import contains_eager, defer
+
+from ..extensions import db
+from ..models import SOURCES, Correction, Prediction
+
+PAGE_SIZES = (25, 50, 100, 200)
+STATUSES = ("corrected", "uncorrected", "confirmed", "wrong")
+SORT_COLUMNS = {
+    "created_at": Prediction.created_at,
+    "top_label": Prediction.top_label,
+    "top_score": Prediction.top_score,
+    "model_version": Prediction.model_version,
+    "source": Prediction.source,
+    "status": Correction.new_label,
+}
+DAYS_IN_CHART = 30
+LABELS_IN_DASHBOARD = 8
+
+
+def _parse_date(raw: str | None) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def _parse_score(raw: str | None) -> float | None:
+    try:
+        value = float(raw) if raw not in (None, "") else None
+    except ValueError:
+        return None
+    return min(1.0, max(0.0, value)) if value is not None and math.isfinite(value) else None
+
+
+def _parse_int(raw: str | None, default: int) -> int:
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        return default
+
+
+@dataclass(frozen=True)
+class ReviewFilters:
+    """What the admin asked for: filters, free text, sort and page.
+
+    Attributes:
+        date_from: First day included (UTC).
+        date_to: Last day included (UTC).
+        label: Exact top label.
+        model_version: Exact model version.
+        source: ``web`` or ``api``.
+        score_min: Lowest top score included.
+        score_max: Highest top score included.
+        low_confidence: Only top scores below the low-confidence threshold.
+        status: ``corrected``, ``uncorrected``, ``confirmed`` (model right) or ``wrong``.
+        q: Free text matched against the top label, the corrected label and the original filename.
+        sort: A key of :data:`SORT_COLUMNS`.
+        order: ``asc`` or ``desc``.
+        page: 1-based page number.
+        per_page: One of :data:`PAGE_SIZES`.
+    """
+
+    date_from: dt.date | None = None
+    date_to: dt.date | None = None
+    label: str = ""
+    model_version: str = ""
+    source: str = ""
+    score_min: float | None = None
+    score_max: float | None = None
+    low_confidence: bool = False
+    status: str = ""
+    q: str = ""
+    sort: str = "created_at"
+    order: str = "desc"
+    page: int = 1
+    per_page: int = PAGE_SIZES[0]
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, str]) -> "ReviewFilters":
+        """Read the query string, dropping values that do not parse rather than failing the page."""
+        sort = args.get("sort", "created_at")
+        per_page = _parse_int(args.get("per_page"), PAGE_SIZES[0])
+        return cls(
+            date_from=_parse_date(args.get("date_from")),
+            date_to=_parse_date(args.get("date_to")),
+            label=args.get("label", "").strip()[:255],
+            model_version=args.get("model_version", "").strip()[:64],
+            source=args.get("source", "") if args.get("source") in SOURCES else "",
+            score_min=_parse_score(args.get("score_min")),
+            score_max=_parse_score(args.get("score_max")),
+            low_confidence=args.get("low_confidence") in ("1", "on", "true", "y"),
+            status=args.get("status", "") if args.get("status") in STATUSES else "",
+            q=args.get("q", "").strip()[:200],
+            sort=sort if sort in SORT_COLUMNS else "created_at",
+            order="asc" if args.get("order") == "asc" else "desc",
+            page=max(1, _parse_int(args.get("page"), 1)),
+            per_page=per_page if per_page in PAGE_SIZES else PAGE_SIZES[0],
+        )
+
+    def to_args(self, **changes: Any) -> dict[str, str]:
+        """The non-default values as query-string arguments, with ``changes`` applied (for links)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)} | changes
+        default = ReviewFilters()
+        args = {}
+        for name, value in values.items():
+            if value in (None, "", False) or value == getattr(default, name):
+                continue
+            args[name] = "1" if value is True else str(value)
+        return args
+
+    @property
+    def active(self) -> bool:
+        """Whether any filter narrows the set (sort and paging do not count)."""
+        return bool(self.filter_args())
+
+    def filter_args(self) -> dict[str, str]:
+        """Only the filter arguments (no sort, order or page): for the CSV link and the dashboard."""
+        return {k: v for k, v in self.to_args().items() if k not in ("sort", "order", "page", "per_page")}
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def filtered(statement: Select, filters: ReviewFilters, low_confidence_below: float) -> Select:
+    """Add the WHERE clauses of ``filters`` to a statement over predictions outer-joined to corrections.
+
+    Args:
+        statement: A SELECT whose FROM has ``predictions`` LEFT OUTER JOIN ``corrections``.
+        filters: The admin's filters.
+        low_confidence_below: Threshold for ``low_confidence``.
+
+    Returns:
+        The narrowed statement.
+    """
+    conditions = []
+    if filters.date_from:
+        conditions.append(Prediction.created_at >= dt.datetime.combine(filters.date_from, dt.time()))
+    if filters.date_to:
+        end = dt.datetime.combine(filters.date_to + dt.timedelta(days=1), dt.time())
+        conditions.append(Prediction.created_at < end)
+    if filters.label:
+        conditions.append(Prediction.top_label == filters.label)
+    if filters.model_version:
+        conditions.append(Prediction.model_version == filters.model_version)
+    if filters.source:
+        conditions.append(Prediction.source == filters.source)
+    if filters.score_min is not None:
+        conditions.append(Prediction.top_score >= filters.score_min)
+    if filters.score_max is not None:
+        conditions.append(Prediction.top_score <= filters.score_max)
+    if filters.low_confidence:
+        conditions.append(Prediction.top_score < low_confidence_below)
+    if filters.status == "corrected":
+        conditions.append(Correction.id.is_not(None))
+    elif filters.status == "uncorrected":
+        conditions.append(Correction.id.is_(None))
+    elif filters.status == "confirmed":
+        conditions.append(Correction.new_label == Correction.old_label)
+    elif filters.status == "wrong":
+        conditions.append(Correction.new_label != Correction.old_label)
+    if filters.q:
+        pattern = f"%{_escape_like(filters.q)}%"
+        conditions.append(or_(Prediction.top_label.ilike(pattern, escape="\\"),
+                              Prediction.original_filename.ilike(pattern, escape="\\"),
+                              Correction.new_label.ilike(pattern, escape="\\")))
+    return statement.where(and_(*conditions)) if conditions else statement
+
+
+def _joined(statement: Select) -> Select:
+    return statement.select_from(Prediction).outerjoin(Correction, Correction.prediction_id == Prediction.id)
+
+
+def list_statement(filters: ReviewFilters, low_confidence_below: float) -> Select:
+    """Predictions with their corrections, filtered and sorted, without the blob columns.
+
+    The ``id`` tie-breaker keeps the order total, so pages neither repeat nor skip rows.
+    """
+    column = SORT_COLUMNS[filters.sort]
+    direction = (lambda c: c.asc()) if filters.order == "asc" else (lambda c: c.desc())
+    statement = (_joined(select(Prediction))
+                 .options(contains_eager(Prediction.correction), defer(Prediction.thumbnail),
+                          defer(Prediction.top_k))
+                 .order_by(direction(column), direction(Prediction.id)))
+    return filtered(statement, filters, low_confidence_below)
+
+
+@dataclass
+class Page:
+    """One page of the review table."""
+
+    items: list[Prediction]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(self.total / self.per_page))
+
+
+def review_page(filters: ReviewFilters, low_confidence_below: float) -> Page:
+    """Two queries: the filtered count and the requested page's rows."""
+    count = db.session.scalar(filtered(_joined(select(func.count(Prediction.id))), filters, low_confidence_below))
+    page = min(filters.page, max(1, math.ceil(count / filters.per_page)))
+    rows = db.session.scalars(list_statement(filters, low_confidence_below)
+                              .limit(filters.per_page).offset((page - 1) * filters.per_page)).unique().all()
+    return Page(list(rows), count, page, filters.per_page)
+
+
+@dataclass
+class Dashboard:
+    """Figures for the strip above the table, over the filtered set."""
+
+    per_day: list[tuple[dt.date, int]]
+    labels: list[tuple[str, int]]
+    total: int
+    mean_confidence: float | None
+    versions: list[dict[str, Any]]
+
+
+def dashboard(filters: ReviewFilters, low_confidence_below: float) -> Dashboard:
+    """Predictions per day (latest days with data), top labels, mean confidence, per-version accuracy.
+
+    Four queries, whatever the number of rows.
+    """
+    day = func.date(Prediction.created_at)
+    per_day_rows = db.session.execute(
+        filtered(_joined(select(day, func.count(Prediction.id))), filters, low_confidence_below)
+        .group_by(day).order_by(day.desc()).limit(DAYS_IN_CHART)).all()
+    per_day = sorted((dt.date.fromisoformat(str(d)[:10]), n) for d, n in per_day_rows if d is not None)
+
+    label_rows = db.session.execute(
+        filtered(_joined(select(Prediction.top_label, func.count(Prediction.id))), filters, low_confidence_below)
+        .group_by(Prediction.top_label).order_by(func.count(Prediction.id).desc(), Prediction.top_label)
+        .limit(LABELS_IN_DASHBOARD)).all()
+
+    total, mean = db.session.execute(
+        filtered(_joined(select(func.count(Prediction.id), func.avg(Prediction.top_score))), filters,
+                 low_confidence_below)).one()
+
+    wrong = case((Correction.new_label != Correction.old_label, 1), else_=0)
+    version_rows = db.session.execute(
+        filtered(_joined(select(Prediction.model_version, func.count(Prediction.id), func.count(Correction.id),
+                                func.coalesce(func.sum(wrong), 0))), filters, low_confidence_below)
+        .group_by(Prediction.model_version).order_by(Prediction.model_version)).all()
+    versions = [version_stats(version, n, corrected, wrong_count)
+                for version, n, corrected, wrong_count in version_rows]
+    return Dashboard(per_day, [(label, n) for label, n in label_rows], total or 0,
+                     float(mean) if mean is not None else None, versions)
+
+
+def version_stats(version: str, predictions: int, corrected: int, wrong: int) -> dict[str, Any]:
+    """Live accuracy of one model version, measured on the predictions an admin has reviewed.
+
+    Args:
+        version: Model version.
+        predictions: Predictions served by it.
+        corrected: How many of them carry a correction (confirmed or relabelled).
+        wrong: How many corrections changed the label.
+
+    Returns:
+        A row for the dashboard; the shares are None while nothing was reviewed.
+    """
+    return {
+        "version": version,
+        "predictions": predictions,
+        "corrected": corrected,
+        "wrong": wrong,
+        "wrong_share": wrong / corrected if corrected else None,
+        "live_accuracy": (corrected - wrong) / corrected if corrected else None,
+    }
+
+
+def filter_choices() -> dict[str, list[str]]:
+    """Distinct model versions and top labels for the filter inputs (both read from indexes)."""
+    versions = db.session.scalars(select(Prediction.model_version).distinct().order_by(Prediction.model_version))
+    labels = db.session.scalars(select(Prediction.top_label).distinct().order_by(Prediction.top_label))
+    return {"versions": list(versions), "labels": list(labels)}

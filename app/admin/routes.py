@@ -1,0 +1,178 @@
+"""Admin pages: sign-in/out, the review table with its dashboard, a prediction's details and correction,
+thumbnails by URL, and the CSV of the filtered set."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from flask import (Response, abort, current_app, flash, g, redirect, render_template, request,
+                   stream_with_context, url_for)
+from flask_login import current_user, login_user, logout_user
+from sqlalchemy import select
+from sqlalchemy.orm import defer, joinedload
+
+from ..classifier import get_classifier
+from ..extensions import db, limiter
+from ..models import AdminUser, Correction, Prediction, utcnow
+from . import bp
+from .auth import safe_next
+from .charts import per_day_svg
+from .export import prediction_rows
+from .forms import CorrectionForm, DeleteCorrectionForm, LoginForm, LogoutForm
+from .queries import PAGE_SIZES, SORT_COLUMNS, STATUSES, ReviewFilters, dashboard, filter_choices, review_page
+
+SAME_PHOTO_LIMIT = 50
+
+
+@bp.context_processor
+def admin_template_globals() -> dict:
+    """Every admin page shows the sign-out button."""
+    return {"logout_form": LogoutForm()}
+
+
+def low_confidence_below() -> float:
+    """The configured low-confidence threshold."""
+    return current_app.config["ADMIN_LOW_CONFIDENCE"]
+
+
+def login_failed() -> bool:
+    """Flask-Limiter counts a login attempt only when it failed (set by the view)."""
+    return bool(g.get("admin_login_failed"))
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(lambda: current_app.config["ADMIN_LOGIN_RATE_LIMIT"], methods=["POST"],
+               deduct_when=lambda response: login_failed())
+def login():
+    """The sign-in form; on success go to ``next`` when it is a path on this site."""
+    form = LoginForm(next=request.args.get("next", ""))
+    destination = safe_next(form.next.data, url_for("admin.index"))
+    if current_user.is_authenticated and request.method == "GET":
+        return redirect(destination)
+    if form.validate_on_submit():
+        admin = db.session.scalar(select(AdminUser).where(AdminUser.username == form.username.data))
+        if admin is not None and admin.is_active and admin.check_password(form.password.data):
+            login_user(admin)
+            admin.last_login_at = utcnow()
+            db.session.commit()
+            current_app.logger.info("admin %s signed in from %s", admin.username, request.remote_addr)
+            return redirect(destination)
+        g.admin_login_failed = True
+        # The username is logged to spot guessing; the password never is.
+        current_app.logger.warning("failed admin login for username %r from %s", form.username.data,
+                                   request.remote_addr)
+        flash("Wrong username or password.", "danger")
+        return render_template("admin/login.html", form=form), 401
+    return render_template("admin/login.html", form=form), 400 if form.errors else 200
+
+
+@bp.route("/logout", methods=["POST"])
+def logout():
+    """End the session (POST with the CSRF token, so another site cannot sign an admin out)."""
+    if not LogoutForm().validate_on_submit():
+        abort(400, description="The form expired; reload the page and try again.")
+    logout_user()
+    flash("Signed out.", "info")
+    return redirect(url_for("admin.login"))
+
+
+@bp.route("/")
+def index():
+    """The review table, newest first, with the filters and the dashboard strip."""
+    filters = ReviewFilters.from_args(request.args)
+    threshold = low_confidence_below()
+    page = review_page(filters, threshold)
+    board = dashboard(filters, threshold)
+    return render_template("admin/index.html", filters=filters, page=page, board=board,
+                           chart=per_day_svg(board.per_day), choices=filter_choices(), page_sizes=PAGE_SIZES,
+                           statuses=STATUSES, sortable=SORT_COLUMNS, threshold=threshold)
+
+
+@bp.route("/predictions/<int:prediction_id>")
+def detail(prediction_id: int):
+    """One prediction: larger thumbnail, full top-k, metadata, its correction, the same photo's other answers."""
+    prediction = db.session.scalar(
+        select(Prediction).options(defer(Prediction.thumbnail),
+                                   joinedload(Prediction.correction).joinedload(Correction.corrected_by))
+        .where(Prediction.id == prediction_id))
+    if prediction is None:
+        abort(404, description=f"No prediction {prediction_id}.")
+    same_photo = db.session.scalars(
+        select(Prediction).options(defer(Prediction.thumbnail), defer(Prediction.top_k))
+        .where(Prediction.sha256 == prediction.sha256, Prediction.id != prediction.id)
+        .order_by(Prediction.created_at.desc()).limit(SAME_PHOTO_LIMIT)).all()
+    return render_template("admin/detail.html", prediction=prediction, same_photo=same_photo,
+                           label_choices=label_choices(prediction), form=CorrectionForm(),
+                           delete_form=DeleteCorrectionForm(),
+                           back=safe_next(request.args.get("back"), url_for("admin.index")))
+
+
+def label_choices(prediction: Prediction) -> list[str]:
+    """Labels offered for a correction: this answer's top-k, the served model's labels, earlier corrections."""
+    known = [answer["label"] for answer in prediction.top_k]
+    known += get_classifier().labels
+    known += db.session.scalars(select(Correction.new_label).distinct()).all()
+    return list(dict.fromkeys(known))
+
+
+@bp.route("/predictions/<int:prediction_id>/thumbnail.jpg")
+def thumbnail(prediction_id: int):
+    """The stored JPEG thumbnail (only the blob column is read)."""
+    blob = db.session.scalar(select(Prediction.thumbnail).where(Prediction.id == prediction_id))
+    if blob is None:
+        abort(404, description=f"No prediction {prediction_id}.")
+    response = Response(blob, mimetype="image/jpeg")
+    response.headers["Cache-Control"] = "private, max-age=86400"  # thumbnails never change
+    return response
+
+
+@bp.route("/predictions/<int:prediction_id>/correction", methods=["POST"])
+def correct(prediction_id: int):
+    """Store or edit the true label of a prediction (who and when are recorded)."""
+    prediction = db.get_or_404(Prediction, prediction_id, description=f"No prediction {prediction_id}.")
+    form = CorrectionForm()
+    back = url_for("admin.detail", prediction_id=prediction_id)
+    if not form.validate_on_submit():
+        abort(400, description="; ".join(f"{k}: {', '.join(v)}" for k, v in form.errors.items()) or "Bad form.")
+    label = form.chosen_label(prediction.top_label)
+    if label is None:
+        flash("Pick or type the true label, or mark the answer correct.", "warning")
+        return redirect(back)
+    correction = prediction.correction
+    if correction is None:
+        correction = Correction(prediction=prediction, old_label=prediction.top_label)
+        db.session.add(correction)
+    correction.new_label = label
+    correction.corrected_by_id = current_user.id
+    correction.updated_at = utcnow()
+    db.session.commit()
+    verdict = "confirmed" if correction.model_was_right else f"corrected to {label}"
+    current_app.logger.info("admin %s %s prediction %d", current_user.username, verdict, prediction_id)
+    flash(f"Prediction {prediction_id} {verdict}.", "success")
+    return redirect(back)
+
+
+@bp.route("/predictions/<int:prediction_id>/correction/delete", methods=["POST"])
+def delete_correction(prediction_id: int):
+    """Withdraw the correction of a prediction."""
+    form = DeleteCorrectionForm()
+    if not form.validate_on_submit():
+        abort(400, description="The form expired; reload the page and try again.")
+    correction = db.session.scalar(select(Correction).where(Correction.prediction_id == prediction_id))
+    if correction is None:
+        abort(404, description=f"Prediction {prediction_id} has no correction.")
+    db.session.delete(correction)
+    db.session.commit()
+    flash(f"Correction of prediction {prediction_id} removed.", "info")
+    return redirect(url_for("admin.detail", prediction_id=prediction_id))
+
+
+@bp.route("/predictions.csv")
+def predictions_csv():
+    """The filtered set as CSV, streamed row chunk by row chunk."""
+    filters = ReviewFilters.from_args(request.args)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    response = Response(stream_with_context(prediction_rows(filters, low_confidence_below())),
+                        mimetype="text/csv")
+    response.headers["Content-Disposition"] = f'attachment; filename="predictions-{stamp}.csv"'
+    return response
