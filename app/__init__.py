@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Mapping
 
 from flask import Flask
@@ -11,6 +12,8 @@ from sqlalchemy import event
 from .classifier import load_classifier
 from .config import Config, finalize
 from .extensions import bootstrap, csrf, db, limiter, login_manager, migrate
+from .logs import register_logging
+from .metrics import observe_model_load, register_metrics
 
 MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
 
@@ -29,6 +32,8 @@ def create_app(config: type | Mapping[str, Any] | None = None) -> Flask:
     """
     app = Flask(__name__, instance_relative_config=True)
     load_config(app, config)
+    register_logging(app)
+    register_metrics(app)
     register_extensions(app)
     load_classifier_into(app)
     register_blueprints(app)
@@ -85,16 +90,22 @@ def install_sqlite_pragmas(engine, *, wal: bool, busy_timeout_ms: int) -> None:
 
 def load_classifier_into(app: Flask) -> None:
     """Load the model once per process; every request reuses it."""
-    app.extensions["classifier"] = load_classifier(
-        app.config["MODEL_DIR"], runtime=app.config["MODEL_RUNTIME"],
-        num_threads=app.config["INFERENCE_THREADS"])
-    app.logger.info("serving %s", app.extensions["classifier"].model_dir)
+    started = time.perf_counter()
+    classifier = load_classifier(app.config["MODEL_DIR"], runtime=app.config["MODEL_RUNTIME"],
+                                 num_threads=app.config["INFERENCE_THREADS"])
+    seconds = time.perf_counter() - started
+    app.extensions["classifier"] = classifier
+    observe_model_load(classifier, seconds)
+    app.logger.info("serving %s", classifier.model_dir, extra={
+        "model": classifier.name, "version": classifier.version, "runtime": classifier.runtime,
+        "load_seconds": round(seconds, 3)})
 
 
 def register_blueprints(app: Flask) -> None:
     """Web page at ``/``, JSON API at ``/api/v1``, probes at ``/healthz`` and ``/readyz``, admin at ``/admin``."""
     from .admin import bp as admin_bp
     from .api import bp as api_bp
+    from .apidocs import bp as apidocs_bp
     from .health import bp as health_bp
     from .upload import bp as upload_bp
 
@@ -102,6 +113,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(api_bp, url_prefix="/api/v1")
     csrf.exempt(api_bp)
     app.register_blueprint(health_bp)
+    app.register_blueprint(apidocs_bp)
     app.register_blueprint(admin_bp, url_prefix="/admin")
 
 

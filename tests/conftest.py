@@ -1,5 +1,9 @@
 """Shared fixtures: real tiny model artifacts, the app on a temporary SQLite file, image factories.
 
+With ``TEST_DATABASE_URL`` set (a PostgreSQL URL), the ``app`` fixture uses that server instead, one
+fresh schema per test; every test that uses the app's database is marked ``db``, so
+``pytest -m db`` runs exactly that part of the suite against PostgreSQL.
+
 The artifacts are real Keras models exported with ``training.export`` (``model.keras`` +
 ``model.tflite``), built once per test session. The "colors" model answers ``red``, ``green`` or
 ``blue`` from the mean colour of the photo, so tests can check that the right label comes back.
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED = REPO_ROOT.parent / "shared"
 STANFORD_VAL = SHARED / "datasets" / "stanford-cars" / "val"
 COLOR_LABELS = ["red", "green", "blue"]
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
 # TensorFlow's C++ start-up chatter would bury test output; set before anything imports it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 COLOR_RGB = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (20, 40, 230)}
@@ -65,6 +71,50 @@ def export(model, labels, out_dir: Path, *, name: str, image_size, resize_mode="
     return export_artifact(model, labels, metadata, out_dir, litert=litert)
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "db: uses the app's database (runs against PostgreSQL too when "
+                                       "TEST_DATABASE_URL is set)")
+
+
+def pytest_collection_modifyitems(items):
+    """Mark every test that gets a database from the ``database_url`` fixture (directly or via ``app``)."""
+    for item in items:
+        if "database_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.db)
+
+
+def with_search_path(url: str, schema: str) -> str:
+    """``url`` with every connection's ``search_path`` set to ``schema`` (a libpq option)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
+        hide_password=False)
+
+
+@pytest.fixture
+def database_url(tmp_path):
+    """An empty database for one test: a SQLite file, or a new schema on ``TEST_DATABASE_URL``."""
+    if not TEST_DATABASE_URL:
+        yield f"sqlite:///{tmp_path / 'predictions.db'}"
+        return
+    from sqlalchemy import create_engine, text
+
+    from app.config import finalize
+
+    server = create_engine(finalize({"DATABASE_URL": TEST_DATABASE_URL, "MODEL_DIR": "."},
+                                    str(tmp_path))["SQLALCHEMY_DATABASE_URI"])
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    with server.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield with_search_path(TEST_DATABASE_URL, schema)
+    finally:
+        with server.begin() as connection:
+            connection.execute(text("SET LOCAL lock_timeout = '10s'"))  # fail, never hang, on a leaked session
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        server.dispose()
+
+
 @pytest.fixture(scope="session")
 def artifacts_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("artifacts")
@@ -86,8 +136,8 @@ def random_artifact(artifacts_root) -> Path:
 
 
 @pytest.fixture
-def app(color_artifact, tmp_path):
-    """The app on a fresh SQLite file, schema made by the migration, CSRF on as in production."""
+def app(color_artifact, database_url):
+    """The app on a fresh database, schema made by the migration, CSRF on as in production."""
     from flask_migrate import upgrade
 
     from app import create_app
@@ -95,7 +145,7 @@ def app(color_artifact, tmp_path):
     application = create_app({
         "TESTING": True,
         "MODEL_DIR": str(color_artifact),
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'predictions.db'}",
+        "DATABASE_URL": database_url,
         "SECRET_KEY": "test-secret",
         "INFERENCE_THREADS": 1,
     })

@@ -85,12 +85,14 @@ def test_environment_reaches_the_factory(color_artifact, tmp_path, monkeypatch):
     assert Path(application.config["MODEL_DIR"]) == color_artifact
 
 
-def test_sqlite_connections_get_wal_and_busy_timeout(app):
+def test_sqlite_connections_get_wal_and_busy_timeout(color_artifact, tmp_path):
     from sqlalchemy import text
 
     from app.extensions import db
 
-    with app.app_context():
+    # Its own SQLite file: the shared ``app`` fixture may be on PostgreSQL (TEST_DATABASE_URL).
+    application = create_app({"MODEL_DIR": str(color_artifact), "DATABASE_URL": f"sqlite:///{tmp_path / 'wal.db'}"})
+    with application.app_context():
         assert db.session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert db.session.execute(text("PRAGMA busy_timeout")).scalar() == 5000
         assert db.session.execute(text("PRAGMA foreign_keys")).scalar() == 1

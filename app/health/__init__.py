@@ -1,4 +1,4 @@
-"""Health blueprint: liveness (``/healthz``) and readiness (``/readyz``) probes."""
+"""Operations blueprint: liveness (``/healthz``), readiness (``/readyz``), App Engine warmup, ``/metrics``."""
 
 from flask import Blueprint
 

@@ -1,0 +1,253 @@
+"""The OpenAPI 3.1 description of the JSON API and the probes.
+
+Written by hand next to the routes it describes; a test checks that every ``/api/v1`` route of the URL
+map appears here with its methods, that the document is valid OpenAPI, and that real responses match
+the schemas.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+OPENAPI_VERSION = "3.1.0"
+API_VERSION = "1"
+
+
+def ref(schema: str) -> dict[str, str]:
+    """A reference to ``#/components/schemas/<schema>``."""
+    return {"$ref": f"#/components/schemas/{schema}"}
+
+
+def json_response(description: str, schema: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A JSON response whose body is the named component schema."""
+    response: dict[str, Any] = {"description": description,
+                                "content": {"application/json": {"schema": ref(schema)}}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def error(description: str, *, retry_after: bool = False) -> dict[str, Any]:
+    """An error response (body ``Error``), optionally with ``Retry-After``."""
+    headers = {"Retry-After": {"description": "Seconds to wait before retrying.",
+                               "schema": {"type": "integer", "minimum": 0}}} if retry_after else None
+    return json_response(description, "Error", headers)
+
+
+SCHEMAS: dict[str, Any] = {
+    "Answer": {
+        "type": "object",
+        "required": ["label", "score"],
+        "properties": {
+            "label": {"type": "string", "description": "Class name from the model's labels."},
+            "score": {"type": "number", "minimum": 0, "maximum": 1, "description": "Probability."},
+        },
+    },
+    "Prediction": {
+        "type": "object",
+        "required": ["id", "created_at", "model", "predictions", "image", "latency_ms"],
+        "properties": {
+            "id": {"type": "integer", "minimum": 1},
+            "created_at": {"type": "string", "format": "date-time", "description": "UTC, milliseconds."},
+            "model": {
+                "type": "object",
+                "required": ["name", "version"],
+                "properties": {"name": {"type": "string"}, "version": {"type": "string"}},
+            },
+            "predictions": {"type": "array", "items": ref("Answer"), "minItems": 1, "maxItems": 20,
+                            "description": "Best first."},
+            "image": {
+                "type": "object",
+                "required": ["width", "height", "sha256"],
+                "properties": {
+                    "width": {"type": "integer", "minimum": 1},
+                    "height": {"type": "integer", "minimum": 1},
+                    "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$",
+                               "description": "Of the uploaded bytes."},
+                },
+            },
+            "latency_ms": {"type": "number", "minimum": 0,
+                           "description": "Decoding and inference time on the server."},
+        },
+    },
+    "Model": {
+        "type": "object",
+        "required": ["name", "version", "runtime", "metadata", "labels"],
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "string"},
+            "runtime": {"type": "string", "enum": ["litert", "keras"]},
+            "metadata": {"type": "object", "description": "The artifact's metadata.json."},
+            "labels": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        },
+    },
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["status", "code", "message"],
+                "properties": {
+                    "status": {"type": "integer", "description": "Same as the HTTP status."},
+                    "code": {"type": "string", "description": "Stable machine-readable reason, "
+                                                            "e.g. `unsupported_media_type`."},
+                    "message": {"type": "string", "description": "Plain-language explanation."},
+                },
+            },
+        },
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"type": "string", "const": "ok"}},
+    },
+    "Readiness": {
+        "type": "object",
+        "required": ["status", "checks"],
+        "properties": {
+            "status": {"type": "string", "enum": ["ok", "unavailable"]},
+            "checks": {"type": "object", "additionalProperties": {"type": "boolean"},
+                       "description": "`model` and `database`: true when working."},
+        },
+    },
+    "Warmup": {
+        "type": "object",
+        "required": ["status", "model", "version"],
+        "properties": {"status": {"type": "string", "const": "warm"}, "model": {"type": "string"},
+                       "version": {"type": "string"}},
+    },
+}
+
+PREDICTION_ID = {"name": "prediction_id", "in": "path", "required": True,
+                 "schema": {"type": "integer", "minimum": 1}}
+TOO_MANY = error("Too many requests from this address; wait `Retry-After` seconds.", retry_after=True)
+DATABASE_DOWN = error("The database is busy or unavailable; nothing was saved. Retry later.", retry_after=True)
+
+PATHS: dict[str, Any] = {
+    "/api/v1/predictions": {
+        "post": {
+            "operationId": "createPrediction",
+            "tags": ["predictions"],
+            "summary": "Classify a photo",
+            "description": "Upload one image (JPEG, PNG, WebP or GIF, first frame). The content decides "
+                           "the format, not the file name. The prediction is stored and returned.",
+            "parameters": [{"name": "top_k", "in": "query", "required": False,
+                            "description": "Answers to return (also accepted as a form field).",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 20}}],
+            "requestBody": {
+                "required": True,
+                "content": {"multipart/form-data": {"schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {
+                        "image": {"type": "string", "contentMediaType": "application/octet-stream",
+                                  "description": "The photo."},
+                        "top_k": {"type": "integer", "minimum": 1, "maximum": 20,
+                                  "description": "Answers to return (default `TOP_K`)."},
+                    },
+                }}},
+            },
+            "responses": {
+                "201": json_response("Classified and stored.", "Prediction", {
+                    "Location": {"description": "The prediction's URL.", "schema": {"type": "string"}}}),
+                "400": error("No file, an empty file, or `top_k` outside 1..20."),
+                "413": error("Body over `MAX_CONTENT_LENGTH` or image over `MAX_IMAGE_PIXELS`."),
+                "415": error("Not an image, or not JPEG, PNG, WebP or GIF."),
+                "422": error("Truncated or corrupt image."),
+                "429": TOO_MANY,
+                "503": DATABASE_DOWN,
+            },
+        },
+    },
+    "/api/v1/predictions/{prediction_id}": {
+        "get": {
+            "operationId": "getPrediction",
+            "tags": ["predictions"],
+            "summary": "Read a stored prediction",
+            "parameters": [PREDICTION_ID],
+            "responses": {
+                "200": json_response("The prediction, same body as on creation.", "Prediction"),
+                "404": error("No prediction with this id."),
+                "429": TOO_MANY,
+                "503": DATABASE_DOWN,
+            },
+        },
+    },
+    "/api/v1/model": {
+        "get": {
+            "operationId": "getModel",
+            "tags": ["model"],
+            "summary": "Describe the served model",
+            "description": "Name, version, runtime, the artifact's metadata and its labels.",
+            "responses": {"200": json_response("The served model.", "Model"), "429": TOO_MANY},
+        },
+    },
+    "/api/v1/openapi.json": {
+        "get": {
+            "operationId": "getOpenAPI",
+            "tags": ["meta"],
+            "summary": "This document",
+            "responses": {"200": {"description": "OpenAPI 3.1 document.",
+                                  "content": {"application/json": {"schema": {"type": "object"}}}},
+                          "429": TOO_MANY},
+        },
+    },
+    "/healthz": {
+        "get": {
+            "operationId": "liveness",
+            "tags": ["operations"],
+            "summary": "Liveness: the process answers",
+            "responses": {"200": json_response("Alive.", "Health")},
+        },
+    },
+    "/readyz": {
+        "get": {
+            "operationId": "readiness",
+            "tags": ["operations"],
+            "summary": "Readiness: model loaded and database answering",
+            "responses": {"200": json_response("Ready.", "Readiness"),
+                          "503": json_response("A check failed.", "Readiness")},
+        },
+    },
+    "/_ah/warmup": {
+        "get": {
+            "operationId": "warmup",
+            "tags": ["operations"],
+            "summary": "App Engine warmup: one inference and one query before traffic arrives",
+            "responses": {"200": json_response("Warm.", "Warmup")},
+        },
+    },
+    "/metrics": {
+        "get": {
+            "operationId": "metrics",
+            "tags": ["operations"],
+            "summary": "Prometheus metrics",
+            "description": "Requests and latency per route, predictions per label, model load time, "
+                           "inference time; summed over all gunicorn workers.",
+            "responses": {"200": {"description": "Prometheus text exposition format.",
+                                  "content": {"text/plain": {"schema": {"type": "string"}}}}},
+        },
+    },
+}
+
+
+def build_spec() -> dict[str, Any]:
+    """The OpenAPI document served at ``/api/v1/openapi.json``.
+
+    Returns:
+        A deep copy, so callers may change it.
+    """
+    return copy.deepcopy({
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "Car classifier API",
+            "version": API_VERSION,
+            "description": "Classify car photos and read stored predictions. JSON in and out, no "
+                           "cookies and no CSRF token. Errors share one shape (`Error`).",
+        },
+        "tags": [{"name": "predictions"}, {"name": "model"}, {"name": "meta"}, {"name": "operations"}],
+        "paths": PATHS,
+        "components": {"schemas": SCHEMAS},
+    })
