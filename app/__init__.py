@@ -37,6 +37,7 @@ def create_app(config: type | Mapping[str, Any] | None = None) -> Flask:
     register_extensions(app)
     load_classifier_into(app)
     register_blueprints(app)
+    register_rate_limits(app)
     register_errorhandlers(app)
     register_commands(app)
     register_security_headers(app)
@@ -117,6 +118,13 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(admin_bp, url_prefix="/admin")
 
 
+def register_rate_limits(app: Flask) -> None:
+    """Per-client limits on uploads and on the API (``RATELIMIT_*`` settings); 429 beyond them."""
+    from .ratelimits import register
+
+    register(app)
+
+
 def register_errorhandlers(app: Flask) -> None:
     """JSON or HTML errors with the same status and message."""
     from .errors import register_errorhandlers as register
@@ -132,13 +140,17 @@ def register_commands(app: Flask) -> None:
 
 
 def register_security_headers(app: Flask) -> None:
-    """Scripts only from this site (the page has no inline script), no framing, no MIME sniffing."""
+    """Scripts only from this site (the pages have no inline script), forms post only here, no framing,
+    no plugins, no MIME sniffing, and no full URLs leaked to other sites."""
 
     @app.after_request
     def _headers(response):
         response.headers.setdefault(
             "Content-Security-Policy",
             "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
-            "script-src 'self'; frame-ancestors 'none'")
+            "script-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+            "frame-ancestors 'none'")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")  # frame-ancestors for older browsers
+        response.headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
         return response

@@ -90,6 +90,10 @@ class Config:
     LOG_FORMAT = Setting(lambda raw: parse_choice(raw, LOG_FORMATS), "json",
                          "`json` (one object per line, with the request id) or `text` for reading by eye.")
     BOOTSTRAP_SERVE_LOCAL = Setting(parse_bool, True, "Serve Bootstrap from the app instead of a CDN.")
+    RATELIMIT_ENABLED = Setting(parse_bool, True, "Apply the per-client request limits below.")
+    RATELIMIT_UPLOAD = Setting(str, "60 per minute", "Uploads per client address (page and API together), "
+                                                     "e.g. `10 per minute;500 per day`.")
+    RATELIMIT_API = Setting(str, "300 per minute", "Requests per client address to `/api/v1`, any method.")
     RATELIMIT_STORAGE_URI = Setting(str, "memory://", "Where rate-limit counters live: `memory://` (per "
                                                       "worker) or a shared store such as `redis://host:6379`.")
     PREFERRED_URL_SCHEME = Setting(str, "http", "`https` when served over TLS: external URLs use it and the "

@@ -1,15 +1,24 @@
 """Error responses: JSON for the API and for clients that ask for JSON, an HTML page otherwise.
 
 Both carry the same status and message, so a person using the page and a program using the API are
-told the same thing. Anything unexpected becomes a logged 500 with a generic message.
+told the same thing. A busy or unreachable database is a 503 with ``Retry-After`` (the request can
+simply be repeated), too many requests a 429 with ``Retry-After``; anything unexpected becomes a logged
+500 with a generic message. No response ever carries a stack trace.
 """
 
 from __future__ import annotations
 
+import math
+import time
+
 from flask import Flask, current_app, jsonify, render_template, request
+from flask_limiter import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
+from .extensions import db, limiter
 from .imaging import ImageRejected
 
 CODES = {
@@ -19,6 +28,7 @@ CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "unprocessable_entity",
+    429: "too_many_requests",
     500: "internal_error",
     503: "service_unavailable",
 }
@@ -28,6 +38,8 @@ MESSAGES = {
     413: "The upload is too large.",
     500: "Something went wrong on our side; the error has been logged.",
 }
+DATABASE_UNAVAILABLE = ("The database is busy or unavailable, so nothing was saved. "
+                        "Please try again in a few seconds.")
 
 
 def wants_json() -> bool:
@@ -38,11 +50,29 @@ def wants_json() -> bool:
     return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
 
 
-def error_response(status: int, code: str, message: str):
-    """Render one error as JSON or HTML, depending on the request."""
+# Long enough for a lock holder to finish or a database to restart, short enough to keep users.
+DATABASE_RETRY_AFTER_S = 5
+
+
+def error_response(status: int, code: str, message: str, retry_after_s: int | None = None):
+    """Render one error as JSON or HTML, depending on the request.
+
+    Args:
+        status: HTTP status.
+        code: Stable machine-readable code.
+        message: Plain-language explanation for a person.
+        retry_after_s: Seconds after which repeating the request should work (``Retry-After``).
+
+    Returns:
+        A ``(body, status, headers)`` tuple Flask turns into the response.
+    """
+    headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else {}
     if wants_json():
-        return jsonify(error={"status": status, "code": code, "message": message}), status
-    return render_template("errors/error.html", status=status, code=code, message=message), status
+        body = {"status": status, "code": code, "message": message}
+        if retry_after_s is not None:
+            body["retry_after"] = retry_after_s
+        return jsonify(error=body), status, headers
+    return render_template("errors/error.html", status=status, code=code, message=message), status, headers
 
 
 def handle_http_exception(exc: HTTPException):
@@ -64,6 +94,30 @@ def handle_csrf_error(exc: CSRFError):
                           f"Reload the page and try again.")
 
 
+def handle_rate_limited(exc: RateLimitExceeded):
+    """Over a per-client limit: say which one and when to come back."""
+    current = limiter.current_limit
+    reset_at = current.window[0] if current else time.time() + 60  # when the client's window frees up
+    retry_after = max(1, math.ceil(reset_at - time.time()))
+    return error_response(429, CODES[429], f"Too many requests from your address (limit: {exc.description}). "
+                                           f"Please wait {retry_after} s and try again.", retry_after)
+
+
+def handle_database_unavailable(exc: Exception):
+    """Locked, unreachable or exhausted database: nothing was stored, the same request can be retried.
+
+    The session is rolled back here so that the next request on this worker starts clean, which is
+    all the recovery needed once the database answers again.
+    """
+    try:
+        db.session.rollback()
+    except Exception:  # the connection may be gone entirely; the pool replaces it on next use
+        pass
+    reason = (str(getattr(exc, "orig", None) or exc).splitlines() or [type(exc).__name__])[0]
+    current_app.logger.warning("database unavailable on %s %s: %s", request.method, request.path, reason)
+    return error_response(503, CODES[503], DATABASE_UNAVAILABLE, DATABASE_RETRY_AFTER_S)
+
+
 def handle_image_rejected(exc: ImageRejected):
     """An upload the app cannot classify; the exception carries status, code and message."""
     return error_response(exc.status, exc.code, exc.message)
@@ -81,5 +135,8 @@ def register_errorhandlers(app: Flask) -> None:
     """Install the handlers on ``app``."""
     app.register_error_handler(CSRFError, handle_csrf_error)
     app.register_error_handler(ImageRejected, handle_image_rejected)
+    app.register_error_handler(RateLimitExceeded, handle_rate_limited)
+    app.register_error_handler(OperationalError, handle_database_unavailable)
+    app.register_error_handler(PoolTimeoutError, handle_database_unavailable)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(Exception, handle_unexpected)

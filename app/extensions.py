@@ -12,7 +12,8 @@ db = SQLAlchemy()
 migrate = Migrate()
 csrf = CSRFProtect()
 bootstrap = Bootstrap5()
-# Storage and limits come from the app's settings (RATELIMIT_*), read when the app is bound.
-limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
+# Storage and limits come from the app's settings (RATELIMIT_*), read when the app is bound. The error
+# handler writes Retry-After itself: the limiter's own headers would also stretch a database 503's.
+limiter = Limiter(key_func=get_remote_address, headers_enabled=False)
 # Admin sessions; the user loader and the unauthorized answer live in the admin blueprint.
 login_manager = LoginManager()

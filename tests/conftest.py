@@ -148,6 +148,7 @@ def app(color_artifact, database_url):
         "DATABASE_URL": database_url,
         "SECRET_KEY": "test-secret",
         "INFERENCE_THREADS": 1,
+        "RATELIMIT_ENABLED": False,  # tests fire hundreds of requests from one address
     })
     with application.app_context():
         upgrade()

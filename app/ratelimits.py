@@ -1,0 +1,28 @@
+"""Per-client request limits on the routes that cost the most: uploads (page and API) and the API.
+
+The limits are read from the settings on every request (``RATELIMIT_UPLOAD``, ``RATELIMIT_API``), so
+each app built by ``create_app`` can have its own. They are declared once per process because the
+limiter keeps one registry for every app it is bound to.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, current_app
+
+from .extensions import limiter
+
+# One bucket per client for every upload, whichever page or API route it arrives through.
+UPLOAD_LIMIT = limiter.shared_limit(lambda: current_app.config["RATELIMIT_UPLOAD"], scope="upload",
+                                    methods=["POST"])
+API_LIMIT = limiter.limit(lambda: current_app.config["RATELIMIT_API"])
+
+
+def register(app: Flask) -> None:
+    """Attach the limits to the upload and API blueprints of ``app``.
+
+    Args:
+        app: An app whose blueprints are registered.
+    """
+    for name in ("upload", "api"):
+        UPLOAD_LIMIT(app.blueprints[name])
+    API_LIMIT(app.blueprints["api"])
