@@ -21,14 +21,17 @@ def jpeg(color: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -> bytes
 
 
 def prediction_values(index: int, *, label: str = "red", score: float = 0.9, version: str = "1.0",
-                      source: str = "web", filename: str | None = None, created_at: dt.datetime | None = None,
+                      source: str = "web", filename: str | None = "auto", created_at: dt.datetime | None = None,
                       thumbnail: bytes | None = None, sha256: str | None = None) -> dict:
-    """Column values of one prediction row; the top-k is consistent with the top label and score."""
+    """Column values of one prediction row; the top-k is consistent with the top label and score.
+
+    ``filename="auto"`` names the file after ``index``; None stores no file name (as the API may).
+    """
     others = [other for other in ("red", "green", "blue") if other != label][:2]
     rest = (1.0 - score) / 2
     return {
         "created_at": created_at or dt.datetime(2026, 11, 1, 12, tzinfo=dt.timezone.utc) + dt.timedelta(minutes=index),
-        "original_filename": filename if filename is not None else f"photo-{index}.jpg",
+        "original_filename": f"photo-{index}.jpg" if filename == "auto" else filename,
         "sha256": sha256 or hashlib.sha256(f"photo-{index}".encode()).hexdigest(),
         "width": 640, "height": 480, "content_type": "image/jpeg",
         "thumbnail": thumbnail if thumbnail is not None else jpeg((200, 30, 30)),
