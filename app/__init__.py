@@ -93,7 +93,8 @@ def load_classifier_into(app: Flask) -> None:
     """Load the model once per process; every request reuses it."""
     started = time.perf_counter()
     classifier = load_classifier(app.config["MODEL_DIR"], runtime=app.config["MODEL_RUNTIME"],
-                                 num_threads=app.config["INFERENCE_THREADS"])
+                                 num_threads=app.config["INFERENCE_THREADS"], variant=app.config["MODEL_VARIANT"],
+        batch_max_size=app.config["BATCH_MAX_SIZE"], batch_timeout_ms=app.config["BATCH_TIMEOUT_MS"])
     seconds = time.perf_counter() - started
     app.extensions["classifier"] = classifier
     observe_model_load(classifier, seconds)

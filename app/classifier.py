@@ -23,6 +23,9 @@ from PIL import Image
 from training.export import (ARTIFACT_FORMAT_VERSION as FORMAT_VERSION, KERAS_FILE, LABELS_FILE,
                              LITERT_FILE, METADATA_FILE, RESIZE_MODES)
 
+from training.quantize import LITERT_VARIANTS
+
+from .batching import MicroBatcher
 from .config import REPO_ROOT
 from .imaging import fit_to_input
 
@@ -188,10 +191,12 @@ class KerasRuntime:
 class Classifier:
     """A loaded artifact: labels, metadata and a runtime that maps pixels to probabilities."""
 
-    def __init__(self, model_dir: Path, metadata: dict[str, Any], labels: list[str], runtime):
+    def __init__(self, model_dir: Path, metadata: dict[str, Any], labels: list[str], runtime,
+                 variant: str = "float32"):
         self.model_dir = model_dir
         self.metadata = metadata
         self.labels = labels
+        self.variant = variant  # which LiteRT file serves: float32, float16 or int8
         self._runtime = runtime
 
     @property
@@ -257,13 +262,20 @@ class Classifier:
                 "metadata": self.metadata, "labels": self.labels}
 
 
-def load_classifier(model_dir: str | Path, runtime: str = "auto", num_threads: int | None = None) -> Classifier:
+def load_classifier(model_dir: str | Path, runtime: str = "auto", num_threads: int | None = None, *,
+                    variant: str = "float32", batch_max_size: int = 1,
+                    batch_timeout_ms: float = 2.0) -> Classifier:
     """Load an artifact folder and warm the model up with one inference.
 
     Args:
         model_dir: Artifact folder written by ``training.export.export_artifact``.
         runtime: ``auto`` (LiteRT when possible), ``litert`` or ``keras``.
         num_threads: Threads per inference; ``None`` lets the runtime decide.
+        variant: LiteRT file to serve: ``float32`` (``model.tflite``), or ``float16`` / ``int8`` written
+            by ``python -m training quantize``.
+        batch_max_size: Above 1, concurrent calls are merged into batches of up to this many images
+            (:class:`app.batching.MicroBatcher`).
+        batch_timeout_ms: How long a batch waits for more calls after its first.
 
     Returns:
         A ready :class:`Classifier`.
@@ -271,21 +283,32 @@ def load_classifier(model_dir: str | Path, runtime: str = "auto", num_threads: i
     Raises:
         ArtifactError: The artifact is missing, broken, or the chosen runtime cannot load it.
     """
+    if variant not in LITERT_VARIANTS:
+        raise ArtifactError(f"MODEL_VARIANT={variant!r} is not one of {', '.join(LITERT_VARIANTS)}")
     folder = Path(model_dir)
     metadata, labels = read_artifact(folder)
     chosen = resolve_runtime(folder, runtime)
     image_size = tuple(metadata["image_size"])
+    if variant != "float32" and chosen != "litert":
+        raise ArtifactError(f"MODEL_VARIANT={variant} is a LiteRT file: it needs MODEL_RUNTIME=auto or litert "
+                            "with ai-edge-litert installed, or set MODEL_VARIANT=float32")
     if chosen == "litert":
         if not litert_available():
             raise ArtifactError("MODEL_RUNTIME=litert needs the ai-edge-litert package: "
                                 "pip install -r requirements.txt, or set MODEL_RUNTIME=keras")
-        path = folder / LITERT_FILE
+        filename = LITERT_VARIANTS[variant]
+        path = folder / filename
+        if not path.is_file() and variant != "float32":
+            raise ArtifactError(
+                f"model artifact at {folder} has no {filename} for MODEL_VARIANT={variant} (it is written only "
+                f"when it stays as accurate as float32): run `python -m training quantize {folder} --data DIR "
+                f"--quantize {variant}`, or set MODEL_VARIANT=float32")
         if not path.is_file():
             raise _broken(folder, f"{LITERT_FILE} is missing for MODEL_RUNTIME=litert")
         try:
             engine = LiteRTRuntime(path, num_threads)
         except Exception as exc:
-            raise _broken(folder, f"{LITERT_FILE} does not load ({_first_line(exc)})") from None
+            raise _broken(folder, f"{filename} does not load ({_first_line(exc)})") from None
     else:
         if importlib.util.find_spec("tensorflow") is None:
             raise ArtifactError(f"serving {folder} with Keras needs TensorFlow: pip install -r "
@@ -300,11 +323,14 @@ def load_classifier(model_dir: str | Path, runtime: str = "auto", num_threads: i
     if engine.output_width != len(labels):
         raise _broken(folder, f"the model outputs {engine.output_width} classes but labels.json "
                               f"has {len(labels)}")
-    classifier = Classifier(folder, metadata, labels, engine)
+    classifier = Classifier(folder, metadata, labels, engine, variant)
     try:  # warm-up: allocates tensors / traces the graph before the first request
         classifier.predict_batch(np.zeros((1, *image_size, 3), dtype=np.float32))
     except Exception as exc:
         raise _broken(folder, f"the warm-up inference failed ({_first_line(exc)})") from None
+    if batch_max_size > 1:
+        # Wrapped after the warm-up, so that no collector thread starts in a preloading gunicorn master.
+        classifier._runtime = MicroBatcher(engine, batch_max_size, batch_timeout_ms)
     return classifier
 
 

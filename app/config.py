@@ -82,6 +82,11 @@ class Config:
     MAX_IMAGE_PIXELS = Setting(int, 40_000_000, "Largest image (width x height) decoded (413 above).")
     INFERENCE_THREADS = Setting(parse_optional_int, None, "Threads per model invocation; default "
                                                            "CPU cores / WEB_CONCURRENCY.")
+    MODEL_VARIANT = Setting(str, "float32", "LiteRT file served: `float32` (model.tflite), or `float16` / "
+                                            "`int8` written by `python -m training quantize`.")
+    BATCH_MAX_SIZE = Setting(int, 1, "Above 1, each worker merges concurrent predictions into one model "
+                                     "invocation of up to this many images (off: no gain measured on CPU).")
+    BATCH_TIMEOUT_MS = Setting(float, 2.0, "With BATCH_MAX_SIZE > 1: how long a batch waits for more requests.")
     SQLITE_WAL = Setting(parse_bool, True, "Use SQLite WAL journaling; turn off on network file systems "
                                            "(e.g. PythonAnywhere).")
     SQLITE_BUSY_TIMEOUT_MS = Setting(int, 5000, "How long SQLite waits for a lock before failing.")

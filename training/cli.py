@@ -10,6 +10,7 @@ import argparse
 import sys
 from typing import Any
 
+from training.quantize import add_quantize_parser
 from training.tools import add_tools_parser
 
 # (flag, config key, argparse keyword arguments) for every training option, by help group.
@@ -139,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(subparsers)
     _add_evaluate_parser(subparsers)
     add_tools_parser(subparsers)
+    add_quantize_parser(subparsers)
     return parser
 
 
