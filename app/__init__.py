@@ -94,7 +94,8 @@ def load_classifier_into(app: Flask) -> None:
     started = time.perf_counter()
     classifier = load_classifier(app.config["MODEL_DIR"], runtime=app.config["MODEL_RUNTIME"],
                                  num_threads=app.config["INFERENCE_THREADS"], variant=app.config["MODEL_VARIANT"],
-        batch_max_size=app.config["BATCH_MAX_SIZE"], batch_timeout_ms=app.config["BATCH_TIMEOUT_MS"])
+                                 batch_max_size=app.config["BATCH_MAX_SIZE"],
+                                 batch_timeout_ms=app.config["BATCH_TIMEOUT_MS"])
     seconds = time.perf_counter() - started
     app.extensions["classifier"] = classifier
     observe_model_load(classifier, seconds)
