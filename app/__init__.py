@@ -36,6 +36,7 @@ def create_app(config: type | Mapping[str, Any] | None = None) -> Flask:
     register_metrics(app)
     register_extensions(app)
     load_classifier_into(app)
+    load_vehicle_gate_into(app)
     register_blueprints(app)
     register_rate_limits(app)
     register_errorhandlers(app)
@@ -104,18 +105,27 @@ def load_classifier_into(app: Flask) -> None:
         "load_seconds": round(seconds, 3)})
 
 
+def load_vehicle_gate_into(app: Flask) -> None:
+    """Load the "not a car" gate once per process (``VEHICLE_GATE_DIR``; off when absent)."""
+    from .trust import load_vehicle_gate
+
+    app.extensions["vehicle_gate"] = load_vehicle_gate(app)
+
+
 def register_blueprints(app: Flask) -> None:
     """Web page at ``/``, JSON API at ``/api/v1``, probes at ``/healthz`` and ``/readyz``, admin at ``/admin``."""
     from .admin import bp as admin_bp
     from .api import bp as api_bp
     from .apidocs import bp as apidocs_bp
     from .health import bp as health_bp
+    from .model_card import bp as model_card_bp
     from .upload import bp as upload_bp
 
     app.register_blueprint(upload_bp)
     app.register_blueprint(api_bp, url_prefix="/api/v1")
     csrf.exempt(api_bp)
     app.register_blueprint(health_bp)
+    app.register_blueprint(model_card_bp, url_prefix="/model")
     app.register_blueprint(apidocs_bp)
     app.register_blueprint(admin_bp, url_prefix="/admin")
 

@@ -95,6 +95,8 @@ class Config:
     LOG_FORMAT = Setting(lambda raw: parse_choice(raw, LOG_FORMATS), "json",
                          "`json` (one object per line, with the request id) or `text` for reading by eye.")
     BOOTSTRAP_SERVE_LOCAL = Setting(parse_bool, True, "Serve Bootstrap from the app instead of a CDN.")
+    VEHICLE_GATE_DIR = Setting(str, None, "Vehicle gate artifact (\"not a car\" check); default the shipped "
+                                          "`model_artifacts/vehicle-gate` when present; `none` turns it off.")
     RATELIMIT_ENABLED = Setting(parse_bool, True, "Apply the per-client request limits below.")
     RATELIMIT_UPLOAD = Setting(str, "60 per minute", "Uploads per client address (page and API together), "
                                                      "e.g. `10 per minute;500 per day`.")

@@ -28,6 +28,7 @@ class Prediction(db.Model):
         Index("ix_predictions_created_at", "created_at"),
         Index("ix_predictions_sha256", "sha256"),
         Index("ix_predictions_top_label", "top_label"),
+        Index("ix_predictions_verdict", "verdict"),
     )
 
     id = db.Column(db.Integer, primary_key=True)
@@ -45,6 +46,9 @@ class Prediction(db.Model):
     top_k = db.Column(db.JSON, nullable=False)
     latency_ms = db.Column(db.Float, nullable=False)
     source = db.Column(db.String(8), nullable=False)
+    # ok | uncertain | not_a_car (app.trust); NULL for predictions made before verdicts existed.
+    verdict = db.Column(db.String(16), nullable=True)
+    vehicle_score = db.Column(db.Float, nullable=True)
 
     @property
     def created_at_utc(self) -> dt.datetime:
@@ -61,6 +65,8 @@ class Prediction(db.Model):
             "predictions": self.top_k,
             "image": {"width": self.width, "height": self.height, "sha256": self.sha256},
             "latency_ms": self.latency_ms,
+            "verdict": self.verdict,
+            "vehicle_score": None if self.vehicle_score is None else round(self.vehicle_score, 4),
         }
 
     def __repr__(self) -> str:

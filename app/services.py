@@ -15,6 +15,7 @@ from .classifier import get_classifier
 from .extensions import db
 from .imaging import ImageRejected, decode_upload, make_thumbnail
 from .models import Prediction
+from .trust import judge
 
 TOP_K_RANGE = (1, 20)
 FILENAME_MAX_LENGTH = 255
@@ -108,6 +109,7 @@ def create_prediction(upload: FileStorage | None, *, source: str, top_k: int) ->
                             target=classifier.image_size, resize_mode=classifier.resize_mode)
     thumbnail = side_work.submit(make_thumbnail, decoded.image)  # overlaps the model invocation
     answers = classifier.classify(decoded.image, top_k=top_k)
+    verdict = judge(decoded.image, answers, classifier.metadata)
     latency_ms = (time.perf_counter() - started) * 1000.0
     prediction = Prediction(
         original_filename=display_filename(upload.filename),
@@ -123,6 +125,8 @@ def create_prediction(upload: FileStorage | None, *, source: str, top_k: int) ->
         top_k=answers,
         latency_ms=round(latency_ms, 2),
         source=source,
+        verdict=verdict.verdict,
+        vehicle_score=verdict.vehicle_score,
     )
     db.session.add(prediction)
     db.session.commit()

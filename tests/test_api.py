@@ -22,7 +22,8 @@ def test_create_prediction(client, app, make_image):
     assert response.status_code == 201
     body = response.json
     assert response.headers["Location"] == f"/api/v1/predictions/{body['id']}"
-    assert set(body) == {"id", "created_at", "model", "predictions", "image", "latency_ms"}
+    assert set(body) == {"id", "created_at", "model", "predictions", "image", "latency_ms", "verdict",
+                         "vehicle_score"}
     assert body["model"] == {"name": "colors", "version": "0.0.1-test"}
     assert [p["label"] for p in body["predictions"]][0] == "green"
     assert len(body["predictions"]) == 3  # TOP_K 5, capped at the model's 3 classes

@@ -1,4 +1,4 @@
-"""Command line: ``python -m training train|evaluate|tools``.
+"""Command line: ``python -m training train|evaluate|tools|gate``.
 
 Every ``train`` option is also a configuration key (shown in brackets in ``--help``); an option given
 on the command line beats the ``--config`` file, which beats the defaults in :mod:`training.config`.
@@ -10,6 +10,7 @@ import argparse
 import sys
 from typing import Any
 
+from training.gate import add_gate_parser
 from training.quantize import add_quantize_parser
 from training.tools import add_tools_parser
 
@@ -132,7 +133,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with the ``train``, ``evaluate`` and ``tools`` commands."""
+    """The top-level parser with the ``train``, ``evaluate``, ``tools`` and ``gate`` commands."""
     parser = argparse.ArgumentParser(
         prog="python -m training",
         description="Train, evaluate and prepare data for the car-photo classifier.")
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_parser(subparsers)
     add_tools_parser(subparsers)
     add_quantize_parser(subparsers)
+    add_gate_parser(subparsers)
     return parser
 
 

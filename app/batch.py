@@ -1,0 +1,52 @@
+"""Several photos in one request: one result or one error per file, never one failure for all."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app
+from werkzeug.datastructures import FileStorage
+
+from .extensions import db
+from .imaging import ImageRejected
+from .services import create_prediction, display_filename
+
+BATCH_MAX_IMAGES = 32
+
+
+def classify_batch(files: list[FileStorage], *, top_k: int) -> dict[str, Any]:
+    """Classify each file on its own, as the single-photo API would.
+
+    Args:
+        files: The uploaded files, in the order sent.
+        top_k: Answers per prediction.
+
+    Returns:
+        ``{"results": [...], "succeeded": n, "failed": m}``, one result per file in order.
+
+    Raises:
+        ImageRejected: 400 when no file or more than :data:`BATCH_MAX_IMAGES` were sent.
+    """
+    if not files:
+        raise ImageRejected(400, "no_file", "No images were uploaded: send the files in repeated 'images' fields.")
+    if len(files) > BATCH_MAX_IMAGES:
+        raise ImageRejected(400, "too_many_images",
+                            f"{len(files)} images were sent; a batch holds at most {BATCH_MAX_IMAGES}.")
+    results = []
+    for index, upload in enumerate(files):
+        entry: dict[str, Any] = {"index": index, "filename": display_filename(upload.filename)}
+        try:
+            prediction = create_prediction(upload, source="api", top_k=top_k)
+        except ImageRejected as exc:
+            entry.update(status=exc.status, error={"status": exc.status, "code": exc.code, "message": exc.message})
+        except Exception:  # one file breaking something unexpected must not lose the others' results
+            db.session.rollback()
+            current_app.logger.exception("batch item %d failed", index)
+            entry.update(status=500, error={"status": 500, "code": "internal_error",
+                                            "message": "Something went wrong on our side with this image; "
+                                                       "the error has been logged."})
+        else:
+            entry.update(status=201, prediction=prediction.to_dict())
+        results.append(entry)
+    failed = sum(1 for entry in results if entry["status"] != 201)
+    return {"results": results, "succeeded": len(results) - failed, "failed": failed}
