@@ -9,10 +9,16 @@ made from them by upscaling (phones upload photos that size). For each server it
 * throughput and p99 at concurrency 8, with the error count;
 * peak RSS of each gunicorn worker (``VmHWM``).
 
-It also measures the floor - decode + resize + invoke in-process, no HTTP, no database - and writes
-``benchmarks/results/serve.json`` plus ``benchmarks/results/serve.md`` (the table the README includes).
+Besides the app as configured by default it runs the app with micro-batching on (``BATCH_MAX_SIZE``) and
+with each quantised LiteRT copy the artifact has (``MODEL_VARIANT``), so that those switches are judged
+by figures measured the same way.
 
-Usage: ``python -m benchmarks.serve [--requests 60] [--concurrent-requests 160]``.
+It also measures the floor - the model work of one request in-process: decode + resize + invoke of the
+classifier, plus the vehicle gate when the app runs one; no HTTP, no database, no thumbnail - with as many
+inference threads as one app worker gets. It writes ``benchmarks/results/serve.json`` plus
+``benchmarks/results/serve.md`` (the table the README includes).
+
+Usage: ``python -m benchmarks.serve [--requests 200] [--concurrent-requests 400]``.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import json
 import os
 import platform
 import random
+import secrets
+import shutil
 import socket
 import statistics
 import subprocess
@@ -52,11 +60,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     inputs.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS, help="folder of real car photos")
     inputs.add_argument("--photo-count", type=int, default=8, help="originals taken (each also upscaled 3x)")
     load = parser.add_argument_group("load")
-    load.add_argument("--requests", type=int, default=60, help="requests at concurrency 1, per server")
-    load.add_argument("--concurrent-requests", type=int, default=160, help="requests at concurrency 8")
+    load.add_argument("--requests", type=int, default=200, help="requests at concurrency 1, per server")
+    load.add_argument("--concurrent-requests", type=int, default=400, help="requests at concurrency 8")
     load.add_argument("--concurrency", type=int, default=8)
     load.add_argument("--workers", type=int, default=2, help="gunicorn workers for both servers")
     load.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker, both servers")
+    variants = parser.add_argument_group("app variants also measured")
+    variants.add_argument("--batch-max-size", type=int, default=4,
+                          help="BATCH_MAX_SIZE of the micro-batching run (1 skips that run)")
+    variants.add_argument("--batch-timeout-ms", type=float, default=2.0, help="BATCH_TIMEOUT_MS of that run")
+    variants.add_argument("--no-model-variants", action="store_true",
+                          help="skip the runs with model.fp16.tflite / model.int8.tflite")
     output = parser.add_argument_group("output")
     output.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for serve.json and serve.md")
     return parser.parse_args(argv)
@@ -238,22 +252,49 @@ def measure_server(server: Server, bodies: list[tuple[bytes, str]], args: argpar
     }
 
 
-def measure_floor(model_dir: Path, payloads: list[tuple[str, bytes]], repeats: int = 3) -> dict:
-    """Decode + resize + invoke in-process with the app's own code path, no HTTP and no database."""
-    from app.classifier import load_classifier
+def inference_threads(workers: int) -> int:
+    """Threads per model invocation in each app worker, as ``gunicorn.conf.py`` sets them."""
+    return int(os.environ.get("INFERENCE_THREADS") or max(1, (os.cpu_count() or 1) // workers))
+
+
+def measure_floor(model_dir: Path, payloads: list[tuple[str, bytes]], threads: int, repeats: int = 3) -> dict:
+    """The model work of one request, in-process with the app's own code and one worker's threads.
+
+    Args:
+        model_dir: Artifact folder.
+        payloads: ``(name, jpeg_bytes)`` pairs.
+        threads: Inference threads, as in one app worker.
+        repeats: Passes over the payloads (after one untimed pass).
+
+    Returns:
+        p50/p95 of decode + resize + classifier invocation, plus the vehicle gate when the app runs one.
+    """
+    from app import create_app
+    from app.classifier import get_classifier
     from app.imaging import decode_upload
 
-    classifier = load_classifier(model_dir, runtime="auto")
-    timings = []
-    for _ in range(repeats):
-        for _, data in payloads:
-            start = time.perf_counter()
-            upload = decode_upload(data, max_pixels=40_000_000, target=classifier.image_size,
-                                   resize_mode=classifier.resize_mode)
-            classifier.classify(upload.image, top_k=5)
-            timings.append(time.perf_counter() - start)
-    return {"runtime": classifier.runtime, "samples": len(timings),
-            "p50_ms": percentile(timings, 50) * 1e3, "p95_ms": percentile(timings, 95) * 1e3}
+    app = create_app({"MODEL_DIR": str(model_dir), "DATABASE_URL": "sqlite://", "SECRET_KEY": secrets.token_hex(32),
+                      "INFERENCE_THREADS": threads, "BATCH_MAX_SIZE": 1, "MODEL_VARIANT": "float32"})
+    with app.app_context():
+        classifier = get_classifier()
+        gate = app.extensions.get("vehicle_gate")
+        classifier_only, request_work = [], []
+        for repeat in range(repeats + 1):
+            for _, data in payloads:
+                start = time.perf_counter()
+                upload = decode_upload(data, max_pixels=app.config["MAX_IMAGE_PIXELS"], target=classifier.image_size,
+                                       resize_mode=classifier.resize_mode)
+                classifier.classify(upload.image, top_k=5)
+                classified = time.perf_counter()
+                if gate is not None:
+                    gate.score(upload.image)
+                if repeat:  # the first pass only warms caches
+                    classifier_only.append(classified - start)
+                    request_work.append(time.perf_counter() - start)
+    return {"runtime": classifier.runtime, "inference_threads": threads, "vehicle_gate": gate is not None,
+            "samples": len(request_work), "p50_ms": percentile(request_work, 50) * 1e3,
+            "p95_ms": percentile(request_work, 95) * 1e3,
+            "classifier_only_p50_ms": percentile(classifier_only, 50) * 1e3}
 
 
 def machine_description() -> dict:
@@ -262,80 +303,120 @@ def machine_description() -> dict:
                 if line.startswith("model name")), platform.processor())
     memory_kb = int(Path("/proc/meminfo").read_text().split()[1])
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(memory_kb / 2**20, 1),
-            "python": platform.python_version(), "platform": platform.platform()}
+            "python": platform.python_version(), "platform": platform.platform(),
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+
+
+def app_configurations(args: argparse.Namespace) -> dict[str, tuple[str, dict[str, str]]]:
+    """The app runs: key -> (label, settings). The first is the app as shipped (defaults)."""
+    from training.quantize import LITERT_VARIANTS
+
+    # The load generator is one client: limits are raised rather than switched off, so their checks still
+    # run on every request as in production.
+    defaults = {"BATCH_MAX_SIZE": "1", "MODEL_VARIANT": "float32", "RATELIMIT_UPLOAD": "1000000 per minute",
+                "RATELIMIT_API": "1000000 per minute"}
+    runs = {"app": ("app", defaults)}
+    if args.batch_max_size > 1:
+        runs["app_batching"] = (f"app, micro-batching {args.batch_max_size} / {args.batch_timeout_ms:g} ms",
+                                {**defaults, "BATCH_MAX_SIZE": str(args.batch_max_size),
+                                 "BATCH_TIMEOUT_MS": str(args.batch_timeout_ms)})
+    if not args.no_model_variants:
+        for variant, filename in LITERT_VARIANTS.items():
+            if variant != "float32" and (args.model_dir / filename).is_file():
+                runs[f"app_{variant}"] = (f"app, {variant} LiteRT", {**defaults, "MODEL_VARIANT": variant})
+    return runs
 
 
 def render_markdown(report: dict) -> str:
-    """The README table: one row per server plus the in-process floor and the ratios."""
-    app, baseline, floor = report["servers"]["app"], report["servers"]["baseline"], report["floor"]
+    """The README table: one row per server, then the in-process floor and the ratios."""
+    servers, floor = report["servers"], report["floor"]
     concurrency = f"c{report['settings']['concurrency']}"
 
-    def row(name: str, figures: dict) -> str:
+    def row(figures: dict) -> str:
         rss = ", ".join(f"{value:.0f}" for value in figures["worker_peak_rss_mb"])
-        return (f"| {name} | {figures['c1']['p50_ms']:.1f} | {figures['c1']['p95_ms']:.1f} | "
+        return (f"| {figures['label']} | {figures['c1']['p50_ms']:.1f} | {figures['c1']['p95_ms']:.1f} | "
                 f"{figures['c1']['p99_ms']:.1f} | {figures[concurrency]['throughput_rps']:.1f} | "
                 f"{figures[concurrency]['p99_ms']:.0f} | {figures['errors']} | "
                 f"{figures['cold_start_s']:.2f} | {rss} |")
 
     ratios = report["ratios"]
     machine = report["machine"]
-    return "\n".join([
+    settings = report["settings"]
+    gate = " + vehicle gate" if floor["vehicle_gate"] else ""
+    lines = [
         f"Measured {report['measured_at']} on {machine['cpu']}, {machine['cores']} cores, "
-        f"{machine['memory_gib']} GiB, Python {machine['python']}; model `{report['model']}`, "
-        f"{report['settings']['workers']} workers x {report['settings']['threads']} threads, "
-        f"{report['payload_count']} real photos (originals + 1.2/2/3 MP upscales).",
+        f"{machine['memory_gib']} GiB, Python {machine['python']} (load average "
+        f"{', '.join(f'{x:g}' for x in machine['load_average_at_start'])} at the start); model "
+        f"`{report['model']}`, {settings['workers']} workers x {settings['threads']} threads x "
+        f"{floor['inference_threads']} inference thread(s); {report['payload_count']} real photos (originals + "
+        f"1.2/2/3 MP upscales); {settings['requests_c1']} requests at c=1, {settings['requests_concurrent']} "
+        f"at c={settings['concurrency']}.",
         "",
         f"| server | p50 ms (c=1) | p95 ms | p99 ms | req/s ({concurrency}) | p99 ms ({concurrency}) | errors "
         "| cold start s | peak RSS per worker MiB |",
         "|---|---|---|---|---|---|---|---|---|",
-        row(f"app ({floor['runtime']})", app),
-        row("baseline (`model.predict`)", baseline),
+        *[row(figures) for figures in servers.values()],
         "",
-        f"In-process floor (decode + resize + invoke, {floor['runtime']}): p50 {floor['p50_ms']:.1f} ms. "
+        f"In-process floor (decode + resize + {floor['runtime']} invoke{gate}, {floor['inference_threads']} "
+        f"thread(s)): p50 **{floor['p50_ms']:.1f} ms** (classifier alone {floor['classifier_only_p50_ms']:.1f} ms). "
         f"App p50 / floor: **{ratios['app_p50_over_floor']:.2f}x**; baseline p50 / app p50: "
         f"**{ratios['baseline_p50_over_app_p50']:.1f}x**; app throughput / baseline: "
         f"**{ratios['app_throughput_over_baseline']:.1f}x**.",
-        "",
-    ])
+    ]
+    for key, ratio in ratios.get("throughput_over_app", {}).items():
+        lines.append(f"{servers[key]['label']}: throughput {ratio:.2f}x the app's, p50 "
+                     f"{servers[key]['c1']['p50_ms'] / servers['app']['c1']['p50_ms']:.2f}x.")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> None:
-    """Run both servers one after the other under the same load and write the results."""
+    """Run the servers one after the other under the same load and write the results."""
     args = parse_args(argv)
     if not (args.model_dir / "model.keras").exists():
         raise SystemExit(f"error: no model.keras in {args.model_dir}; pass --model-dir")
     payloads = make_payloads(args.photos, args.photo_count)
     bodies = [multipart(name, data) for name, data in payloads]
     print(f"{len(payloads)} payloads, {sum(len(d) for _, d in payloads) / 1e6:.1f} MB in all", flush=True)
+    machine = machine_description()
+    started = time.perf_counter()
 
     python_bin = Path(sys.executable).parent
     with tempfile.TemporaryDirectory() as scratch:
         base_env = {**os.environ, "MODEL_DIR": str(args.model_dir.resolve()),
                     "WEB_CONCURRENCY": str(args.workers), "GUNICORN_THREADS": str(args.threads)}
-        app_port, baseline_port = free_port(), free_port()
-        app_env = {**base_env, "PORT": str(app_port), "DATABASE_URL": f"sqlite:///{scratch}/bench.db"}
-        subprocess.run([python_bin / "flask", "--app", "wsgi", "db", "upgrade"], env=app_env, cwd=REPO_ROOT,
-                       check=True, capture_output=True)
-        servers = {
-            "app": Server("app", [str(python_bin / "gunicorn"), "--config", "gunicorn.conf.py", "wsgi:app"],
-                          app_env, app_port),
-            "baseline": Server("baseline", [str(python_bin / "gunicorn"), "--config", "/dev/null", "--workers", str(args.workers),
-                                            "--threads", str(args.threads), "--bind", f"127.0.0.1:{baseline_port}",
-                                            "benchmarks.baseline_app:app"],
-                               {**base_env, "PORT": str(baseline_port)}, baseline_port),
-        }
+        template_db = Path(scratch) / "template.db"
+        subprocess.run([python_bin / "flask", "--app", "wsgi", "db", "upgrade"], cwd=REPO_ROOT, check=True,
+                       capture_output=True, env={**base_env, "DATABASE_URL": f"sqlite:///{template_db}"})
+        servers = {}
+        labels = {}
+        for key, (label, settings) in app_configurations(args).items():
+            database = Path(scratch) / f"{key}.db"
+            shutil.copyfile(template_db, database)
+            port = free_port()
+            env = {**base_env, **settings, "PORT": str(port), "DATABASE_URL": f"sqlite:///{database}"}
+            servers[key] = Server(key, [str(python_bin / "gunicorn"), "--config", "gunicorn.conf.py", "wsgi:app"],
+                                  env, port)
+            labels[key] = label
+        baseline_port = free_port()
+        servers["baseline"] = Server(
+            "baseline", [str(python_bin / "gunicorn"), "--config", "/dev/null", "--workers", str(args.workers),
+                         "--threads", str(args.threads), "--bind", f"127.0.0.1:{baseline_port}",
+                         "benchmarks.baseline_app:app"],
+            {**base_env, "PORT": str(baseline_port)}, baseline_port)
+        labels["baseline"] = "baseline (`model.predict`)"
         results = {}
-        for name, server in servers.items():
-            print(f"measuring {name} ...", flush=True)
-            results[name] = measure_server(server, bodies, args)
-            print(json.dumps(results[name], indent=2), flush=True)
+        for key, server in servers.items():
+            print(f"measuring {labels[key]} ...", flush=True)
+            results[key] = {"label": labels[key], **measure_server(server, bodies, args)}
+            print(json.dumps(results[key], indent=2), flush=True)
 
     print("measuring the in-process floor ...", flush=True)
-    floor = measure_floor(args.model_dir, payloads)
+    floor = measure_floor(args.model_dir, payloads, inference_threads(args.workers))
     concurrency = f"c{args.concurrency}"
+    app_figures, baseline_figures = results["app"], results["baseline"]
     report = {
         "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": machine_description(),
+        "machine": {**machine, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
         "model": json.loads((args.model_dir / "metadata.json").read_text())["name"],
         "payload_count": len(payloads),
         "settings": {"workers": args.workers, "threads": args.threads, "concurrency": args.concurrency,
@@ -343,11 +424,15 @@ def main(argv=None) -> None:
         "servers": results,
         "floor": floor,
         "ratios": {
-            "app_p50_over_floor": results["app"]["c1"]["p50_ms"] / floor["p50_ms"],
-            "baseline_p50_over_app_p50": results["baseline"]["c1"]["p50_ms"] / results["app"]["c1"]["p50_ms"],
-            "app_throughput_over_baseline": (results["app"][concurrency]["throughput_rps"]
-                                             / results["baseline"][concurrency]["throughput_rps"]),
+            "app_p50_over_floor": app_figures["c1"]["p50_ms"] / floor["p50_ms"],
+            "baseline_p50_over_app_p50": baseline_figures["c1"]["p50_ms"] / app_figures["c1"]["p50_ms"],
+            "app_throughput_over_baseline": (app_figures[concurrency]["throughput_rps"]
+                                             / baseline_figures[concurrency]["throughput_rps"]),
+            "throughput_over_app": {
+                key: figures[concurrency]["throughput_rps"] / app_figures[concurrency]["throughput_rps"]
+                for key, figures in results.items() if key not in ("app", "baseline")},
         },
+        "duration_s": round(time.perf_counter() - started, 1),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "serve.json").write_text(json.dumps(report, indent=2) + "\n")
