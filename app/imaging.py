@@ -1,7 +1,9 @@
 """Turn uploaded bytes into a model-ready RGB image, safely, in memory.
 
-Only JPEG, PNG, WebP and GIF are opened. The header size is checked before any pixel is decoded, so a
-tiny file that claims a huge canvas costs nothing. Large JPEGs are decoded at a reduced DCT scale
+Only JPEG, PNG, WebP and GIF are opened, recognised by their content (never by the file name or the
+claimed type). The header size is checked before any pixel is decoded, so a tiny file that claims a
+huge canvas costs nothing; PNG chunk checksums are verified first, and of an animated image only the
+first frame is decoded. Large JPEGs are decoded at a reduced DCT scale
 (``Image.draft``) but never below twice the size the model needs, which keeps the final resize exact
 enough while skipping most of the decoding work.
 """
@@ -12,6 +14,7 @@ import hashlib
 import io
 import math
 import warnings
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +34,12 @@ DRAFT_OVERSAMPLING = 2
 TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
 EXIF_ORIENTATION_TAG = 0x0112
 PAD_FILL = (0, 0, 0)
+# First bytes of the allowed formats: a file that starts like one but does not parse is corrupt (422),
+# anything else is not an image we take (415).
+SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a")
+PNG_SIGNATURE = SIGNATURES[1]
+# Only the first frame is decoded, but an animation declaring more frames than any photo has is refused.
+MAX_FRAMES = 1000
 
 
 class ImageRejected(Exception):
@@ -177,6 +186,8 @@ def decode_upload(data: bytes, *, max_pixels: int, target: tuple[int, int] | Non
     if not data:
         raise ImageRejected(400, "empty_file", "The uploaded file is empty.")
     digest = hashlib.sha256(data).hexdigest()
+    if data.startswith(PNG_SIGNATURE) and not png_checksums_ok(data):
+        raise _corrupt()
     with warnings.catch_warnings():
         # Pillow's own bomb check warns below its hard limit; treat the warning as the refusal it is.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -185,6 +196,8 @@ def decode_upload(data: bytes, *, max_pixels: int, target: tuple[int, int] | Non
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise _too_many_pixels(max_pixels) from None
         except UnidentifiedImageError:
+            if looks_like_allowed_format(data):
+                raise _corrupt() from None
             raise ImageRejected(415, "unsupported_media_type",
                                 "The file is not an image in a supported format (JPEG, PNG, WebP or GIF)."
                                 ) from None
@@ -194,6 +207,10 @@ def decode_upload(data: bytes, *, max_pixels: int, target: tuple[int, int] | Non
             raise _too_many_pixels(max_pixels, img.width, img.height)
         if img.width < 1 or img.height < 1:
             raise _corrupt()
+        if img.format != "GIF" and getattr(img, "n_frames", 1) > MAX_FRAMES:
+            # APNG and WebP declare their frame count up front; a GIF would have to be read to the end.
+            raise ImageRejected(413, "too_many_frames",
+                                f"The animation has too many frames; the limit is {MAX_FRAMES}.")
         orientation = _orientation(img)
         width, height = img.size
         if orientation in TRANSPOSING_ORIENTATIONS:
@@ -248,6 +265,38 @@ def fit_to_input(img: Image.Image, target: tuple[int, int], resize_mode: str = "
     else:
         fitted = img.resize((target_w, target_h), resample)
     return np.asarray(fitted, dtype=np.uint8)
+
+
+def looks_like_allowed_format(data: bytes) -> bool:
+    """Whether ``data`` starts like a JPEG, PNG, GIF or WebP file."""
+    return data.startswith(SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+
+
+def png_checksums_ok(data: bytes) -> bool:
+    """Verify the CRC of every PNG chunk up to ``IEND`` (Pillow skips them for image data).
+
+    A damaged transfer or a hand-edited file shows up here before any decoding. Bytes after ``IEND``
+    are ignored, as every PNG reader does.
+
+    Args:
+        data: Bytes that start with the PNG signature.
+
+    Returns:
+        ``False`` when a checksum is wrong or a chunk runs past the end of the data.
+    """
+    position = len(PNG_SIGNATURE)
+    view = memoryview(data)
+    while position + 12 <= len(data):
+        length = int.from_bytes(view[position:position + 4], "big")
+        end = position + 8 + length
+        if end + 4 > len(data):
+            return False
+        if zlib.crc32(view[position + 4:end]) != int.from_bytes(view[end:end + 4], "big"):
+            return False
+        if view[position + 4:position + 8] == b"IEND":
+            return True
+        position = end + 4
+    return False
 
 
 def _too_many_pixels(max_pixels: int, width: int | None = None, height: int | None = None) -> ImageRejected:
