@@ -5,30 +5,45 @@ Sizing rule: workers x inference threads <= CPU cores. Each worker runs one mode
 decoding and database writes with that invocation. The app is preloaded, so the model is loaded and
 warmed up once in the master before any worker accepts a request.
 
+The same file serves every deployment (``make run``, the Docker image, App Engine's entrypoint), so
+what differs between them is in environment variables, not here.
+
 Environment:
     PORT              Port to listen on (default 8000).
-    BIND              Full bind address; overrides the automatic choice below.
+    BIND_HOST         Address to listen on: 127.0.0.1 by default, 0.0.0.0 on App Engine / Cloud Run
+                      (detected by GAE_ENV / K_SERVICE); the Docker image sets 0.0.0.0.
+    BIND              Full bind address; overrides PORT and BIND_HOST.
     WEB_CONCURRENCY   Worker processes (default: CPU cores, at most 4).
     GUNICORN_THREADS  Threads per worker (default 2).
     INFERENCE_THREADS Threads per model invocation (default: cores / workers).
     GUNICORN_TIMEOUT  Seconds before a silent worker is restarted (default 60).
+    MIGRATE_ON_START  1 = run ``flask db upgrade`` once before the workers start (default 0).
+    PROMETHEUS_MULTIPROC_DIR  Where workers keep their metrics (default: a fresh temporary folder).
+    LOG_FORMAT        json (default): gunicorn's own lines are JSON on stdout too, like the app's.
 """
 
 import os
 import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent
 
-def in_container() -> bool:
-    """Docker, Podman, Cloud Run or App Engine: the port must be reachable from outside."""
-    return (Path("/.dockerenv").exists() or Path("/run/.containerenv").exists()
-            or "K_SERVICE" in os.environ or "GAE_ENV" in os.environ)
+
+def on_managed_platform() -> bool:
+    """App Engine or Cloud Run: their front end reaches the instance from outside, so listen on all."""
+    return "GAE_ENV" in os.environ or "K_SERVICE" in os.environ
 
 
 _cores = os.cpu_count() or 1
 _port = os.environ.get("PORT", "8000")
+# A container does not announce itself reliably (dev machines run in one too): the Dockerfile says so.
+_host = os.environ.get("BIND_HOST") or ("0.0.0.0" if on_managed_platform() else "127.0.0.1")
 
-bind = os.environ.get("BIND") or (f"0.0.0.0:{_port}" if in_container() else f"127.0.0.1:{_port}")
+bind = os.environ.get("BIND") or f"{_host}:{_port}"
 workers = int(os.environ.get("WEB_CONCURRENCY") or min(_cores, 4))
 threads = int(os.environ.get("GUNICORN_THREADS") or 2)
 worker_class = "gthread" if threads > 1 else "sync"
@@ -36,8 +51,31 @@ worker_class = "gthread" if threads > 1 else "sync"
 os.environ.setdefault("INFERENCE_THREADS", str(max(1, _cores // workers)))
 os.environ.setdefault("WEB_CONCURRENCY", str(workers))
 # Workers that load the app themselves (Keras runtime) must still sign CSRF tokens with the same key.
-os.environ.setdefault("SECRET_KEY", secrets.token_hex(32))
+# Not in production: there the app refuses to start without a key of its own.
+if os.environ.get("APP_ENV", "").strip() != "production":
+    os.environ.setdefault("SECRET_KEY", secrets.token_hex(32))
 
+
+def prepare_metrics_dir() -> tuple[str, bool]:
+    """Point prometheus_client at a folder shared by all workers, emptied of an earlier run's values.
+
+    Runs when this file is read, so before the app (and prometheus_client) is imported by preloading.
+
+    Returns:
+        ``(folder, created_here)``; a folder made here is removed on exit.
+    """
+    configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not configured:
+        folder = tempfile.mkdtemp(prefix="car-classifier-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+        return folder, True
+    Path(configured).mkdir(parents=True, exist_ok=True)
+    for stale in Path(configured).glob("*.db"):
+        stale.unlink()
+    return configured, False
+
+
+_metrics_dir, _metrics_dir_is_ours = prepare_metrics_dir()
 
 
 def serves_with_keras() -> bool:
@@ -64,3 +102,42 @@ errorlog = "-"
 # Workers are recycled now and then to bound memory growth; jitter avoids restarting all at once.
 max_requests = 2000
 max_requests_jitter = 200
+# The app writes one JSON access line per request (with its request id); gunicorn's would repeat it.
+accesslog = None
+if (os.environ.get("LOG_FORMAT") or "json").strip() == "json":
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "app.logs.JsonFormatter"}},
+        "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout",
+                                "formatter": "json"}},
+        "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["stdout"], "propagate": False}},
+        "root": {"level": "INFO", "handlers": []},  # the app installs its own handler on the root logger
+    }
+
+
+def on_starting(server):
+    """Bring the database schema up to date before any worker serves (``MIGRATE_ON_START=1``).
+
+    A separate process, so that the master never imports TensorFlow (Keras runtime) before forking.
+    """
+    if (os.environ.get("MIGRATE_ON_START") or "0").strip().lower() not in {"1", "true", "yes", "on"}:
+        return
+    env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
+    server.log.info("running database migrations (flask db upgrade)")
+    result = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env)
+    if result.returncode != 0:
+        raise SystemExit(f"error: database migration failed (flask db upgrade exited {result.returncode})")
+
+
+def child_exit(server, worker):
+    """Drop a dead worker's live gauges so that /metrics does not count it forever."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the metrics folder made for this run."""
+    if _metrics_dir_is_ours:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)

@@ -20,6 +20,11 @@ from sqlalchemy import event
 from .classifier import Classifier
 from .models import Prediction
 
+# Any process may import the app with the variable set (``flask db upgrade`` in the same shell, the
+# migration run by gunicorn): make sure the folder exists before the first value is written there.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
 NAMESPACE = "car_classifier"
 UNMATCHED_ENDPOINT = "<unmatched>"  # 404s: one label value instead of one per scanned URL
 INFERENCE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
