@@ -6,8 +6,8 @@ LiteRT-only server starts and serves without it and answers this route with 501.
 
 The original upload is never stored, so the heatmap is computed from what is kept: the stored thumbnail
 (up to 320 pixels, larger than any model input here), fitted to the model input exactly as the upload
-was. The heatmap is drawn over that thumbnail and cached as a PNG under the instance folder, one file
-per prediction and model version.
+was. The heatmap is drawn over that thumbnail and cached as a PNG (``EXPLANATION_CACHE_DIR``, by default
+under the instance folder), one file per prediction and model version.
 
 Grad-CAM (Selvaraju et al., 2017): the gradients of the top class score with respect to the last
 convolutional feature map, averaged per channel, weight the channels of that map; the weighted sum,
@@ -243,8 +243,8 @@ def explain_image(classifier: Classifier, photo: Image.Image, label: str) -> tup
 def cache_path(prediction: Any, classifier: Classifier) -> Path:
     """Where the heatmap PNG of ``prediction`` under the served model version is cached."""
     version = re.sub(r"[^A-Za-z0-9._-]", "_", f"{classifier.name}-{classifier.version}")
-    return (Path(current_app.instance_path) / CACHE_FOLDER
-            / f"{prediction.id}-{prediction.sha256[:16]}-{version}.png")
+    folder = current_app.config.get("EXPLANATION_CACHE_DIR") or Path(current_app.instance_path) / CACHE_FOLDER
+    return Path(folder) / f"{prediction.id}-{prediction.sha256[:16]}-{version}.png"
 
 
 def explanation_png(prediction: Any) -> bytes:
