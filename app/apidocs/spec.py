@@ -69,6 +69,32 @@ SCHEMAS: dict[str, Any] = {
             },
             "latency_ms": {"type": "number", "minimum": 0,
                            "description": "Decoding and inference time on the server."},
+            "verdict": {"type": ["string", "null"], "enum": ["ok", "uncertain", "not_a_car", None],
+                        "description": "`not_a_car`: the vehicle gate saw no vehicle; `uncertain`: the top "
+                                       "score is below the model's confidence threshold; null for "
+                                       "predictions stored before verdicts existed."},
+            "vehicle_score": {"type": ["number", "null"], "minimum": 0, "maximum": 1,
+                              "description": "The vehicle gate's probability of a vehicle; null without a gate."},
+        },
+    },
+    "BatchResult": {
+        "type": "object",
+        "required": ["index", "filename", "status"],
+        "properties": {
+            "index": {"type": "integer", "minimum": 0, "description": "Position of the file in the request."},
+            "filename": {"type": ["string", "null"]},
+            "status": {"type": "integer", "description": "201, or the status the single-photo call would give."},
+            "prediction": ref("Prediction"),
+            "error": {"$ref": "#/components/schemas/Error/properties/error"},
+        },
+    },
+    "Batch": {
+        "type": "object",
+        "required": ["results", "succeeded", "failed"],
+        "properties": {
+            "results": {"type": "array", "items": ref("BatchResult"), "description": "In the order sent."},
+            "succeeded": {"type": "integer", "minimum": 0},
+            "failed": {"type": "integer", "minimum": 0},
         },
     },
     "Model": {
@@ -161,6 +187,38 @@ PATHS: dict[str, Any] = {
             },
         },
     },
+    "/api/v1/predictions:batch": {
+        "post": {
+            "operationId": "createPredictionBatch",
+            "tags": ["predictions"],
+            "summary": "Classify several photos in one request",
+            "description": "Repeated multipart fields `images` (at most 32). Each file is classified and "
+                           "stored on its own; one bad file never fails the others.",
+            "parameters": [{"name": "top_k", "in": "query", "required": False,
+                            "description": "Answers per photo (also accepted as a form field).",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 20}}],
+            "requestBody": {
+                "required": True,
+                "content": {"multipart/form-data": {"schema": {
+                    "type": "object",
+                    "required": ["images"],
+                    "properties": {
+                        "images": {"type": "array", "maxItems": 32, "description": "The photos.",
+                                   "items": {"type": "string", "contentMediaType": "application/octet-stream"}},
+                        "top_k": {"type": "integer", "minimum": 1, "maximum": 20,
+                                  "description": "Answers per photo (default `TOP_K`)."},
+                    },
+                }}},
+            },
+            "responses": {
+                "200": json_response("One result per file, in order.", "Batch"),
+                "400": error("No file, more than 32 files, or `top_k` outside 1..20."),
+                "413": error("Body over `MAX_CONTENT_LENGTH`."),
+                "429": TOO_MANY,
+                "503": DATABASE_DOWN,
+            },
+        },
+    },
     "/api/v1/predictions/{prediction_id}": {
         "get": {
             "operationId": "getPrediction",
@@ -172,6 +230,24 @@ PATHS: dict[str, Any] = {
                 "404": error("No prediction with this id."),
                 "429": TOO_MANY,
                 "503": DATABASE_DOWN,
+            },
+        },
+    },
+    "/api/v1/predictions/{prediction_id}/explanation.png": {
+        "get": {
+            "operationId": "getExplanation",
+            "tags": ["predictions"],
+            "summary": "Grad-CAM heatmap of the top label over the stored thumbnail",
+            "description": "Computed on first request with the Keras copy of the model, then cached.",
+            "parameters": [PREDICTION_ID],
+            "responses": {
+                "200": {"description": "PNG image.",
+                        "content": {"image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}}}},
+                "404": error("No prediction with this id."),
+                "409": error("The served model does not know the prediction's label."),
+                "429": TOO_MANY,
+                "501": error("TensorFlow is not installed on this server (requirements-train.txt)."),
+                "503": error("The artifact has no model.keras, or the database is unavailable."),
             },
         },
     },

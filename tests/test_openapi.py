@@ -1,0 +1,93 @@
+"""The OpenAPI document: valid, complete for every ``/api/v1`` route, true to real responses, and its page."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from jsonschema import Draft202012Validator
+from openapi_spec_validator import validate
+
+IGNORED_METHODS = {"HEAD", "OPTIONS"}
+
+
+@pytest.fixture
+def spec(client):
+    response = client.get("/api/v1/openapi.json")
+    assert response.status_code == 200 and response.is_json
+    return response.get_json()
+
+
+def openapi_path(rule: str) -> str:
+    """Flask's ``/a/<int:x>`` as OpenAPI's ``/a/{x}``."""
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+
+
+def assert_matches(spec: dict, schema_name: str, body) -> None:
+    """Validate ``body`` against ``#/components/schemas/<schema_name>`` of ``spec``."""
+    validator = Draft202012Validator({"$ref": f"#/components/schemas/{schema_name}",
+                                      "components": spec["components"]})
+    errors = [f"{list(error.path)}: {error.message}" for error in validator.iter_errors(body)]
+    assert not errors, errors
+
+
+def test_document_is_valid_openapi(spec):
+    validate(spec)
+    assert spec["openapi"].startswith("3.1")
+
+
+def test_every_api_route_and_method_is_described(app, spec):
+    """Adding a route under /api/v1 without describing it here fails this test (and the reverse)."""
+    routed = {(openapi_path(rule.rule), method.lower())
+              for rule in app.url_map.iter_rules() if rule.rule.startswith("/api/v1/")
+              for method in rule.methods - IGNORED_METHODS}
+    described = {(path, method) for path, item in spec["paths"].items() if path.startswith("/api/v1/")
+                 for method in item if method in {"get", "post", "put", "patch", "delete"}}
+    assert routed == described
+
+
+def test_every_described_path_outside_the_api_exists(app, spec):
+    rules = {openapi_path(rule.rule) for rule in app.url_map.iter_rules()}
+    assert set(spec["paths"]) <= rules
+
+
+def test_real_responses_match_the_schemas(client, spec, make_image):
+    created = client.post("/api/v1/predictions", data={"image": (io.BytesIO(make_image("green")), "g.jpg"),
+                                                       "top_k": "2"})
+    assert created.status_code == 201
+    assert_matches(spec, "Prediction", created.get_json())
+    assert_matches(spec, "Prediction", client.get(created.headers["Location"]).get_json())
+    assert_matches(spec, "Model", client.get("/api/v1/model").get_json())
+    rejected = client.post("/api/v1/predictions", data={"image": (io.BytesIO(b"not an image"), "x.jpg")})
+    assert rejected.status_code == 415
+    assert_matches(spec, "Error", rejected.get_json())
+    assert_matches(spec, "Error", client.get("/api/v1/predictions/999999").get_json())
+    batch = client.post("/api/v1/predictions:batch", data={"images": [
+        (io.BytesIO(make_image("red")), "r.jpg"), (io.BytesIO(b"not an image"), "x.jpg")]})
+    assert batch.status_code == 200 and batch.get_json()["failed"] == 1
+    assert_matches(spec, "Batch", batch.get_json())
+    assert_matches(spec, "Health", client.get("/healthz").get_json())
+    assert_matches(spec, "Readiness", client.get("/readyz").get_json())
+    assert_matches(spec, "Warmup", client.get("/_ah/warmup").get_json())
+
+
+def test_schemas_reject_what_the_api_never_sends(spec):
+    """The schemas are strict enough to catch a broken body, so the test above can fail."""
+    validator = Draft202012Validator({"$ref": "#/components/schemas/Prediction", "components": spec["components"]})
+    assert not validator.is_valid({"id": 1, "predictions": [{"label": "red", "score": 2.0}]})
+
+
+def test_docs_page_renders_every_operation_without_scripts_or_cdn(client, spec):
+    response = client.get("/api/docs")
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    page = response.get_data(as_text=True)
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            assert f'id="{operation["operationId"]}"' in page
+            assert f"<code>{path}</code>" in page
+    for name in spec["components"]["schemas"]:
+        assert f'id="schema-{name}"' in page
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", page), "inline script"
+    assert not re.search(r"(src|href)=\"https?://", page), "resource from another site"
+    assert "script-src 'self'" in response.headers["Content-Security-Policy"]
