@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import struct
 import zipfile
-import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Callable
@@ -19,6 +18,8 @@ import numpy as np
 from PIL import Image
 
 import bad_files
+from benchmarks.bomb import gif_bomb, png_bomb
+from benchmarks.bomb import png_chunk as chunk
 from conftest import COLOR_RGB, encode
 
 # Every EXIF orientation: 1 upright, 2-4 mirrored/rotated 180, 5-8 transposed (width and height swap).
@@ -69,36 +70,6 @@ class Case:
 
 def photo(color: str = "red", size=(96, 64), fmt: str = "JPEG", **kwargs) -> bytes:
     return encode(Image.new("RGB", size, COLOR_RGB[color]), fmt, **kwargs)
-
-
-def chunk(kind: bytes, body: bytes) -> bytes:
-    """One PNG chunk with a correct CRC."""
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-
-
-def png_bomb(width: int, height: int, mode_bytes: int = 1) -> bytes:
-    """A real decompression bomb: ``width x height`` greyscale zeros, a few hundred KB compressed.
-
-    The rows are streamed into the compressor so that making the bomb does not allocate its pixels.
-    """
-    compressor = zlib.compressobj(9)
-    row = b"\x00" * (1 + width * mode_bytes)  # filter byte + pixels
-    parts = [compressor.compress(row) for _ in range(height)]
-    parts.append(compressor.flush())
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
-
-
-def gif_with_screen(width: int, height: int, frame: tuple[int, int] | None = None) -> bytes:
-    """A GIF whose logical screen (and first frame, unless ``frame`` says otherwise) is ``width x height``.
-
-    The frame holds a few LZW codes only, so the file is tiny whatever size it claims.
-    """
-    frame_w, frame_h = frame or (width, height)
-    header = b"GIF89a" + struct.pack("<HHBBB", width, height, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
-    descriptor = b"," + struct.pack("<HHHHB", 0, 0, frame_w, frame_h, 0)
-    lzw = b"\x02" + b"\x02\x4c\x01\x00"  # min code size 2, one sub-block: clear, 0, end
-    return header + descriptor + lzw + b";"
 
 
 def truncated_png() -> bytes:
@@ -202,9 +173,9 @@ def corpus() -> list[Case]:
         Case("png header claims 100000 x 100000", lambda: bad_files.png_with_header_size(100_000, 100_000),
              413, "image_too_large"),
         Case("png bomb 20000 x 20000 of zeros", lambda: png_bomb(20_000, 20_000), 413, "image_too_large"),
-        Case("gif bomb 65535 x 65535", lambda: gif_with_screen(65_535, 65_535), 413, "image_too_large"),
+        Case("gif bomb 65535 x 65535", lambda: gif_bomb(65_535, 65_535), 413, "image_too_large"),
         Case("gif with a small screen and a huge frame",
-             lambda: gif_with_screen(16, 16, frame=(65_535, 65_535)), 413, "image_too_large"),
+             lambda: gif_bomb(16, 16, frame=(65_535, 65_535)), 413, "image_too_large"),
         Case("html behind jpeg magic bytes", html_behind_jpeg_magic, 422, "corrupt_image"),
         # Its header bytes are also JavaScript, and read as GIF they claim a frame of 15419 x 29539.
         Case("gif/javascript polyglot", gif_javascript_polyglot, 413, "image_too_large"),

@@ -116,3 +116,14 @@ def test_corpus_covers_the_required_kinds():
         assert kind in names, kind
     assert {f"exif orientation {value}" for value in range(1, 9)} <= set(CASES)
     assert all(case.why_valid for case in CASES.values() if case.status == 201)
+
+
+def test_bombs_are_refused_fast_and_without_their_pixels(tmp_path):
+    """The bomb benchmark at a small size: every bomb a 413 in < 100 ms with no pixel buffer made."""
+    from benchmarks import bomb
+
+    report = bomb.main(["--repeat", "3", "--out", str(tmp_path / "bomb.json")])
+    assert report["all_bombs_within_budget"], report["results"]
+    control = report["results"]["control: genuine 4000x3000 png, decoded"]
+    if report["peak_rss_resettable"]:  # the probe sees real pixel buffers, so its "no growth" means it
+        assert control["rss_growth_kb"] > 30 * 1024
