@@ -131,7 +131,7 @@ def correct(prediction_id: int):
     """Store or edit the true label of a prediction (who and when are recorded)."""
     prediction = db.get_or_404(Prediction, prediction_id, description=f"No prediction {prediction_id}.")
     form = CorrectionForm()
-    back = url_for("admin.detail", prediction_id=prediction_id)
+    back = detail_url(prediction_id)
     if not form.validate_on_submit():
         abort(400, description="; ".join(f"{k}: {', '.join(v)}" for k, v in form.errors.items()) or "Bad form.")
     label = form.chosen_label(prediction.top_label)
@@ -164,7 +164,15 @@ def delete_correction(prediction_id: int):
     db.session.delete(correction)
     db.session.commit()
     flash(f"Correction of prediction {prediction_id} removed.", "info")
-    return redirect(url_for("admin.detail", prediction_id=prediction_id))
+    return redirect(detail_url(prediction_id))
+
+
+def detail_url(prediction_id: int) -> str:
+    """The detail page, keeping the filtered list the admin came from as its "back" link."""
+    back = request.args.get("back")
+    if back and safe_next(back, "") == back:
+        return url_for("admin.detail", prediction_id=prediction_id, back=back)
+    return url_for("admin.detail", prediction_id=prediction_id)
 
 
 @bp.route("/predictions.csv")
