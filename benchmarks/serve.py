@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import random
+import re
 import secrets
 import shutil
 import socket
@@ -72,7 +73,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     variants.add_argument("--no-model-variants", action="store_true",
                           help="skip the runs with model.fp16.tflite / model.int8.tflite")
     output = parser.add_argument_group("output")
-    output.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for serve.json and serve.md")
+    output.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for serve.json and serve.md "
+                        "(the README's tables are refreshed when it is the default)")
+    output.add_argument("--readme-only", action="store_true",
+                        help="measure nothing: copy the results/*.md tables into the README and exit")
     return parser.parse_args(argv)
 
 
@@ -366,12 +370,45 @@ def render_markdown(report: dict) -> str:
     for key, ratio in ratios.get("throughput_over_app", {}).items():
         lines.append(f"{servers[key]['label']}: throughput {ratio:.2f}x the app's, p50 "
                      f"{servers[key]['c1']['p50_ms'] / servers['app']['c1']['p50_ms']:.2f}x.")
+    variants = report.get("litert_variants") or {}
+    if variants:
+        lines += ["", "Quantised LiteRT copies (`python -m training quantize`, from the artifact's metadata):", "",
+                  "| variant | top-1 | float32 top-1 | drop, points | agreement with float32 | MB | ms/image "
+                  "| kept |", "|---|---|---|---|---|---|---|---|"]
+        for name, row in variants.items():
+            lines.append(f"| {name} | {row['top1']:.2f}% | {row['top1_float32']:.2f}% | {row['drop_points']:+.2f} | "
+                         f"{row['top1_agreement']:.1%} | {row['size_bytes'] / 1e6:.1f} (of "
+                         f"{row['float32_size_bytes'] / 1e6:.1f}) | {row['ms_per_image']:.1f} (float32 "
+                         f"{row['float32_ms_per_image']:.1f}) | {'yes' if row['kept'] else 'no'} |")
     return "\n".join(lines) + "\n"
+
+
+def update_readme(readme: Path = REPO_ROOT / "README.md", results_dir: Path = RESULTS_DIR) -> list[str]:
+    """Copy each ``results/NAME.md`` into the README between ``<!-- bench:NAME -->`` markers.
+
+    The README shows benchmark figures only this way, so that none is ever typed by hand.
+
+    Returns:
+        The names of the blocks that were filled.
+    """
+    text = readme.read_text(encoding="utf-8")
+    filled = []
+    for name in re.findall(r"<!-- bench:([\w-]+) -->", text):
+        source = results_dir / f"{name}.md"
+        if source.is_file():
+            block = re.compile(rf"(<!-- bench:{name} -->\n).*?(<!-- /bench:{name} -->)", re.S)
+            text = block.sub(lambda m: m.group(1) + source.read_text(encoding="utf-8") + m.group(2), text)
+            filled.append(name)
+    readme.write_text(text, encoding="utf-8")
+    return filled
 
 
 def main(argv=None) -> None:
     """Run the servers one after the other under the same load and write the results."""
     args = parse_args(argv)
+    if args.readme_only:
+        print(f"README blocks filled: {', '.join(update_readme()) or 'none'}")
+        return
     if not (args.model_dir / "model.keras").exists():
         raise SystemExit(f"error: no model.keras in {args.model_dir}; pass --model-dir")
     payloads = make_payloads(args.photos, args.photo_count)
@@ -414,10 +451,12 @@ def main(argv=None) -> None:
     floor = measure_floor(args.model_dir, payloads, inference_threads(args.workers))
     concurrency = f"c{args.concurrency}"
     app_figures, baseline_figures = results["app"], results["baseline"]
+    metadata = json.loads((args.model_dir / "metadata.json").read_text())
     report = {
         "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": {**machine, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
-        "model": json.loads((args.model_dir / "metadata.json").read_text())["name"],
+        "model": metadata["name"],
+        "litert_variants": metadata.get("litert_variants", {}),
         "payload_count": len(payloads),
         "settings": {"workers": args.workers, "threads": args.threads, "concurrency": args.concurrency,
                      "requests_c1": args.requests, "requests_concurrent": args.concurrent_requests},
@@ -438,6 +477,8 @@ def main(argv=None) -> None:
     (args.out / "serve.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "serve.md").write_text(render_markdown(report))
     print(render_markdown(report))
+    if args.out.resolve() == RESULTS_DIR:
+        print(f"README blocks filled: {', '.join(update_readme())}")
 
 
 if __name__ == "__main__":

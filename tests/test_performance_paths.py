@@ -191,3 +191,32 @@ def test_benchmark_report_table_has_a_row_per_server():
     assert "+ vehicle gate, 1 thread(s)): p50 **10.0 ms** (classifier alone 6.0 ms)" in table
     assert "App p50 / floor: **1.20x**" in table and "app throughput / baseline: **5.0x**" in table
     assert "app, batching: throughput 0.90x the app's, p50 1.08x." in table
+
+
+def test_update_readme_fills_only_the_blocks_that_have_results(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "serve.md").write_text("| a | b |\n|---|---|\n| 1 | 2 |\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("# Title\n<!-- bench:serve -->\nold figures\n<!-- /bench:serve -->\ntext\n"
+                      "<!-- bench:input_pipeline -->\n<!-- /bench:input_pipeline -->\nend\n")
+    assert serve.update_readme(readme, results) == ["serve"]
+    expected = ("# Title\n<!-- bench:serve -->\n| a | b |\n|---|---|\n| 1 | 2 |\n<!-- /bench:serve -->\ntext\n"
+                "<!-- bench:input_pipeline -->\n<!-- /bench:input_pipeline -->\nend\n")
+    assert readme.read_text() == expected
+    serve.update_readme(readme, results)
+    assert readme.read_text() == expected  # idempotent
+
+
+def test_readme_shows_the_benchmark_tables_exactly_as_written():
+    """Every figure in the README's benchmark blocks is the benchmark's own output, never retyped."""
+    import re
+
+    readme = (serve.REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = dict(re.findall(r"<!-- bench:([\w-]+) -->\n(.*?)<!-- /bench:\1 -->", readme, re.S))
+    assert "serve" in blocks
+    for name, content in blocks.items():
+        source = serve.RESULTS_DIR / f"{name}.md"
+        expected = source.read_text(encoding="utf-8") if source.is_file() else ""
+        assert content == expected, f"README block {name} differs from {source}: run `python -m benchmarks.serve " \
+                                    "--readme-only`"
