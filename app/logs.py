@@ -39,6 +39,7 @@ class JsonFormatter(logging.Formatter):
         entry: dict[str, Any] = {
             "time": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
             "level": record.levelname,
+            "severity": record.levelname,  # the field Google Cloud Logging reads the level from
             "logger": record.name,
             "message": record.getMessage(),
         }
