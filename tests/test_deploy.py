@@ -15,6 +15,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import textwrap
 import urllib.request
 import uuid
 from pathlib import Path
@@ -250,3 +251,37 @@ for case in cases:
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["127.0.0.1:8123", "0.0.0.0:8123", "0.0.0.0:8123", "0.0.0.0:8123",
                                      "unix:/tmp/cars.sock"]
+
+
+def readme_section(name: str) -> str:
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    return readme.split(f"<!-- section:{name} -->")[1].split(f"<!-- /section:{name} -->")[0]
+
+
+@pytest.mark.slow
+def test_pythonanywhere_wsgi_file_from_the_readme_serves(color_artifact, tmp_path):
+    """The WSGI file the README tells PythonAnywhere users to paste, with their paths filled in."""
+    block = next(chunk.split("```")[0] for chunk in readme_section("deploy").split("```python\n")[1:]
+                 if "application" in chunk.split("```")[0])
+    database = tmp_path / "instance" / "predictions.db"
+    database.parent.mkdir()
+    wsgi_file = textwrap.dedent(block).replace(
+        "/home/YOURNAME/car-classifier/instance/predictions.db", str(database)).replace(
+        "/home/YOURNAME/car-classifier", str(REPO_ROOT))
+    check = """
+from sqlalchemy import text
+from app.extensions import db
+client = application.test_client()
+print(client.get("/healthz").status_code, client.get("/readyz").status_code)
+with application.app_context():
+    print(db.session.execute(text("PRAGMA journal_mode")).scalar())
+"""
+    env = {**os.environ, "MODEL_DIR": str(color_artifact), "PROMETHEUS_MULTIPROC_DIR": ""}
+    as_pasted = subprocess.run([sys.executable, "-c", wsgi_file + check], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, timeout=120)
+    assert as_pasted.returncode == 1 and "SECRET_KEY is a placeholder" in as_pasted.stderr
+    filled_in = wsgi_file.replace('SECRET_KEY="change-me"', f'SECRET_KEY="{STRONG_KEY}"')
+    served = subprocess.run([sys.executable, "-c", filled_in + check], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert served.returncode == 0, served.stderr
+    assert served.stdout.split()[-3:] == ["200", "200", "delete"]  # no WAL on PythonAnywhere's NFS
