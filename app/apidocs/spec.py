@@ -146,6 +146,28 @@ SCHEMAS: dict[str, Any] = {
     },
 }
 
+TOP_K_SCHEMA = {"type": "integer", "minimum": 1, "maximum": 20}
+# Both upload routes take ``top_k`` from the query string or the form.
+TOP_K_QUERY = {"name": "top_k", "in": "query", "required": False, "schema": TOP_K_SCHEMA,
+               "description": "Answers per photo (also accepted as a form field)."}
+
+
+def multipart_body(field: str, field_schema: dict[str, Any]) -> dict[str, Any]:
+    """A required multipart body with the file field ``field`` and an optional ``top_k`` field."""
+    return {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {
+            "type": "object",
+            "required": [field],
+            "properties": {
+                field: field_schema,
+                "top_k": {**TOP_K_SCHEMA, "description": "Answers per photo (default `TOP_K`)."},
+            },
+        }}},
+    }
+
+
+FILE = {"type": "string", "contentMediaType": "application/octet-stream"}
 PREDICTION_ID = {"name": "prediction_id", "in": "path", "required": True,
                  "schema": {"type": "integer", "minimum": 1}}
 TOO_MANY = error("Too many requests from this address; wait `Retry-After` seconds.", retry_after=True)
@@ -159,22 +181,8 @@ PATHS: dict[str, Any] = {
             "summary": "Classify a photo",
             "description": "Upload one image (JPEG, PNG, WebP or GIF, first frame). The content decides "
                            "the format, not the file name. The prediction is stored and returned.",
-            "parameters": [{"name": "top_k", "in": "query", "required": False,
-                            "description": "Answers to return (also accepted as a form field).",
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 20}}],
-            "requestBody": {
-                "required": True,
-                "content": {"multipart/form-data": {"schema": {
-                    "type": "object",
-                    "required": ["image"],
-                    "properties": {
-                        "image": {"type": "string", "contentMediaType": "application/octet-stream",
-                                  "description": "The photo."},
-                        "top_k": {"type": "integer", "minimum": 1, "maximum": 20,
-                                  "description": "Answers to return (default `TOP_K`)."},
-                    },
-                }}},
-            },
+            "parameters": [TOP_K_QUERY],
+            "requestBody": multipart_body("image", {**FILE, "description": "The photo."}),
             "responses": {
                 "201": json_response("Classified and stored.", "Prediction", {
                     "Location": {"description": "The prediction's URL.", "schema": {"type": "string"}}}),
@@ -194,22 +202,9 @@ PATHS: dict[str, Any] = {
             "summary": "Classify several photos in one request",
             "description": "Repeated multipart fields `images` (at most 32). Each file is classified and "
                            "stored on its own; one bad file never fails the others.",
-            "parameters": [{"name": "top_k", "in": "query", "required": False,
-                            "description": "Answers per photo (also accepted as a form field).",
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 20}}],
-            "requestBody": {
-                "required": True,
-                "content": {"multipart/form-data": {"schema": {
-                    "type": "object",
-                    "required": ["images"],
-                    "properties": {
-                        "images": {"type": "array", "maxItems": 32, "description": "The photos.",
-                                   "items": {"type": "string", "contentMediaType": "application/octet-stream"}},
-                        "top_k": {"type": "integer", "minimum": 1, "maximum": 20,
-                                  "description": "Answers per photo (default `TOP_K`)."},
-                    },
-                }}},
-            },
+            "parameters": [TOP_K_QUERY],
+            "requestBody": multipart_body("images", {"type": "array", "maxItems": 32, "items": FILE,
+                                                     "description": "The photos."}),
             "responses": {
                 "200": json_response("One result per file, in order.", "Batch"),
                 "400": error("No file, more than 32 files, or `top_k` outside 1..20."),
