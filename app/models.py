@@ -73,10 +73,14 @@ class Prediction(db.Model):
         return f"<Prediction {self.id} {self.top_label!r} {self.top_score:.3f}>"
 
 
-# The review page's filter and sort indexes, declared beside the table so the schema and the
-# migration (0002) stay comparable.
-Index("ix_predictions_model_version_created_at", Prediction.model_version, Prediction.created_at)
-Index("ix_predictions_top_score", Prediction.top_score)
+# The admin review page's covering indexes (migration 0002 explains them), declared here too so that
+# the schema and the migrations stay comparable.
+Index("ix_predictions_review_by_score", Prediction.top_score, Prediction.created_at, Prediction.model_version,
+      Prediction.top_label, Prediction.source, Prediction.original_filename)
+Index("ix_predictions_review_by_version", Prediction.model_version, Prediction.created_at, Prediction.top_label,
+      Prediction.top_score, Prediction.source, Prediction.original_filename)
+Index("ix_predictions_review_by_label", Prediction.top_label, Prediction.created_at, Prediction.top_score,
+      Prediction.model_version, Prediction.source, Prediction.original_filename)
 
 
 class AdminUser(UserMixin, db.Model):

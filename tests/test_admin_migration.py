@@ -20,13 +20,17 @@ def test_0002_upgrade_matches_the_models_and_downgrades_to_0001(color_artifact, 
         indexes = {i["name"]: (i["column_names"], bool(i["unique"])) for i in inspector.get_indexes("corrections")}
         assert indexes["ix_corrections_prediction_id"] == (["prediction_id"], True)
         prediction_indexes = {i["name"]: i["column_names"] for i in inspector.get_indexes("predictions")}
-        assert prediction_indexes["ix_predictions_model_version_created_at"] == ["model_version", "created_at"]
-        assert prediction_indexes["ix_predictions_top_score"] == ["top_score"]
+        for leading in ("top_score", "model_version", "top_label"):
+            name = f"ix_predictions_review_by_{leading.split('_')[-1]}"
+            # Each leads with its filter column and covers every column the review queries read.
+            assert prediction_indexes[name][0] == leading
+            assert set(prediction_indexes[name]) == {"top_score", "created_at", "model_version", "top_label",
+                                                     "source", "original_filename"}
         with db.engine.connect() as connection:
             differences = compare_metadata(MigrationContext.configure(connection), db.metadata)
         # Later revisions may add their own columns; none of the differences may touch this revision's objects.
         assert not [d for d in differences if "admin_users" in repr(d) or "corrections" in repr(d)
-                    or "top_score" in repr(d) or "model_version_created_at" in repr(d)]
+                    or "ix_predictions_review_by" in repr(d)]
 
         downgrade(revision="0001")
         inspector = inspect(db.engine)

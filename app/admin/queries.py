@@ -213,9 +213,10 @@ class Page:
         return max(1, math.ceil(self.total / self.per_page))
 
 
-def review_page(filters: ReviewFilters, low_confidence_below: float) -> Page:
-    """Two queries: the filtered count and the requested page's rows."""
-    count = db.session.scalar(filtered(_joined(select(func.count(Prediction.id))), filters, low_confidence_below))
+def review_page(filters: ReviewFilters, low_confidence_below: float, total: int | None = None) -> Page:
+    """The requested page's rows (one query), plus the filtered count unless ``total`` already is it."""
+    count = total if total is not None else db.session.scalar(
+        filtered(_joined(select(func.count(Prediction.id))), filters, low_confidence_below))
     page = min(filters.page, max(1, math.ceil(count / filters.per_page)))
     rows = db.session.scalars(list_statement(filters, low_confidence_below)
                               .limit(filters.per_page).offset((page - 1) * filters.per_page)).unique().all()

@@ -81,8 +81,8 @@ def index():
     """The review table, newest first, with the filters and the dashboard strip."""
     filters = ReviewFilters.from_args(request.args)
     threshold = low_confidence_below()
-    page = review_page(filters, threshold)
     board = dashboard(filters, threshold)
+    page = review_page(filters, threshold, total=board.total)  # the dashboard already counted the set
     return render_template("admin/index.html", filters=filters, page=page, board=board,
                            chart=per_day_svg(board.per_day), choices=filter_choices(), page_sizes=PAGE_SIZES,
                            statuses=STATUSES, sortable=SORT_COLUMNS, threshold=threshold)
