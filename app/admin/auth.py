@@ -44,7 +44,9 @@ def unauthorized():
     """302 to the login page for browsers, 401 JSON for API-style clients."""
     if wants_json():
         return jsonify(error="authentication required", status=401), 401
-    return redirect(url_for("admin.login", next=request.full_path.rstrip("?")))
+    # Only a page can be returned to after signing in; a form post would arrive as a GET.
+    target = request.full_path.rstrip("?") if request.method == "GET" else None
+    return redirect(url_for("admin.login", next=target))
 
 
 @bp.before_request
