@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--thumbnail-side", type=int, default=160,
                         help="noise JPEG side; 160 gives ~12.5 KB, the mean of real 320 px car thumbnails")
     parser.add_argument("--model-dir", default="model_artifacts/default")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per query; the fastest is reported")
     parser.add_argument("--database", help="reuse or keep this SQLite file (filled when it has no rows)")
     args = parser.parse_args()
 
@@ -109,17 +110,20 @@ def main() -> None:
         client = app.test_client()
         client.post("/admin/login", data={"username": "bench", "password": "benchmark password"})
         client.get("/admin/")  # warm caches as a running server would have them
-        print("| query | ms | SQL statements | slowest statement ms |\n| --- | ---: | ---: | ---: |")
+        print("| query | wall ms | CPU ms | SQL statements | slowest statement ms |\n"
+              "| --- | ---: | ---: | ---: | ---: |")
         for query in QUERIES:
-            statements.clear()
-            began = time.perf_counter()
-            response = client.get(f"/admin/?{query}")
-            elapsed = time.perf_counter() - began
-            assert response.status_code == 200, response.status_code
-            slowest = max(statements)
-            print(f"| `{query or '(none)'}` | {elapsed * 1000:.0f} | {len(statements)} | {slowest[0] * 1000:.0f} |")
-            if slowest[0] > 0.25:
-                print(f"|  slowest: `{slowest[1][:160]}` | | | |")
+            runs = []
+            for _ in range(args.repeat):  # the best of a few runs: other processes share the cores
+                statements.clear()
+                began, began_cpu = time.perf_counter(), time.process_time()
+                response = client.get(f"/admin/?{query}")
+                assert response.status_code == 200, response.status_code
+                runs.append((time.perf_counter() - began, time.process_time() - began_cpu, list(statements)))
+            elapsed, cpu, run_statements = min(runs, key=lambda run: run[0])
+            slowest = max(run_statements)
+            print(f"| `{query or '(none)'}` | {elapsed * 1000:.0f} | {cpu * 1000:.0f} | {len(run_statements)} | "
+                  f"{slowest[0] * 1000:.0f} |")
         began = time.perf_counter()
         response = client.get("/admin/predictions.csv", buffered=False)
         size = sum(len(piece) for piece in response.response)
