@@ -13,9 +13,15 @@ import time
 from functools import wraps
 
 from flask import Flask, g, request
-from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram,
-                               generate_latest, multiprocess)
-from sqlalchemy import event
+
+# prometheus_client switches to multiprocess mode when the variable merely exists; an empty value would
+# make it write its files into the working directory. Empty means unset (before the import reads it).
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR", "x").strip():
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter,  # noqa: E402
+                               Gauge, Histogram, generate_latest, multiprocess)
+from sqlalchemy import event  # noqa: E402
 
 from .classifier import Classifier
 from .models import Prediction

@@ -276,7 +276,8 @@ print(client.get("/healthz").status_code, client.get("/readyz").status_code)
 with application.app_context():
     print(db.session.execute(text("PRAGMA journal_mode")).scalar())
 """
-    env = {**os.environ, "MODEL_DIR": str(color_artifact), "PROMETHEUS_MULTIPROC_DIR": ""}
+    env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
+    env["MODEL_DIR"] = str(color_artifact)
     as_pasted = subprocess.run([sys.executable, "-c", wsgi_file + check], cwd=tmp_path, env=env,
                                capture_output=True, text=True, timeout=120)
     assert as_pasted.returncode == 1 and "SECRET_KEY is a placeholder" in as_pasted.stderr

@@ -159,3 +159,18 @@ def test_gunicorn_in_production_without_a_key_stops_with_one_line(color_artifact
     assert result.stderr.strip().splitlines() == [
         "error: APP_ENV=production but SECRET_KEY is not set: set it to the output of "
         "`python -c 'import secrets; print(secrets.token_hex(32))'`"]
+
+
+def test_an_empty_metrics_dir_setting_means_one_process(color_artifact, tmp_path):
+    """prometheus_client alone would write its files into the working directory for an empty value."""
+    script = f"""
+from app import create_app
+app = create_app({{"MODEL_DIR": {str(color_artifact)!r}, "DATABASE_URL": "sqlite:///{tmp_path / 'e.db'}"}})
+print(app.test_client().get("/metrics").status_code)
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": "", "PYTHONPATH": str(REPO_ROOT)},
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == "200"
+    assert not [path.name for path in tmp_path.iterdir() if path.name.startswith(("counter_", "gauge_", "histogram_"))]
