@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from flask import jsonify, render_template
+from markupsafe import Markup, escape
 
 from . import bp
 from .spec import build_spec
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
+CODE_SPAN = re.compile(r"`([^`]+)`")
 
 
 @bp.get("/api/v1/openapi.json")
@@ -62,3 +65,9 @@ def schema_name(response: dict[str, Any]) -> str | None:
         reference = media.get("schema", {}).get("$ref", "")
         return reference.rsplit("/", 1)[-1] if reference else content_type
     return None
+
+
+@bp.app_template_filter("inline_code")
+def inline_code(text: str | None) -> Markup:
+    """Escape ``text`` and show its `backtick` spans (CommonMark, as OpenAPI descriptions use) as code."""
+    return Markup(CODE_SPAN.sub(r"<code>\1</code>", str(escape(text or ""))))
