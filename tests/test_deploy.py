@@ -124,6 +124,10 @@ def test_image_gets_the_app_migrations_format_modules_and_model():
     allowed = {line[1:].strip().rstrip("/") for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
                if line.startswith("!")}
     assert copied | {"requirements.txt"} <= allowed, "the .dockerignore allow-list drops a copied path"
+    default = REPO_ROOT / "model_artifacts" / "default"
+    if default.is_symlink():  # COPY keeps links as they are: it must stay inside the copied folder
+        target = os.readlink(default)
+        assert not os.path.isabs(target) and ".." not in Path(target).parts, target
 
 
 def assemble_image(target: Path) -> Path:
