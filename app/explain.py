@@ -20,6 +20,7 @@ import importlib.util
 import io
 import re
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,17 @@ class ExplanationUnavailable(Exception):
 class GradCam:
     """Grad-CAM over a Keras classifier's last spatial feature map.
 
+    The model is split at that map: a feature model (input -> map) and the chain of layers after it
+    (pooling, dropout, dense ...), re-applied to the map under the gradient tape. Splitting, rather than
+    asking one two-output model for both, keeps the map a plain tensor the tape watches, whatever the
+    layer that makes it does to its outputs.
+
     Args:
-        model: Keras model, float32 RGB 0..255 in, probabilities out.
+        model: Keras model, float32 RGB 0..255 in, probabilities out; after the feature map it must be a
+            single chain of layers (true of every classifier trained here).
+
+    Raises:
+        ExplanationUnavailable: The model has no spatial map, or the layers after it are not a chain.
     """
 
     def __init__(self, model):
@@ -58,8 +68,24 @@ class GradCam:
         self._tf = tf
         layer = feature_layer(model)
         self.layer_name = layer.name
-        self._model = keras.Model(model.inputs, [outer_output(layer), model.outputs[0]])
+        self._features = keras.Model(model.inputs[0], outer_output(layer))
+        self._head = model.layers[model.layers.index(layer) + 1:]
         self._lock = threading.Lock()
+        probe = np.linspace(0, 255, num=int(np.prod(model.inputs[0].shape[1:])), dtype=np.float32)
+        probe = probe.reshape((1, *model.inputs[0].shape[1:]))
+        with warnings.catch_warnings():  # a model saved with a list of inputs warns about a bare tensor
+            warnings.simplefilter("ignore", UserWarning)
+            expected = model(probe, training=False).numpy()
+        if not np.allclose(self._run_head(self._features(probe)).numpy(), expected, atol=1e-4):
+            raise ExplanationUnavailable(501, "explanation_unsupported",
+                                         "The served model is not a single chain of layers after its feature "
+                                         "map, so Grad-CAM cannot be computed.")
+
+    def _run_head(self, features):
+        x = features
+        for layer in self._head:
+            x = layer(x, training=False)
+        return x
 
     def heatmap(self, pixels: np.ndarray, class_index: int) -> np.ndarray:
         """The class activation map for one model-sized image.
@@ -74,10 +100,12 @@ class GradCam:
         """
         tf = self._tf
         batch = tf.convert_to_tensor(pixels[np.newaxis].astype(np.float32))
-        with self._lock, tf.GradientTape() as tape:
-            features, probabilities = self._model(batch, training=False)
-            score = probabilities[:, class_index]
-        gradients = tape.gradient(score, features)[0].numpy()
+        with self._lock:
+            features = tf.convert_to_tensor(self._features(batch, training=False))
+            with tf.GradientTape() as tape:
+                tape.watch(features)
+                score = self._run_head(features)[:, class_index]
+            gradients = tape.gradient(score, features)[0].numpy()
         features = features[0].numpy()
         weights = gradients.mean(axis=(0, 1))
         cam = np.maximum((features * weights).sum(axis=-1), 0.0)

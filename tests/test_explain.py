@@ -139,3 +139,15 @@ print(response.status_code, response.json["error"]["code"], response.json["error
     assert result.returncode == 0, result.stderr
     line = result.stdout.strip().splitlines()[-1]
     assert line.startswith("501 explanation_unavailable") and "TensorFlow" in line
+
+
+def test_heatmap_on_a_model_whose_feature_map_is_its_rescaled_input():
+    """The colours model has no convolution: its last spatial map is the Rescaling layer's output."""
+    from conftest import build_color_model
+
+    explainer = GradCam(build_color_model((32, 32)))
+    assert explainer.layer_name.startswith("rescaling")
+    pixels = np.full((32, 32, 3), GREY, dtype=np.float32)
+    pixels[2:12, 20:30] = (230, 20, 20)
+    heat = explainer.heatmap(pixels, 0)
+    assert heat[2:12, 20:30].min() > 0.9 and heat[16:, :16].max() < 0.5

@@ -1,15 +1,33 @@
 /* Upload page: drag-and-drop, paste from the clipboard and an instant preview of the chosen photo.
-   The file always travels in the form's file input, so the plain form post works without this. */
+   One photo travels in the form's file input, so the plain form post works without this script.
+   Several photos (many files, or a dropped or picked folder) are sent one request each to the JSON API,
+   two at a time, each with its own progress bar; the results fill a grid as they arrive. */
 (function () {
   "use strict";
   const form = document.getElementById("upload-form");
   if (!form) return;
   const input = form.querySelector("input[type=file]");
+  const folderButton = document.getElementById("pick-folder");
   const zone = document.getElementById("drop-zone");
   const preview = document.getElementById("preview");
   const hint = document.getElementById("drop-hint");
   const fileName = document.getElementById("file-name");
+  const submitButton = document.getElementById("submit-button");
+  const batch = document.getElementById("batch");
+  const grid = document.getElementById("batch-grid");
+  const summary = document.getElementById("batch-summary");
+  const submitLabel = submitButton.value;
+  const PARALLEL_UPLOADS = 2;
+  const MAX_RETRIES = 5;
+  const IMAGE_NAME = /\.(jpe?g|png|webp|gif)$/i;
+  const VERDICT_TEXT = {ok: "", uncertain: "not sure", not_a_car: "not a car"};
+  const VERDICT_BADGE = {uncertain: "text-bg-info", not_a_car: "text-bg-warning"};
   let previewUrl = null;
+  let batchFiles = [];
+
+  function isImage(file) {
+    return file && (file.type.startsWith("image/") || IMAGE_NAME.test(file.name));
+  }
 
   function showPreview(file) {
     if (previewUrl) URL.revokeObjectURL(previewUrl);
@@ -25,12 +43,182 @@
     const transfer = new DataTransfer();
     transfer.items.add(file);
     input.files = transfer.files;
+    batchFiles = [];
+    submitButton.value = submitLabel;
     showPreview(file);
     return true;
   }
 
+  function useFiles(files) {
+    const images = Array.from(files).filter(isImage);
+    if (images.length === 1) return useFile(images[0]);
+    if (!images.length) return false;
+    batchFiles = images;
+    preview.classList.add("d-none");
+    hint.classList.remove("d-none");
+    const kilobytes = images.reduce(function (sum, file) { return sum + file.size; }, 0) / 1024;
+    fileName.textContent = images.length + " photos chosen (" + Math.round(kilobytes) + " KB)";
+    submitButton.value = "Classify " + images.length + " photos";
+    return true;
+  }
+
+  /* A dropped folder arrives as a directory entry: walk it (readEntries returns its children in chunks). */
+  function filesOfEntry(entry) {
+    if (entry.isFile) {
+      return new Promise(function (resolve) { entry.file(function (file) { resolve([file]); }, function () { resolve([]); }); });
+    }
+    if (!entry.isDirectory) return Promise.resolve([]);
+    const reader = entry.createReader();
+    return new Promise(function (resolve) {
+      const children = [];
+      (function readChunk() {
+        reader.readEntries(function (chunk) {
+          if (!chunk.length) {
+            Promise.all(children.map(filesOfEntry)).then(function (lists) { resolve([].concat.apply([], lists)); });
+            return;
+          }
+          children.push.apply(children, chunk);
+          readChunk();
+        }, function () { resolve([]); });
+      })();
+    });
+  }
+
+  function droppedFiles(transfer) {
+    const entries = Array.from(transfer.items || [])
+      .map(function (item) { return item.kind === "file" && item.webkitGetAsEntry ? item.webkitGetAsEntry() : null; })
+      .filter(Boolean);
+    if (!entries.some(function (entry) { return entry.isDirectory; })) return Promise.resolve(Array.from(transfer.files));
+    return Promise.all(entries.map(filesOfEntry)).then(function (lists) { return [].concat.apply([], lists); });
+  }
+
+  function element(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function makeCard(file) {
+    const column = element("div", "col");
+    const card = element("div", "card h-100 batch-item");
+    card.dataset.state = "queued";
+    const image = element("img", "card-img-top batch-thumb");
+    image.alt = file.name;
+    image.addEventListener("error", function () { image.classList.add("invisible"); });  // not a picture after all
+    image.src = URL.createObjectURL(file);
+    const body = element("div", "card-body p-2");
+    const name = element("div", "small text-truncate text-muted batch-name", file.name);
+    const progress = element("div", "progress my-1");
+    progress.setAttribute("role", "progressbar");
+    progress.setAttribute("aria-label", "Upload of " + file.name);
+    const bar = element("div", "progress-bar");
+    bar.style.width = "0%";
+    progress.appendChild(bar);
+    const result = element("div", "small batch-result", "waiting");
+    body.append(name, progress, result);
+    card.append(image, body);
+    column.appendChild(card);
+    grid.appendChild(column);
+    return {card: card, bar: bar, result: result, progress: progress};
+  }
+
+  function showResult(view, body) {
+    const best = body.predictions[0];
+    view.result.textContent = "";
+    const link = element("a", "fw-semibold batch-label", best.label);
+    link.href = batch.dataset.result.replace(/0$/, String(body.id));
+    const score = element("span", "text-muted", " " + (best.score * 100).toFixed(1) + "%");
+    view.result.append(link, score);
+    if (VERDICT_TEXT[body.verdict]) {
+      view.result.append(" ", element("span", "badge batch-verdict " + VERDICT_BADGE[body.verdict], VERDICT_TEXT[body.verdict]));
+    }
+    view.card.dataset.verdict = body.verdict || "ok";
+  }
+
+  function send(file, view, attempt) {
+    return new Promise(function (resolve) {
+      const request = new XMLHttpRequest();
+      const data = new FormData();
+      data.append("image", file, file.name);
+      request.open("POST", batch.dataset.api);
+      request.responseType = "json";
+      request.upload.addEventListener("progress", function (event) {
+        if (event.lengthComputable) view.bar.style.width = Math.round(90 * event.loaded / event.total) + "%";
+      });
+      view.card.dataset.state = "uploading";
+      view.result.textContent = "uploading";
+      request.addEventListener("load", function () {
+        const body = request.response || {};
+        if (request.status === 429 && attempt < MAX_RETRIES) {  // over the rate limit: wait as told, then retry
+          const seconds = parseInt(request.getResponseHeader("Retry-After"), 10) || 5;
+          view.result.textContent = "busy, retrying in " + seconds + " s";
+          setTimeout(function () { send(file, view, attempt + 1).then(resolve); }, seconds * 1000);
+          return;
+        }
+        view.bar.style.width = "100%";
+        if (request.status === 201) {
+          view.card.dataset.state = "done";
+          view.bar.classList.add("bg-success");
+          showResult(view, body);
+          resolve(true);
+        } else {
+          view.card.dataset.state = "failed";
+          view.bar.classList.add("bg-danger");
+          view.result.textContent = body.error ? body.error.message : "Failed (HTTP " + request.status + ").";
+          resolve(false);
+        }
+      });
+      request.addEventListener("error", function () {
+        view.card.dataset.state = "failed";
+        view.bar.classList.add("bg-danger");
+        view.result.textContent = "The upload did not reach the server.";
+        resolve(false);
+      });
+      request.send(data);
+    });
+  }
+
+  function runBatch(files) {
+    grid.textContent = "";
+    batch.classList.remove("d-none");
+    submitButton.disabled = true;
+    const jobs = files.map(function (file) { return {file: file, view: makeCard(file)}; });
+    let next = 0, done = 0, failed = 0;
+    function report() {
+      summary.textContent = done + " of " + jobs.length + " done" + (failed ? ", " + failed + " failed" : "");
+    }
+    report();
+    function worker() {
+      if (next >= jobs.length) return Promise.resolve();
+      const job = jobs[next++];
+      return send(job.file, job.view, 0).then(function (ok) {
+        done += 1;
+        if (!ok) failed += 1;
+        report();
+        return worker();
+      });
+    }
+    const workers = [];
+    for (let i = 0; i < PARALLEL_UPLOADS; i++) workers.push(worker());
+    return Promise.all(workers).then(function () {
+      submitButton.disabled = false;
+      batch.dataset.finished = "true";
+    });
+  }
+
   input.addEventListener("change", function () {
-    if (input.files.length) showPreview(input.files[0]);
+    if (input.files.length > 1) useFiles(input.files);
+    else if (input.files.length) useFile(input.files[0]) || showPreview(input.files[0]);
+  });
+  folderButton.addEventListener("click", function () {
+    // A detached picker: a second file input in the form would be posted with it.
+    const picker = document.createElement("input");
+    picker.type = "file";
+    picker.multiple = true;
+    picker.webkitdirectory = true;
+    picker.addEventListener("change", function () { useFiles(picker.files); });
+    picker.click();
   });
   ["dragenter", "dragover"].forEach(function (name) {
     zone.addEventListener(name, function (event) {
@@ -43,7 +231,13 @@
   });
   zone.addEventListener("drop", function (event) {
     event.preventDefault();
-    useFile(event.dataTransfer.files[0]);
+    droppedFiles(event.dataTransfer).then(useFiles);
+  });
+  form.addEventListener("submit", function (event) {
+    if (batchFiles.length < 2) return;  // one photo: the ordinary form post and result page
+    event.preventDefault();
+    delete batch.dataset.finished;
+    runBatch(batchFiles);
   });
   document.addEventListener("paste", function (event) {
     const items = Array.from(event.clipboardData ? event.clipboardData.items : []);
