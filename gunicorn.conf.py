@@ -97,13 +97,12 @@ preload_app = not serves_with_keras()
 timeout = int(os.environ.get("GUNICORN_TIMEOUT") or 60)
 graceful_timeout = 20
 keepalive = 5
-accesslog = "-"
+# The app writes one JSON access line per request (with its request id); gunicorn's would repeat it.
+accesslog = None
 errorlog = "-"
 # Workers are recycled now and then to bound memory growth; jitter avoids restarting all at once.
 max_requests = 2000
 max_requests_jitter = 200
-# The app writes one JSON access line per request (with its request id); gunicorn's would repeat it.
-accesslog = None
 if (os.environ.get("LOG_FORMAT") or "json").strip() == "json":
     logconfig_dict = {
         "version": 1,
