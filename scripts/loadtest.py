@@ -44,7 +44,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.serve import free_port, multipart, percentile, worker_pids  # noqa: E402
+from benchmarks.serve import Server, free_port, multipart, percentile, worker_pids  # noqa: E402
 
 BIN = Path(sys.executable).parent
 DATABASE_MESSAGE = "The database is busy or unavailable"
@@ -164,20 +164,22 @@ def run_load(port: int, bodies: list[tuple[bytes, str]], total: int, concurrency
         thread.join()
 
 
-class Gunicorn:
-    """gunicorn with the project's config on a free loopback port; its log goes to a file."""
+class Gunicorn(Server):
+    """gunicorn with the project's config on a free loopback port; its log goes to a file.
+
+    (The log is a file rather than a pipe: a pipe nobody reads would stall gunicorn once it filled.)
+    """
 
     def __init__(self, env: dict[str, str], log_path: Path):
-        self.port = free_port()
-        self.env = {**env, "BIND": f"127.0.0.1:{self.port}"}
+        port = free_port()
+        super().__init__("app", [str(BIN / "gunicorn"), "--config", "gunicorn.conf.py", "wsgi:app"],
+                         {**env, "BIND": f"127.0.0.1:{port}"}, port)
         self.log_path = log_path
-        self.process: subprocess.Popen | None = None
 
     def start(self, ready_timeout_s: float = 180.0) -> None:
         """Start and wait for ``/readyz`` (raises ``SystemExit`` with the log tail on failure)."""
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([str(BIN / "gunicorn"), "--config", "gunicorn.conf.py", "wsgi:app"],
-                                            cwd=REPO_ROOT, env=self.env, stdout=log, stderr=log)
+            self.process = subprocess.Popen(self.argv, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=log)
         deadline = time.monotonic() + ready_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -209,15 +211,6 @@ class Gunicorn:
     def log_tail(self, lines: int = 20) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
 
 def database_facts(database: Path) -> dict:
     """Integrity check result and the ids in ``predictions`` (read while the server may still run)."""
@@ -232,24 +225,29 @@ def phase_load_and_kill(server: Gunicorn, database: Path, bodies, args) -> dict:
     tally = Tally()
     kill: dict = {}
     kill_at = args.requests // 2 if args.kill else -1
+    watcher: list[threading.Thread] = []
 
     def on_progress(index: int) -> None:
         if index == kill_at:
             before = server.workers()
             victim = before[0]
             os.kill(victim, signal.SIGKILL)
-            kill.update(victim_pid=victim, workers_before=before, at_request=index, killed_at=time.monotonic())
+            kill.update(victim_pid=victim, workers_before=before, at_request=index)
+            # Time the replacement while the load goes on.
+            watcher.append(threading.Thread(target=lambda: kill.update(replaced_in_s=server.wait_for_workers(
+                args.workers, {victim}, timeout_s=60.0)), daemon=True))
+            watcher[0].start()
 
     rows_before = len(database_facts(database)["ids"])
     started = time.perf_counter()
     run_load(server.port, bodies, args.requests, args.concurrency, tally, on_progress=on_progress)
     elapsed = time.perf_counter() - started
     if kill:
-        replaced_in = server.wait_for_workers(args.workers, {kill["victim_pid"]},
-                                              timeout_s=max(0.0, 60 - (time.monotonic() - kill["killed_at"])))
+        watcher[0].join(timeout=65)
+        replaced_in = kill.get("replaced_in_s")
         kill.update(workers_after=server.workers(), replaced=replaced_in is not None,
+                    replaced_in_s=None if replaced_in is None else round(replaced_in, 2),
                     master_alive=server.process.poll() is None)
-        kill.pop("killed_at")
     facts = database_facts(database)
     created = set(tally.created_ids)
     new_rows = len(facts["ids"]) - rows_before
