@@ -59,7 +59,7 @@ def test_csv_has_the_documented_columns_and_the_filtered_rows(app, client, corre
     assert by_id[corrected[1]]["model_was_right"] == "no"
     assert by_id[corrected[3]]["corrected_label"] == "" and by_id[corrected[3]]["model_was_right"] == ""
     assert first["sha256"] == prediction_values(0)["sha256"] and first["top_score"] == "0.500000"
-    assert first["created_at"] == "2026-11-01T12:00:00"
+    assert first["created_at"] == "2026-11-01T12:00:00Z"
     # A file name that a spreadsheet would run as a formula is defused.
     assert by_id[corrected[1]]["original_filename"].startswith("'=")
 

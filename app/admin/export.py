@@ -7,6 +7,7 @@ The dataset layout is the one ``python -m training train`` reads: ``OUT_DIR/<lab
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import re
@@ -43,8 +44,13 @@ def csv_line(values: Iterable[Any]) -> str:
     return buffer.getvalue()
 
 
-def _iso(stamp) -> str:
-    return stamp.isoformat(timespec="seconds") if stamp is not None else ""
+def _iso(stamp: dt.datetime | None) -> str:
+    """UTC time as ISO 8601 with a ``Z`` (SQLite hands back naive UTC values, PostgreSQL aware ones)."""
+    if stamp is None:
+        return ""
+    if stamp.tzinfo is not None:
+        stamp = stamp.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return stamp.isoformat(timespec="seconds") + "Z"
 
 
 def prediction_rows(filters: ReviewFilters, low_confidence_below: float) -> Iterator[str]:
