@@ -89,3 +89,27 @@ def test_the_verdict_is_stored_with_the_prediction(thresholded_app, make_image):
         uncertain = db.session.execute(db.select(Prediction.id).filter_by(verdict="uncertain")).scalars().all()
     assert verdicts == ["ok", "uncertain"]
     assert uncertain == [ids[1]]
+
+
+def test_admin_review_filters_on_the_verdict(thresholded_app, make_image):
+    from admin_support import create_admin, login
+
+    client = thresholded_app.test_client()
+    ids = {verdict: post_image(client, make_image(color)).json["id"]
+           for verdict, color in (("ok", "red"), ("uncertain", (128, 100, 100)))}
+    create_admin(thresholded_app)
+    assert login(client).status_code == 302
+
+    def listed(**query) -> set[int]:
+        import re
+
+        page = client.get("/admin/", query_string=query).get_data(as_text=True)
+        return {int(i) for i in re.findall(r'<tr data-id="(\d+)"', page)}
+
+    assert listed() == set(ids.values())
+    assert listed(verdict="uncertain") == {ids["uncertain"]}
+    assert listed(verdict="ok") == {ids["ok"]}
+    assert listed(verdict="not_a_car") == set()
+    assert listed(verdict="bogus") == set(ids.values())  # an unknown value is ignored, as other filters do
+    page = client.get("/admin/", query_string={"verdict": "uncertain"}).get_data(as_text=True)
+    assert '<option value="uncertain" selected>' in page and 'class="badge text-bg-light verdict">uncertain<' in page

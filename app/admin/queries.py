@@ -16,6 +16,7 @@ from sqlalchemy.orm import contains_eager, defer
 
 from ..extensions import db
 from ..models import SOURCES, Correction, Prediction
+from ..trust import VERDICTS
 
 PAGE_SIZES = (25, 50, 100, 200)
 STATUSES = ("corrected", "uncorrected", "confirmed", "wrong")
@@ -63,6 +64,7 @@ class ReviewFilters:
         label: Exact top label.
         model_version: Exact model version.
         source: ``web`` or ``api``.
+        verdict: ``ok``, ``uncertain`` or ``not_a_car`` (see :mod:`app.trust`).
         score_min: Lowest top score included.
         score_max: Highest top score included.
         low_confidence: Only top scores below the low-confidence threshold.
@@ -79,6 +81,7 @@ class ReviewFilters:
     label: str = ""
     model_version: str = ""
     source: str = ""
+    verdict: str = ""
     score_min: float | None = None
     score_max: float | None = None
     low_confidence: bool = False
@@ -100,6 +103,7 @@ class ReviewFilters:
             label=args.get("label", "").strip()[:255],
             model_version=args.get("model_version", "").strip()[:64],
             source=args.get("source", "") if args.get("source") in SOURCES else "",
+            verdict=args.get("verdict", "") if args.get("verdict") in VERDICTS else "",
             score_min=_parse_score(args.get("score_min")),
             score_max=_parse_score(args.get("score_max")),
             low_confidence=args.get("low_confidence") in ("1", "on", "true", "y"),
@@ -159,6 +163,8 @@ def filtered(statement: Select, filters: ReviewFilters, low_confidence_below: fl
         conditions.append(Prediction.model_version == filters.model_version)
     if filters.source:
         conditions.append(Prediction.source == filters.source)
+    if filters.verdict:
+        conditions.append(Prediction.verdict == filters.verdict)
     if filters.score_min is not None:
         conditions.append(Prediction.top_score >= filters.score_min)
     if filters.score_max is not None:
