@@ -16,6 +16,7 @@ from PIL import Image
 import hostile_files
 from hostile_files import PAYLOAD
 
+pytestmark = pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")  # the broken-EXIF case
 CASES = {case.name: case for case in hostile_files.corpus()}
 PAGE_CASES = [name for name, case in CASES.items() if not case.form]  # the page has no top_k field
 LEAKS = ("Traceback", 'File "/', "PIL.", "sqlalchemy", "Werkzeug Debugger")
