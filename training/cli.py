@@ -59,6 +59,9 @@ TRAIN_OPTIONS: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
                                              "help": "train without augmentation"}),
         ("--mixed-precision", "train.mixed_precision", {"action": "store_const", "const": True,
                                                         "help": "bfloat16 compute (helps on GPUs; slower on most CPUs)"}),
+        ("--adversarial", "train.adversarial_epsilon", {"type": float, "metavar": "EPS",
+                                                       "help": "also train on an FGSM copy of every batch, "
+                                                       "EPS in pixel units 0..255 (default 0: off)"}),
         ("--runs-dir", "train.runs_dir", {"metavar": "DIR", "help": "where run folders go (default runs/)"}),
         ("--quiet", "train.verbose", {"action": "store_const", "const": 2, "help": "one line per epoch, no progress bar"}),
     ],
@@ -114,6 +117,11 @@ def _add_evaluate_parser(subparsers) -> None:
                          help="precision for the confidence threshold (default: the artifact's)")
     options.add_argument("--update-metadata", action="store_true",
                          help="also store the new metrics and threshold in metadata.json")
+    options.add_argument("--fgsm", metavar="EPS[,EPS...]", type=_epsilons, default=None,
+                         help="also measure accuracy under FGSM perturbations of these sizes, in pixel units "
+                              "0..255 (e.g. 0.5,1,2,4); writes robustness.json and example images")
+    options.add_argument("--fgsm-limit", type=int, default=None, metavar="N",
+                         help="run FGSM on the first N images of the split only")
     parser.set_defaults(handler=_run_evaluate)
 
 
@@ -121,15 +129,28 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from training.evaluate import evaluate_artifact
 
     result = evaluate_artifact(args.model, args.data, split=args.split, batch_size=args.batch_size,
-                               target_precision=args.target_precision, update_metadata=args.update_metadata)
+                               target_precision=args.target_precision, update_metadata=args.update_metadata,
+                               fgsm=args.fgsm, fgsm_limit=args.fgsm_limit)
     metrics = result["metrics"]
     print(", ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in metrics.items()))
     confidence = result["confidence"]
     if confidence["threshold"] is not None:
         print(f"confidence threshold {confidence['threshold']:.3f} keeps {confidence['coverage']:.1%} of answers "
               f"at {confidence['accuracy']:.1%} accuracy (target {confidence['target_precision']:.0%})")
+    for row in result.get("robustness", {}).get("results", []):
+        print(f"FGSM epsilon {row['epsilon']:g} ({row['fraction']:.4f} of the range): accuracy {row['accuracy']:.1%}, "
+              f"{row['changed']:.1%} of answers changed")
     print(f"report written to {args.model}/report/")
     return 0
+
+
+def _epsilons(text: str) -> list[float]:
+    from training.robustness import parse_epsilons
+
+    try:
+        return parse_epsilons(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

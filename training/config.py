@@ -62,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
         "reduce_lr_patience": 2,
         "reduce_lr_factor": 0.3,
         "min_lr": 1.0e-6,
+        "adversarial_epsilon": 0.0,  # FGSM copy of every batch, pixel units 0..255; 0 = off
         "mixed_precision": False,   # bfloat16 compute; the exported model is float32 either way
         "runs_dir": "runs",
         "verbose": 1,

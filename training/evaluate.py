@@ -286,7 +286,8 @@ def evaluate_model(model, class_names: list[str], paths: list[str], labels: list
 
 def evaluate_artifact(model_dir: str | Path, data_path: str | Path, *, split: str = "val",
                       batch_size: int = 32, target_precision: float | None = None,
-                      update_metadata: bool = False) -> dict[str, Any]:
+                      update_metadata: bool = False, fgsm: list[float] | None = None,
+                      fgsm_limit: int | None = None) -> dict[str, Any]:
     """Evaluate a saved artifact on a split of a data folder; writes ``report/`` beside the model.
 
     The split is rebuilt from the artifact's recorded data settings (label map, split fractions, seed),
@@ -299,9 +300,12 @@ def evaluate_artifact(model_dir: str | Path, data_path: str | Path, *, split: st
         batch_size: Prediction batch size.
         target_precision: Overrides the recorded confidence target.
         update_metadata: Also store the new metrics and confidence in ``metadata.json``.
+        fgsm: Also measure accuracy under FGSM at these epsilons (pixel units, see
+            :mod:`training.robustness`); adds ``"robustness"`` to the result.
+        fgsm_limit: FGSM on the first ``fgsm_limit`` images of the split only.
 
     Returns:
-        As :func:`evaluate_model`.
+        As :func:`evaluate_model`, plus ``"robustness"`` with ``fgsm``.
     """
     from training import data as data_lib
     from training.model import load_model
@@ -322,12 +326,22 @@ def evaluate_artifact(model_dir: str | Path, data_path: str | Path, *, split: st
         raise ValueError(f"the {split} split of {data_path} is empty")
     if target_precision is None:
         target_precision = metadata.get("confidence", {}).get("target_precision", 0.95)
-    result = evaluate_model(load_model(model_dir / export_lib.KERAS_FILE), class_names, part.paths, part.labels,
+    model = load_model(model_dir / export_lib.KERAS_FILE)
+    result = evaluate_model(model, class_names, part.paths, part.labels,
                             image_size=tuple(metadata["image_size"]), resize_mode=metadata["resize_mode"],
                             report_dir=model_dir / "report", batch_size=batch_size, split_name=split,
                             target_precision=target_precision)
+    if fgsm:
+        from training.robustness import evaluate_robustness
+
+        result["robustness"] = evaluate_robustness(
+            model, class_names, part.paths, part.labels, image_size=tuple(metadata["image_size"]),
+            resize_mode=metadata["resize_mode"], epsilons=fgsm, report_dir=model_dir / "report",
+            batch_size=batch_size, split_name=split, limit=fgsm_limit)
     if update_metadata:
         metadata["metrics"] = result["metrics"]
         metadata["confidence"] = result["confidence"]
+        if fgsm:
+            metadata["robustness"] = result["robustness"]
         export_lib.write_json(model_dir / export_lib.METADATA_FILE, metadata)
     return result

@@ -23,6 +23,7 @@ from training.backbones import describe_preprocessing, get_backbone
 from training.config import save_config
 from training.model import build_model, count_params, inference_copy, is_pretrained, unfreeze_model
 from training.pipeline import build_augmenter, make_dataset
+from training.robustness import enable_adversarial_training
 
 HISTORY_FILE = "history.csv"
 
@@ -140,6 +141,7 @@ def run_training(config: dict[str, Any]) -> dict[str, Any]:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     model = build_model(model_cfg["backbone"], num_classes, weights=model_cfg["weights"], image_size=image_size,
                         dropout=model_cfg["dropout"], l2=model_cfg["l2"], name=config["name"])
+    enable_adversarial_training(model, train_cfg["adversarial_epsilon"])
     monitor = train_cfg["monitor"]
     steps_per_epoch = math.ceil(len(train_split) / train_cfg["batch_size"])
     phases: list[dict[str, Any]] = []
