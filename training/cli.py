@@ -144,6 +144,25 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_export_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export", help="write the artifact from the best checkpoint of a run folder",
+        description="Evaluate and export the best checkpoint of RUN (for a run stopped before its last "
+                    "epoch); configuration and data come from RUN/config.yaml.")
+    required = parser.add_argument_group("required")
+    required.add_argument("--run", required=True, metavar="RUN", help="run folder, e.g. runs/car-models-196-...")
+    options = parser.add_argument_group("export")
+    options.add_argument("--out", metavar="DIR", help="artifact folder (default: the run's export.out)")
+    parser.set_defaults(handler=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from training.train import export_run
+
+    export_run(args.run, args.out)
+    return 0
+
+
 def _epsilons(text: str) -> list[float]:
     from training.robustness import parse_epsilons
 
@@ -161,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train_parser(subparsers)
     _add_evaluate_parser(subparsers)
+    _add_export_parser(subparsers)
     add_tools_parser(subparsers)
     add_quantize_parser(subparsers)
     add_gate_parser(subparsers)

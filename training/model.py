@@ -147,6 +147,15 @@ def inference_copy(model: keras.Model, backbone_name: str, num_classes: int, *,
     return twin
 
 
+def load_weights_into(model: keras.Model, checkpoint: str | Path) -> None:
+    """Load a ``.weights.h5`` checkpoint; the optimizer state it may hold is not needed and skipped."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(str(checkpoint))
+
+
 def load_model(path: str | Path) -> keras.Model:
     """Load a saved classifier without its training state."""
     return keras.saving.load_model(str(path), compile=False)

@@ -21,7 +21,8 @@ from training import evaluate as evaluate_lib
 from training import export as export_lib
 from training.backbones import describe_preprocessing, get_backbone
 from training.config import save_config
-from training.model import build_model, count_params, inference_copy, is_pretrained, unfreeze_model
+from training.model import (build_model, count_params, inference_copy, is_pretrained, load_weights_into,
+                            unfreeze_model)
 from training.pipeline import build_augmenter, make_dataset
 from training.robustness import enable_adversarial_training
 
@@ -178,9 +179,32 @@ def run_training(config: dict[str, Any]) -> dict[str, Any]:
     # Early stopping restored the best epoch of the last phase; an earlier phase may still have been better.
     best_phase = max(phases, key=lambda p: p["best"])
     if best_phase is not phases[-1] and best_phase["checkpoint"].exists():
-        model.load_weights(str(best_phase["checkpoint"]))
+        load_weights_into(model, best_phase["checkpoint"])
         print(f"kept the {best_phase['phase']} phase weights (better {monitor})")
 
+    return finish_run(model, config, dataset, run_dir, phases, started)
+
+
+def finish_run(model: keras.Model, config: dict[str, Any], dataset: data_lib.Dataset, run_dir: Path,
+               phases: list[dict[str, Any]], started: float) -> dict[str, Any]:
+    """Evaluate the trained ``model`` on val and write the artifact with its report.
+
+    Args:
+        model: The trained classifier (any dtype policy, compiled or not).
+        config: The resolved configuration of the run.
+        dataset: The run's data.
+        run_dir: The run folder (its ``history.csv`` goes into the report).
+        phases: What each phase did, for the metadata.
+        started: ``time.monotonic()`` at the start, for the recorded wall time.
+
+    Returns:
+        ``{"run_dir", "artifact", "metrics", "wall_time_s"}``.
+    """
+    model_cfg, train_cfg, export_cfg, data_cfg = (config[k] for k in ("model", "train", "export", "data"))
+    entry = get_backbone(model_cfg["backbone"])
+    image_size = tuple(model_cfg["image_size"] or entry.image_size)
+    num_classes = len(dataset.class_names)
+    val_split = dataset.splits["val"]
     clean = inference_copy(model, model_cfg["backbone"], num_classes, image_size=image_size,
                            dropout=model_cfg["dropout"], l2=model_cfg["l2"], name=config["name"])
     out_dir = Path(export_cfg["out"] or run_dir / "artifact")
@@ -214,3 +238,48 @@ def run_training(config: dict[str, Any]) -> dict[str, Any]:
     print(f"artifact written to {out_dir} in {wall_time:.0f} s: "
           + ", ".join(f"{k} {v:.4f}" for k, v in evaluation["metrics"].items() if isinstance(v, float)))
     return {"run_dir": run_dir, "artifact": out_dir, "metrics": evaluation["metrics"], "wall_time_s": wall_time}
+
+
+def export_run(run_dir: str | Path, out: str | Path | None = None) -> dict[str, Any]:
+    """Export the best checkpoint of a run folder, e.g. one stopped before its last epoch.
+
+    The configuration and the data come from the run folder (``config.yaml``; the split is rebuilt and
+    checked against ``splits.csv``); the fine-tuning checkpoint is used when there is one, else the head's.
+
+    Args:
+        run_dir: A run folder written by :func:`run_training`.
+        out: Artifact folder; the configuration's ``export.out`` (or ``RUN/artifact``) when ``None``.
+
+    Returns:
+        As :func:`run_training`; ``wall_time_s`` then counts from the run folder's creation.
+    """
+    from training.config import load_config_file
+
+    run_dir = Path(run_dir)
+    config = load_config_file(run_dir / "config.yaml")
+    if out is not None:
+        config["export"]["out"] = str(out)
+    data_cfg, model_cfg = config["data"], config["model"]
+    dataset = data_lib.load_dataset(data_cfg["path"], label_map=data_cfg["label_map"], split=data_cfg["split"],
+                                    seed=config["seed"], max_per_class=data_cfg["max_per_class"])
+    recorded = (run_dir / "splits.csv").read_text(encoding="utf-8")
+    rebuilt = data_lib.write_split_file(dataset, run_dir / "splits.rebuilt.csv").read_text(encoding="utf-8")
+    (run_dir / "splits.rebuilt.csv").unlink()
+    if recorded != rebuilt:
+        raise ValueError(f"the data under {data_cfg['path']} no longer matches {run_dir / 'splits.csv'}")
+    checkpoints = [run_dir / "checkpoints" / f"{phase}.best.weights.h5" for phase in ("fine_tune", "head")]
+    checkpoint = next((c for c in checkpoints if c.exists()), None)
+    if checkpoint is None:
+        raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}")
+    entry = get_backbone(model_cfg["backbone"])
+    model = build_model(model_cfg["backbone"], len(dataset.class_names), weights=None,
+                        image_size=tuple(model_cfg["image_size"] or entry.image_size), dropout=model_cfg["dropout"],
+                        l2=model_cfg["l2"], name=config["name"])
+    load_weights_into(model, checkpoint)
+    with open(run_dir / HISTORY_FILE, encoding="utf-8") as handle:
+        logged_epochs = sum(1 for line in handle if line[:1].isdigit())
+    phases = [{"phase": checkpoint.name.split(".")[0], "checkpoint": str(checkpoint),
+               "exported_from_checkpoint": True, "epochs_logged": logged_epochs}]
+    started = time.monotonic() - (time.time() - (run_dir / "config.yaml").stat().st_mtime)
+    print(f"exporting {checkpoint} ({logged_epochs} epochs logged)")
+    return finish_run(model, config, dataset, run_dir, phases, started)
