@@ -1,0 +1,111 @@
+"""The model card at /model: what the artifact's metadata and report say, and only the report's files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from PIL import Image
+
+from conftest import encode
+from trust_support import dispose, make_app, post_image
+
+FIGURES = ("training_curves.png", "confusion_matrix.png", "confidence.png", "robustness.png")
+
+
+@pytest.fixture
+def reported_artifact(color_artifact, tmp_path):
+    """The colours model with a full evaluation report, as ``python -m training train`` writes it."""
+    artifact = tmp_path / "colors-reported"
+    shutil.copytree(color_artifact, artifact)
+    report = artifact / "report"
+    report.mkdir()
+    for index, name in enumerate(FIGURES):
+        Image.new("RGB", (320, 200), (40 * index, 90, 160)).save(report / name)
+    (report / "metrics.json").write_text(json.dumps({
+        "accuracy": 0.875, "top_confusions": [{"true": "red", "predicted": "blue", "count": 3, "share_of_true": 0.1}]}))
+    (report / "robustness.json").write_text(json.dumps({
+        "split": "val", "num_images": 40, "unit": "pixels (0..255)", "method": "FGSM",
+        "results": [{"epsilon": 0.0, "fraction": 0.0, "accuracy": 0.875, "changed": 0.0},
+                    {"epsilon": 2.0, "fraction": 0.00784, "accuracy": 0.5, "changed": 0.4}]}))
+    (artifact / "secret.txt").write_text("outside the report folder")
+    path = artifact / "metadata.json"
+    metadata = json.loads(path.read_text())
+    metadata.update({
+        "metrics": {"split": "val", "num_images": 40, "accuracy": 0.875, "macro_f1": 0.8612},
+        "confidence": {"threshold": 0.731, "target_precision": 0.95, "coverage": 0.62, "accuracy": 0.952,
+                       "curve": [{"threshold": t, "coverage": round(1 - t / 2, 4), "accuracy": round(0.8 + t / 5, 4)}
+                                 for t in (0.0, 0.3, 0.5, 0.55, 0.9)]},
+        "dataset": {"root": "../shared/datasets/colours", "num_classes": 3,
+                    "counts": {"train": 120, "val": 40, "test": 0}, "file_list_sha256": "ab" * 32},
+        "training_config": {"config": {"data": {"path": "../shared/datasets/colours"},
+                                       "model": {"backbone": "mobilenet_v1_0.25"},
+                                       "train": {"head_epochs": 7, "augment": True}},
+                            "wall_time_s": 600.0},
+    })
+    path.write_text(json.dumps(metadata))
+    return artifact
+
+
+def test_model_card_shows_the_report(reported_artifact, tmp_path):
+    application = make_app(reported_artifact, tmp_path)
+    try:
+        page = application.test_client().get("/model/").get_data(as_text=True)
+    finally:
+        dispose(application)
+    assert "Model card: colors" in page
+    assert "87.5 %" in page and "86.1 %" in page                         # metrics
+    assert "0.731" in page and "95 %" in page and "62.0 %" in page       # threshold and what it buys
+    table = page[page.index('id="threshold-table"'):page.index('id="gate"')]
+    assert table.count("<tr><td>") == 4 and "<td>0.55</td>" not in table  # the chosen curve points only
+    for name in FIGURES:
+        assert f'src="/model/report/{name}"' in page
+    assert "fgsm_examples.png" not in page                                # only figures that exist
+    assert 'id="robustness-table"' in page and "50.0 %" in page
+    assert "<td>red</td><td>blue</td>" in page                            # top confusions
+    assert "120 train, 40 val, 0 test" in page
+    assert "python -m training train" in page and "--data ../shared/datasets/colours" in page
+    assert "--backbone mobilenet_v1_0.25" in page and "--epochs 7" in page
+    assert "--no-augment" not in page                                     # switches only when they are on
+    assert 'id="gate-table"' in page                                      # the shipped vehicle gate
+
+
+def test_report_files_only_from_the_report_folder(reported_artifact, tmp_path):
+    application = make_app(reported_artifact, tmp_path)
+    try:
+        client = application.test_client()
+        figure = client.get("/model/report/confusion_matrix.png")
+        assert figure.status_code == 200 and figure.mimetype == "image/png"
+        assert client.get("/model/report/metrics.json").json["accuracy"] == 0.875
+        for path in ("/model/report/../secret.txt", "/model/report/%2e%2e/secret.txt",
+                     "/model/report/..%2fsecret.txt", "/model/report/../model.keras", "/model/report/nothing.png",
+                     "/model/report/../labels.json"):
+            response = client.get(path)
+            assert response.status_code == 404, path
+            assert b"outside the report folder" not in response.data
+    finally:
+        dispose(application)
+
+
+def test_model_card_without_a_report_or_gate(color_artifact, tmp_path):
+    application = make_app(color_artifact, tmp_path, VEHICLE_GATE_DIR="none")
+    try:
+        page = application.test_client().get("/model/").get_data(as_text=True)
+    finally:
+        dispose(application)
+    assert "never says \"not sure\"" in page.replace("&#34;", '"')
+    assert "No vehicle gate is loaded" in page and "Not measured for this model" in page
+    assert "<figure" not in page
+
+
+def test_every_page_links_the_model_card(color_artifact, tmp_path, make_image):
+    application = make_app(color_artifact, tmp_path, VEHICLE_GATE_DIR="none")
+    try:
+        client = application.test_client()
+        created = post_image(client, make_image("red")).json["id"]
+        for path in ("/", f"/predictions/{created}", "/model/", "/no-such-page", "/admin/login"):
+            page = client.get(path, headers={"Accept": "text/html"}).get_data(as_text=True)
+            assert 'href="/model/"' in page, path
+    finally:
+        dispose(application)
