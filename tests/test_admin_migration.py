@@ -11,8 +11,8 @@ from app import create_app
 from app.extensions import db
 
 
-def test_0002_upgrade_matches_the_models_and_downgrades_to_0001(color_artifact, tmp_path):
-    application = create_app({"MODEL_DIR": str(color_artifact), "DATABASE_URL": f"sqlite:///{tmp_path / 'm.db'}"})
+def test_0002_upgrade_matches_the_models_and_downgrades_to_0001(color_artifact, database_url):
+    application = create_app({"MODEL_DIR": str(color_artifact), "DATABASE_URL": database_url})
     with application.app_context():
         upgrade(revision="0002")
         inspector = inspect(db.engine)

@@ -14,9 +14,8 @@ EXPECTED_COLUMNS = {"id", "created_at", "original_filename", "sha256", "width", 
                     "latency_ms", "source", "verdict", "vehicle_score"}
 
 
-def test_upgrade_on_an_empty_database_matches_the_models(color_artifact, tmp_path):
-    path = tmp_path / "empty.db"
-    application = create_app({"MODEL_DIR": str(color_artifact), "DATABASE_URL": f"sqlite:///{path}"})
+def test_upgrade_on_an_empty_database_matches_the_models(color_artifact, database_url):
+    application = create_app({"MODEL_DIR": str(color_artifact), "DATABASE_URL": database_url})
     with application.app_context():
         assert inspect(db.engine).get_table_names() == []
         upgrade()
@@ -40,9 +39,8 @@ def test_upgrade_on_an_empty_database_matches_the_models(color_artifact, tmp_pat
         db.engine.dispose()
 
 
-def test_flask_db_upgrade_command_on_a_new_file(color_artifact, tmp_path):
-    path = tmp_path / "cli.db"
-    application = create_app({"MODEL_DIR": str(color_artifact), "DATABASE_URL": f"sqlite:///{path}"})
+def test_flask_db_upgrade_command_on_a_new_database(color_artifact, database_url):
+    application = create_app({"MODEL_DIR": str(color_artifact), "DATABASE_URL": database_url})
     result = application.test_cli_runner().invoke(args=["db", "upgrade"])
     assert result.exit_code == 0, result.output
     with application.app_context():
