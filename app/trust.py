@@ -25,13 +25,14 @@ from flask import Flask, current_app
 from PIL import Image
 
 from .classifier import ArtifactError, LiteRTRuntime, litert_available
+from .config import REPO_ROOT
 from .imaging import fit_to_input
 
 VERDICTS = ("ok", "uncertain", "not_a_car")
 GATE_MODEL_FILE = "model.tflite"
 GATE_METADATA_FILE = "metadata.json"
 GATE_KIND = "vehicle_gate"
-BEST_GUESSES = 3
+SHIPPED_GATE_DIR = REPO_ROOT / "model_artifacts" / "vehicle-gate"
 
 
 @dataclass(frozen=True)
@@ -151,13 +152,6 @@ def judge(image: Image.Image, answers: list[dict[str, Any]], metadata: dict[str,
     return Verdict(verdict=verdict, vehicle_score=vehicle_score, threshold=threshold)
 
 
-def default_gate_dir() -> Path:
-    """The shipped gate artifact folder."""
-    from .config import REPO_ROOT
-
-    return REPO_ROOT / "model_artifacts" / "vehicle-gate"
-
-
 def load_vehicle_gate(app: Flask) -> VehicleGate | None:
     """Load the gate named by ``VEHICLE_GATE_DIR`` (``none`` turns it off) once per process.
 
@@ -167,24 +161,18 @@ def load_vehicle_gate(app: Flask) -> VehicleGate | None:
     Returns:
         The gate, or ``None`` when it is off.
     """
-    configured = app.config.get("VEHICLE_GATE_DIR")
-    if configured and configured.strip().lower() == "none":
+    configured = (app.config.get("VEHICLE_GATE_DIR") or "").strip()
+    if configured.lower() == "none":
         return None
-    folder = Path(configured) if configured else default_gate_dir()
-    if not configured and not (folder / GATE_MODEL_FILE).is_file():
-        return None
-    if not folder.is_absolute():
-        from .config import REPO_ROOT
-
-        folder = REPO_ROOT / folder
-    return VehicleGate(folder, num_threads=app.config.get("INFERENCE_THREADS"))
+    if not configured:
+        if not (SHIPPED_GATE_DIR / GATE_MODEL_FILE).is_file():
+            return None
+        configured = str(SHIPPED_GATE_DIR)
+    folder = Path(configured)
+    return VehicleGate(folder if folder.is_absolute() else REPO_ROOT / folder,
+                       num_threads=app.config.get("INFERENCE_THREADS"))
 
 
 def get_vehicle_gate() -> VehicleGate | None:
     """The vehicle gate of the current app (``None`` when it is off)."""
     return current_app.extensions.get("vehicle_gate")
-
-
-def best_guesses(answers: list[dict[str, Any]], count: int = BEST_GUESSES) -> list[dict[str, Any]]:
-    """The first ``count`` answers, for the "not sure - best guesses" line."""
-    return answers[:count]
