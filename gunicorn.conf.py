@@ -22,6 +22,7 @@ Environment:
     LOG_FORMAT        json (default): gunicorn's own lines are JSON on stdout too, like the app's.
 """
 
+import atexit
 import os
 import secrets
 import shutil
@@ -56,26 +57,29 @@ if os.environ.get("APP_ENV", "").strip() != "production":
     os.environ.setdefault("SECRET_KEY", secrets.token_hex(32))
 
 
-def prepare_metrics_dir() -> tuple[str, bool]:
+def prepare_metrics_dir() -> str:
     """Point prometheus_client at a folder shared by all workers, emptied of an earlier run's values.
 
     Runs when this file is read, so before the app (and prometheus_client) is imported by preloading.
 
     Returns:
-        ``(folder, created_here)``; a folder made here is removed on exit.
+        The folder. One made here is removed when the master exits, also when the app fails to load.
     """
     configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not configured:
         folder = tempfile.mkdtemp(prefix="car-classifier-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
-        return folder, True
+        master = os.getpid()
+        # Workers run atexit handlers too when they exit: only the master may remove the folder.
+        atexit.register(lambda: os.getpid() == master and shutil.rmtree(folder, ignore_errors=True))
+        return folder
     Path(configured).mkdir(parents=True, exist_ok=True)
     for stale in Path(configured).glob("*.db"):
         stale.unlink()
-    return configured, False
+    return configured
 
 
-_metrics_dir, _metrics_dir_is_ours = prepare_metrics_dir()
+prepare_metrics_dir()
 
 
 def serves_with_keras() -> bool:
@@ -135,8 +139,3 @@ def child_exit(server, worker):
 
     multiprocess.mark_process_dead(worker.pid)
 
-
-def on_exit(server):
-    """Remove the metrics folder made for this run."""
-    if _metrics_dir_is_ours:
-        shutil.rmtree(_metrics_dir, ignore_errors=True)

@@ -290,3 +290,13 @@ with application.app_context():
                             capture_output=True, text=True, timeout=120)
     assert served.returncode == 0, served.stderr
     assert served.stdout.split()[-3:] == ["200", "200", "delete"]  # no WAL on PythonAnywhere's NFS
+
+
+@pytest.mark.slow
+def test_gunicorn_removes_its_metrics_folder_even_when_the_app_fails(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
+    env.update(TMPDIR=str(tmp_path), PORT="0", MODEL_DIR=str(tmp_path / "no-model"))
+    result = subprocess.run([str(BIN / "gunicorn"), "--config", "gunicorn.conf.py", "wsgi:app"], cwd=REPO_ROOT,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "model artifact not found" in result.stderr
+    assert not list(tmp_path.glob("car-classifier-metrics-*"))
