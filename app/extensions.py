@@ -14,6 +14,9 @@ csrf = CSRFProtect()
 bootstrap = Bootstrap5()
 # Storage and limits come from the app's settings (RATELIMIT_*), read when the app is bound. The error
 # handler writes Retry-After itself: the limiter's own headers would also stretch a database 503's.
-limiter = Limiter(key_func=get_remote_address, headers_enabled=False)
+# A shared store (Redis) that goes down must not take the site with it: the limits then count in
+# this process's memory until the store answers again.
+limiter = Limiter(key_func=get_remote_address, headers_enabled=False, swallow_errors=True,
+                  in_memory_fallback_enabled=True)
 # Admin sessions; the user loader and the unauthorized answer live in the admin blueprint.
 login_manager = LoginManager()

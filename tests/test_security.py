@@ -315,3 +315,17 @@ def test_redis_storage_shares_the_limit_between_workers(color_artifact, tmp_path
     refused = api_upload(second, photo)
     assert refused.status_code == 429
     assert_retry_after(refused, 60)
+
+
+def test_limits_survive_the_redis_store_going_down(color_artifact, tmp_path, redis_uri, make_image):
+    """No 500 when Redis dies: the limits go on in the worker's memory, then back to Redis."""
+    import redis
+
+    application = limited_app(color_artifact, tmp_path, RATELIMIT_STORAGE_URI=redis_uri,
+                              RATELIMIT_UPLOAD="2 per minute")
+    client = application.test_client()
+    photo = make_image("blue")
+    assert api_upload(client, photo).status_code == 201
+    redis.Redis.from_url(redis_uri).shutdown(nosave=True)
+    outage = [api_upload(client, photo).status_code for _ in range(4)]
+    assert 500 not in outage and outage[0] == 201 and outage[-1] == 429
