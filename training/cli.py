@@ -38,6 +38,7 @@ TRAIN_OPTIONS: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
                                                 "help": "how photos are fitted to the input, in training and in the app"}),
         ("--dropout", "model.dropout", {"type": float, "help": "dropout before the classifier (default 0.2)"}),
         ("--l2", "model.l2", {"type": float, "help": "L2 penalty on the classifier kernel (default 0)"}),
+        ("--hidden-units", "model.hidden_units", {"type": int, "help": "ReLU layer before the classifier (default 0: none)"}),
     ],
     "training": [
         ("--epochs", "train.head_epochs", {"type": int, "help": "phase 1 epochs: head on the frozen backbone"}),

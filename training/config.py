@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
         "resize_mode": "center_crop",
         "dropout": 0.2,
         "l2": 0.0,
+        "hidden_units": 0,          # a ReLU layer before the classifier; 0 = linear head
     },
     "augment": {                    # defaults follow the first prototypes' ImageDataGenerator settings
         "enabled": True,

@@ -41,7 +41,7 @@ def _copy_backbone_weights(backbone: keras.Model, model_path: str) -> None:
 
 def build_model(backbone_name: str, num_classes: int, *, weights: str | None = "imagenet",
                 image_size: tuple[int, int] | None = None, dropout: float = 0.2, l2: float = 0.0,
-                name: str = "classifier") -> keras.Model:
+                hidden_units: int = 0, name: str = "classifier") -> keras.Model:
     """Build the classifier with a frozen backbone.
 
     Args:
@@ -50,8 +50,10 @@ def build_model(backbone_name: str, num_classes: int, *, weights: str | None = "
         weights: ``imagenet``, ``none``, a weights file for the backbone, or a ``model.keras`` saved by
             this package whose backbone weights are copied.
         image_size: ``(height, width)``; the backbone default when ``None``.
-        dropout: Dropout rate before the classifier layer.
+        dropout: Dropout rate before the classifier layer (and before the hidden layer, if any).
         l2: L2 penalty on the classifier kernel.
+        hidden_units: Width of a ReLU layer between pooling and the classifier (0: none). It lets a
+            coarse label be a union of scattered feature clusters (premium = many unrelated models).
         name: Keras model name.
 
     Returns:
@@ -75,9 +77,13 @@ def build_model(backbone_name: str, num_classes: int, *, weights: str | None = "
     # keep, and the layers must learn them.
     x = backbone(x, training=False) if is_pretrained(weights) else backbone(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    regularizer = keras.regularizers.L2(l2) if l2 else None
+    if hidden_units:
+        if dropout:
+            x = keras.layers.Dropout(dropout, name="hidden_dropout")(x)
+        x = keras.layers.Dense(hidden_units, activation="relu", kernel_regularizer=regularizer, name="hidden")(x)
     if dropout:
         x = keras.layers.Dropout(dropout, name="dropout")(x)
-    regularizer = keras.regularizers.L2(l2) if l2 else None
     x = keras.layers.Dense(num_classes, kernel_regularizer=regularizer, name="logits")(x)
     # Softmax in float32 even under mixed precision: probabilities must sum to 1 precisely.
     outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
@@ -117,7 +123,7 @@ def count_params(model: keras.Model) -> dict[str, int]:
 
 
 def inference_copy(model: keras.Model, backbone_name: str, num_classes: int, *,
-                   image_size: tuple[int, int], dropout: float, l2: float, name: str) -> keras.Model:
+                   image_size: tuple[int, int], name: str, **head) -> keras.Model:
     """A float32, uncompiled twin of ``model`` with the same weights, for export.
 
     Saving the training model would store its optimizer state (doubling the file) and, under mixed
@@ -128,8 +134,7 @@ def inference_copy(model: keras.Model, backbone_name: str, num_classes: int, *,
         backbone_name: Registry name.
         num_classes: Output width.
         image_size: ``(height, width)``.
-        dropout: As in training (inactive at inference, kept so the weights line up).
-        l2: As in training.
+        head: ``dropout``, ``l2``, ``hidden_units`` as in training, so the weights line up.
         name: Keras model name.
 
     Returns:
@@ -138,8 +143,7 @@ def inference_copy(model: keras.Model, backbone_name: str, num_classes: int, *,
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float32")
     try:
-        twin = build_model(backbone_name, num_classes, weights=None, image_size=image_size,
-                           dropout=dropout, l2=l2, name=name)
+        twin = build_model(backbone_name, num_classes, weights=None, image_size=image_size, name=name, **head)
     finally:
         keras.config.set_dtype_policy(previous)
     twin.set_weights(model.get_weights())

@@ -92,6 +92,11 @@ def _callbacks(run_dir: Path, phase: str, train_cfg: dict[str, Any]) -> tuple[li
     return callbacks, checkpoint
 
 
+def head_options(model_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The classifier-head arguments of :func:`training.model.build_model` from the ``model`` section."""
+    return {"dropout": model_cfg["dropout"], "l2": model_cfg["l2"], "hidden_units": model_cfg["hidden_units"]}
+
+
 def _best(history: keras.callbacks.History, monitor: str) -> float:
     values = history.history.get(monitor, [])
     if not values:
@@ -205,8 +210,8 @@ def finish_run(model: keras.Model, config: dict[str, Any], dataset: data_lib.Dat
     image_size = tuple(model_cfg["image_size"] or entry.image_size)
     num_classes = len(dataset.class_names)
     val_split = dataset.splits["val"]
-    clean = inference_copy(model, model_cfg["backbone"], num_classes, image_size=image_size,
-                           dropout=model_cfg["dropout"], l2=model_cfg["l2"], name=config["name"])
+    clean = inference_copy(model, model_cfg["backbone"], num_classes, image_size=image_size, name=config["name"],
+                           **head_options(model_cfg))
     out_dir = Path(export_cfg["out"] or run_dir / "artifact")
     report_dir = out_dir / "report"
     if report_dir.exists():
@@ -273,8 +278,8 @@ def export_run(run_dir: str | Path, out: str | Path | None = None) -> dict[str, 
         raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}")
     entry = get_backbone(model_cfg["backbone"])
     model = build_model(model_cfg["backbone"], len(dataset.class_names), weights=None,
-                        image_size=tuple(model_cfg["image_size"] or entry.image_size), dropout=model_cfg["dropout"],
-                        l2=model_cfg["l2"], name=config["name"])
+                        image_size=tuple(model_cfg["image_size"] or entry.image_size), name=config["name"],
+                        **head_options(model_cfg))
     load_weights_into(model, checkpoint)
     with open(run_dir / HISTORY_FILE, encoding="utf-8") as handle:
         logged_epochs = sum(1 for line in handle if line[:1].isdigit())

@@ -55,10 +55,12 @@ def test_unfreeze_opens_the_top_blocks_and_keeps_batchnorm_frozen():
 
 
 def test_inference_copy_has_the_same_outputs_and_no_optimizer():
-    model = build_model("small_cnn", 3, weights="none", image_size=(32, 32))
+    model = build_model("small_cnn", 3, weights="none", image_size=(32, 32), hidden_units=16)
+    assert model.get_layer("hidden").units == 16
     model.compile(optimizer="adam", loss="categorical_crossentropy")
     model.fit(np.zeros((4, 32, 32, 3)), np.eye(3)[[0, 1, 2, 0]], verbose=0)
-    twin = inference_copy(model, "small_cnn", 3, image_size=(32, 32), dropout=0.2, l2=0.0, name="twin")
+    twin = inference_copy(model, "small_cnn", 3, image_size=(32, 32), name="twin",
+                          dropout=0.2, l2=0.0, hidden_units=16)
     batch = np.random.default_rng(2).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(twin.predict(batch, verbose=0), model.predict(batch, verbose=0), rtol=1e-5)
     assert getattr(twin, "optimizer", None) is None and not twin.compiled
