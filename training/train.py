@@ -146,7 +146,7 @@ def run_training(config: dict[str, Any]) -> dict[str, Any]:
     if train_cfg["mixed_precision"]:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     model = build_model(model_cfg["backbone"], num_classes, weights=model_cfg["weights"], image_size=image_size,
-                        dropout=model_cfg["dropout"], l2=model_cfg["l2"], name=config["name"])
+                        name=config["name"], **head_options(model_cfg))
     enable_adversarial_training(model, train_cfg["adversarial_epsilon"])
     monitor = train_cfg["monitor"]
     steps_per_epoch = math.ceil(len(train_split) / train_cfg["batch_size"])
