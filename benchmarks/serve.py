@@ -331,6 +331,12 @@ def app_configurations(args: argparse.Namespace) -> dict[str, tuple[str, dict[st
     return runs
 
 
+def load_average(machine: dict, when: str, prefix: str = "") -> str:
+    """``"a, b, c"`` from ``machine["load_average_at_<when>"]``, or nothing when it was not recorded."""
+    values = machine.get(f"load_average_at_{when}")
+    return f"{prefix}{', '.join(f'{x:g}' for x in values)}{' at the end' if when == 'end' else ''}" if values else ""
+
+
 def render_markdown(report: dict) -> str:
     """The README table: one row per server, then the in-process floor and the ratios."""
     servers, floor = report["servers"], report["floor"]
@@ -349,8 +355,8 @@ def render_markdown(report: dict) -> str:
     gate = " + vehicle gate" if floor["vehicle_gate"] else ""
     lines = [
         f"Measured {report['measured_at']} on {machine['cpu']}, {machine['cores']} cores, "
-        f"{machine['memory_gib']} GiB, Python {machine['python']} (load average "
-        f"{', '.join(f'{x:g}' for x in machine['load_average_at_start'])} at the start); model "
+        f"{machine['memory_gib']} GiB, Python {machine['python']} (1/5/15-minute load average "
+        f"{load_average(machine, 'start')} at the start{load_average(machine, 'end', ', ')}); model "
         f"`{report['model']}`, {settings['workers']} workers x {settings['threads']} threads x "
         f"{floor['inference_threads']} inference thread(s); {report['payload_count']} real photos (originals + "
         f"1.2/2/3 MP upscales); {settings['requests_c1']} requests at c=1, {settings['requests_concurrent']} "
@@ -416,6 +422,9 @@ def main(argv=None) -> None:
     print(f"{len(payloads)} payloads, {sum(len(d) for _, d in payloads) / 1e6:.1f} MB in all", flush=True)
     machine = machine_description()
     started = time.perf_counter()
+    # Measured first, next to the app's c=1 run it is compared with: a busy machine drifts over minutes.
+    print("measuring the in-process floor ...", flush=True)
+    floor = measure_floor(args.model_dir, payloads, inference_threads(args.workers))
 
     python_bin = Path(sys.executable).parent
     with tempfile.TemporaryDirectory() as scratch:
@@ -447,8 +456,6 @@ def main(argv=None) -> None:
             results[key] = {"label": labels[key], **measure_server(server, bodies, args)}
             print(json.dumps(results[key], indent=2), flush=True)
 
-    print("measuring the in-process floor ...", flush=True)
-    floor = measure_floor(args.model_dir, payloads, inference_threads(args.workers))
     concurrency = f"c{args.concurrency}"
     app_figures, baseline_figures = results["app"], results["baseline"]
     metadata = json.loads((args.model_dir / "metadata.json").read_text())
