@@ -43,6 +43,7 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -301,6 +302,29 @@ def measure_floor(model_dir: Path, payloads: list[tuple[str, bytes]], threads: i
             "classifier_only_p50_ms": percentile(classifier_only, 50) * 1e3}
 
 
+def measure_batch_invocation(model_dir: Path, batch_sizes: list[int], threads: int, rounds: int = 15) -> dict:
+    """Classifier invocation time per image at each batch size, in-process: what micro-batching can gain.
+
+    The sizes take turns within every round, so that a machine busy with other work slows them alike.
+
+    Returns:
+        ``{str(batch size): median ms per image}``.
+    """
+    from app.classifier import load_classifier
+
+    classifier = load_classifier(model_dir, num_threads=threads)
+    batches = {size: np.random.default_rng(size).uniform(0, 255, (size, *classifier.image_size, 3))
+               .astype(np.float32) for size in batch_sizes}
+    timings: dict[int, list[float]] = {size: [] for size in batch_sizes}
+    for round_index in range(rounds + 1):
+        for size, batch in batches.items():
+            start = time.perf_counter()
+            classifier.predict_batch(batch)
+            if round_index:  # the first round allocates each batch size's tensors
+                timings[size].append((time.perf_counter() - start) / size)
+    return {str(size): statistics.median(values) * 1e3 for size, values in timings.items()}
+
+
 def machine_description() -> dict:
     """What the figures were measured on."""
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -373,6 +397,10 @@ def render_markdown(report: dict) -> str:
         f"**{ratios['baseline_p50_over_app_p50']:.1f}x**; app throughput / baseline: "
         f"**{ratios['app_throughput_over_baseline']:.1f}x**.",
     ]
+    by_batch = floor.get("ms_per_image_by_batch_size") or {}
+    if len(by_batch) > 1:
+        lines.append("Classifier invocation per image, in-process: " + ", ".join(
+            f"batch {size}: {ms:.2f} ms" for size, ms in by_batch.items()) + ".")
     for key, ratio in ratios.get("throughput_over_app", {}).items():
         lines.append(f"{servers[key]['label']}: throughput {ratio:.2f}x the app's, p50 "
                      f"{servers[key]['c1']['p50_ms'] / servers['app']['c1']['p50_ms']:.2f}x.")
@@ -425,6 +453,9 @@ def main(argv=None) -> None:
     # Measured first, next to the app's c=1 run it is compared with: a busy machine drifts over minutes.
     print("measuring the in-process floor ...", flush=True)
     floor = measure_floor(args.model_dir, payloads, inference_threads(args.workers))
+    batch_sizes = sorted({1, max(1, args.batch_max_size)})
+    floor["ms_per_image_by_batch_size"] = measure_batch_invocation(args.model_dir, batch_sizes,
+                                                                   inference_threads(args.workers))
 
     python_bin = Path(sys.executable).parent
     with tempfile.TemporaryDirectory() as scratch:

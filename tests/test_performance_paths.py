@@ -166,6 +166,11 @@ def test_benchmark_floor_runs_the_apps_model_work(color_artifact, monkeypatch):
     assert 0 < floor["classifier_only_p50_ms"] <= floor["p50_ms"] <= floor["p95_ms"]
 
 
+def test_benchmark_batch_invocation_covers_each_size(random_artifact):
+    per_image = serve.measure_batch_invocation(random_artifact, [1, 3], threads=1, rounds=2)
+    assert list(per_image) == ["1", "3"] and all(ms > 0 for ms in per_image.values())
+
+
 def test_benchmark_report_table_has_a_row_per_server():
     def figures(label, p50, rps):
         return {"label": label, "cold_start_s": 0.5, "errors": 0, "worker_peak_rss_mb": [120.4, 121.6],
@@ -180,7 +185,7 @@ def test_benchmark_report_table_has_a_row_per_server():
         "servers": {"app": figures("app", 12.0, 100.0), "app_batching": figures("app, batching", 13.0, 90.0),
                     "baseline": figures("baseline (`model.predict`)", 80.0, 20.0)},
         "floor": {"runtime": "litert", "inference_threads": 1, "vehicle_gate": True, "p50_ms": 10.0,
-                  "classifier_only_p50_ms": 6.0},
+                  "classifier_only_p50_ms": 6.0, "ms_per_image_by_batch_size": {"1": 4.0, "4": 4.25}},
         "ratios": {"app_p50_over_floor": 1.2, "baseline_p50_over_app_p50": 80 / 12,
                    "app_throughput_over_baseline": 5.0, "throughput_over_app": {"app_batching": 0.9}},
     }
@@ -192,6 +197,7 @@ def test_benchmark_report_table_has_a_row_per_server():
     assert "+ vehicle gate, 1 thread(s)): p50 **10.0 ms** (classifier alone 6.0 ms)" in table
     assert "App p50 / floor: **1.20x**" in table and "app throughput / baseline: **5.0x**" in table
     assert "app, batching: throughput 0.90x the app's, p50 1.08x." in table
+    assert "Classifier invocation per image, in-process: batch 1: 4.00 ms, batch 4: 4.25 ms." in table
 
 
 def test_update_readme_fills_only_the_blocks_that_have_results(tmp_path):
