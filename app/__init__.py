@@ -42,6 +42,7 @@ def create_app(config: type | Mapping[str, Any] | None = None) -> Flask:
     register_errorhandlers(app)
     register_commands(app)
     register_security_headers(app)
+    register_proxy_fix(app)
     return app
 
 
@@ -166,3 +167,12 @@ def register_security_headers(app: Flask) -> None:
         response.headers.setdefault("X-Frame-Options", "DENY")  # frame-ancestors for older browsers
         response.headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
         return response
+
+
+def register_proxy_fix(app: Flask) -> None:
+    """Believe ``X-Forwarded-*`` from ``TRUSTED_PROXIES`` proxies, so limits and logs see the real client."""
+    hops = app.config["TRUSTED_PROXIES"]
+    if hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)

@@ -110,6 +110,8 @@ class Config:
     ADMIN_LOGIN_RATE_LIMIT = Setting(str, "5 per minute", "Failed admin sign-ins allowed per client address "
                                                           "(Flask-Limiter syntax, e.g. `10 per hour`).")
     ADMIN_LOW_CONFIDENCE = Setting(float, 0.5, "Admin review: a top score below this counts as low confidence.")
+    TRUSTED_PROXIES = Setting(int, 0, "Reverse proxies in front of the app whose `X-Forwarded-For`/`-Proto` "
+                                      "headers are believed (rate limits then see real client addresses).")
 
     @classmethod
     def settings(cls) -> dict[str, Setting]:
@@ -219,6 +221,9 @@ def finalize(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
     # Without a driver SQLAlchemy picks psycopg2; the one installed (requirements.txt) is psycopg 3.
     if config["DATABASE_URL"].startswith("postgresql://"):
         config["SQLALCHEMY_DATABASE_URI"] = "postgresql+psycopg://" + config["DATABASE_URL"][len("postgresql://"):]
+    if not config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        # A pooled connection dies with a server restart; test it on checkout rather than answer 503 once.
+        config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
     model_dir = Path(config["MODEL_DIR"])
     config["MODEL_DIR"] = str(model_dir if model_dir.is_absolute() else REPO_ROOT / model_dir)
     if config.get("INFERENCE_THREADS") is None:

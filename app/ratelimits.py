@@ -7,13 +7,21 @@ limiter keeps one registry for every app it is bound to.
 
 from __future__ import annotations
 
-from flask import Flask, current_app
+from flask import Flask, current_app, request
 
 from .extensions import limiter
 
+UPLOAD_FIELDS = ("image", "images")
+
+
+def photos_in_request() -> int:
+    """How many photos this request uploads (at least 1), so a batch of 32 costs 32 uploads."""
+    return max(1, sum(len(request.files.getlist(field)) for field in UPLOAD_FIELDS))
+
+
 # One bucket per client for every upload, whichever page or API route it arrives through.
 UPLOAD_LIMIT = limiter.shared_limit(lambda: current_app.config["RATELIMIT_UPLOAD"], scope="upload",
-                                    methods=["POST"])
+                                    methods=["POST"], cost=photos_in_request)
 API_LIMIT = limiter.limit(lambda: current_app.config["RATELIMIT_API"])
 
 

@@ -75,6 +75,27 @@ def parse_top_k(raw: str | None, default: int) -> int:
     return value
 
 
+def single_upload(files, field: str = "image") -> FileStorage | None:
+    """The one file sent in ``field``; several files there are refused rather than silently dropped.
+
+    Args:
+        files: The request's multipart files (``request.files``).
+        field: The form field that carries the photo.
+
+    Returns:
+        The file, or ``None`` when the field is absent (``create_prediction`` answers that with 400).
+
+    Raises:
+        ImageRejected: 400 when the field carries more than one file.
+    """
+    uploads = files.getlist(field)
+    if len(uploads) > 1:
+        raise ImageRejected(400, "several_files",
+                            f"Send one image per request in the '{field}' field; "
+                            "POST /api/v1/predictions:batch classifies up to 32 at once.")
+    return uploads[0] if uploads else None
+
+
 def display_filename(raw: str | None) -> str | None:
     """Reduce a client-supplied file name to something safe to show (never used as a path)."""
     if not raw:

@@ -50,6 +50,12 @@ def test_finalize_fills_instance_database_and_absolute_model_dir(tmp_path):
 def test_postgres_scheme_is_normalised(tmp_path):
     values = finalize({**Config.from_env({}), "DATABASE_URL": "postgres://u:p@db/cars"}, str(tmp_path))
     assert values["SQLALCHEMY_DATABASE_URI"] == "postgresql+psycopg://u:p@db/cars"
+    assert values["SQLALCHEMY_ENGINE_OPTIONS"] == {"pool_pre_ping": True}  # survives a server restart
+
+
+def test_sqlite_needs_no_connection_ping(tmp_path):
+    values = finalize(Config.from_env({}), str(tmp_path))
+    assert "SQLALCHEMY_ENGINE_OPTIONS" not in values
 
 
 def test_factory_loads_the_classifier_once_and_registers_everything(app):

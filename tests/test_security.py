@@ -259,6 +259,36 @@ def test_uploads_over_the_limit_get_429_with_retry_after(color_artifact, tmp_pat
     assert "Too many requests" in form.get_data(as_text=True)
 
 
+def test_a_batch_costs_one_upload_per_photo(color_artifact, tmp_path, make_image):
+    application = limited_app(color_artifact, tmp_path, RATELIMIT_UPLOAD="3 per minute",
+                              RATELIMIT_API="100 per minute")
+    client = application.test_client()
+    photo = make_image("green")
+
+    def batch(count):
+        files = [(io.BytesIO(photo), f"car{i}.jpg") for i in range(count)]
+        return client.post("/api/v1/predictions:batch", data={"images": files}, content_type="multipart/form-data")
+
+    assert batch(3).status_code == 200
+    assert api_upload(client, photo).status_code == 429  # the three photos used the whole budget
+
+
+@pytest.mark.parametrize("trusted_proxies, separate_buckets", [(0, False), (1, True)])
+def test_clients_behind_a_trusted_proxy_get_their_own_bucket(color_artifact, tmp_path, make_image,
+                                                              trusted_proxies, separate_buckets):
+    application = limited_app(color_artifact, tmp_path, RATELIMIT_UPLOAD="1 per minute",
+                              TRUSTED_PROXIES=trusted_proxies)
+    client = application.test_client()
+    photo = make_image("blue")
+
+    def upload_from(address):
+        return client.post("/api/v1/predictions", data={"image": (io.BytesIO(photo), "car.jpg")},
+                           headers={"X-Forwarded-For": address})
+
+    assert upload_from("203.0.113.7").status_code == 201
+    assert upload_from("198.51.100.9").status_code == (201 if separate_buckets else 429)
+
+
 def test_api_reads_have_their_own_limit(color_artifact, tmp_path):
     application = limited_app(color_artifact, tmp_path, RATELIMIT_API="3 per minute")
     client = application.test_client()

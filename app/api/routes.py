@@ -7,7 +7,7 @@ from flask import Response, current_app, jsonify, request, url_for
 from ..classifier import get_classifier
 from ..extensions import db
 from ..models import Prediction
-from ..services import create_prediction, parse_top_k
+from ..services import create_prediction, parse_top_k, single_upload
 from . import bp
 
 
@@ -20,7 +20,7 @@ def create():
     """
     raw_top_k = request.form.get("top_k", request.args.get("top_k"))
     top_k = parse_top_k(raw_top_k, current_app.config["TOP_K"])
-    prediction = create_prediction(request.files.get("image"), source="api", top_k=top_k)
+    prediction = create_prediction(single_upload(request.files), source="api", top_k=top_k)
     response = jsonify(prediction.to_dict())
     response.status_code = 201
     response.headers["Location"] = url_for("api.read", prediction_id=prediction.id)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Response, current_app, redirect, render_template, url_for
+from flask import Response, current_app, redirect, render_template, request, url_for
 
 from ..classifier import get_classifier
 from ..extensions import db
 from ..imaging import ImageRejected
 from ..models import Prediction
-from ..services import create_prediction
+from ..services import create_prediction, single_upload
 from . import bp
 from .forms import UploadForm
 
@@ -27,7 +27,8 @@ def submit():
     """
     form = UploadForm()  # the CSRF token was already checked by CSRFProtect before this view
     try:
-        prediction = create_prediction(form.image.data, source="web", top_k=current_app.config["TOP_K"])
+        prediction = create_prediction(single_upload(request.files), source="web",
+                                       top_k=current_app.config["TOP_K"])
     except ImageRejected as exc:
         page = render_template("upload/index.html", form=form, classifier=get_classifier(), error=exc)
         return page, exc.status
