@@ -1,6 +1,6 @@
 """End to end in Chromium: an admin made with the CLI signs in, filters, opens a prediction, corrects it.
 
-Reuses the gunicorn server and the skip rules of ``test_browser`` (skips without Debian's chromium,
+Reuses the gunicorn server of ``test_browser`` and the skip rules of ``browser_support`` (skips without Debian's chromium,
 fails instead under ``CI=true``).
 """
 
@@ -18,8 +18,9 @@ import uuid
 import pytest
 from PIL import Image
 
+from browser_support import BIN, chromium_page, require_chromium
 from conftest import COLOR_RGB, REPO_ROOT
-from test_browser import BIN, CHROMIUM, CHROMIUM_ARGS, require_chromium, server  # noqa: F401  (fixture)
+from test_browser import server  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 PASSWORD = "browser admin password"
@@ -54,48 +55,41 @@ def test_admin_signs_in_filters_and_corrects_a_prediction(server, color_artifact
     base, database = server
     ids = {color: upload(base, color) for color in ("red", "green", "blue")}
     create_admin_with_cli(database, color_artifact)
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            console_errors = []
-            page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
-            page.goto(f"{base}/admin/")
-            page.wait_for_url(re.compile(r".*/admin/login\?next=%2Fadmin%2F|.*/admin/login\?next=/admin/"))
-            page.fill("#username", "operator")
-            page.fill("#password", PASSWORD)
-            page.click("#submit")
-            page.wait_for_url(f"{base}/admin/")
-            expect(page.locator("#predictions-table tbody tr")).to_have_count(3)
+    with chromium_page(1200, 900) as (page, console_errors):
+        page.goto(f"{base}/admin/")
+        page.wait_for_url(re.compile(r".*/admin/login\?next=%2Fadmin%2F|.*/admin/login\?next=/admin/"))
+        page.fill("#username", "operator")
+        page.fill("#password", PASSWORD)
+        page.click("#submit")
+        page.wait_for_url(f"{base}/admin/")
+        expect(page.locator("#predictions-table tbody tr")).to_have_count(3)
 
-            page.fill("#label", "red")
-            page.click("#apply-filters")
-            page.wait_for_url(re.compile(r".*/admin/\?.*label=red"))
-            rows = page.locator("#predictions-table tbody tr")
-            expect(rows).to_have_count(1)
-            expect(page.locator("#total-count")).to_have_text("1")
-            version_row = page.locator("#live-accuracy tbody tr").first
-            expect(version_row.locator(".corrected-count")).to_have_text("0 / 1")
-            assert rows.first.locator("img").evaluate("img => img.complete && img.naturalWidth") > 0
+        page.fill("#label", "red")
+        page.click("#apply-filters")
+        page.wait_for_url(re.compile(r".*/admin/\?.*label=red"))
+        rows = page.locator("#predictions-table tbody tr")
+        expect(rows).to_have_count(1)
+        expect(page.locator("#total-count")).to_have_text("1")
+        version_row = page.locator("#live-accuracy tbody tr").first
+        expect(version_row.locator(".corrected-count")).to_have_text("0 / 1")
+        assert rows.first.locator("img").evaluate("img => img.complete && img.naturalWidth") > 0
 
-            rows.first.locator("a").click()
-            page.wait_for_url(re.compile(rf".*/admin/predictions/{ids['red']}\?back="))
-            expect(page.locator("#top-k .prediction")).to_have_count(3)
-            page.fill("#label", "green")
-            page.click("#save_label")
-            expect(page.locator("#correction-status")).to_contain_text("True label green")
-            expect(page.locator("#correction-status")).to_contain_text("operator")
+        rows.first.locator("a").click()
+        page.wait_for_url(re.compile(rf".*/admin/predictions/{ids['red']}\?back="))
+        expect(page.locator("#top-k .prediction")).to_have_count(3)
+        page.fill("#label", "green")
+        page.click("#save_label")
+        expect(page.locator("#correction-status")).to_contain_text("True label green")
+        expect(page.locator("#correction-status")).to_contain_text("operator")
 
-            page.click("text=Back to the list")
-            page.wait_for_url(re.compile(r".*/admin/\?.*label=red"))
-            expect(version_row.locator(".corrected-count")).to_have_text("1 / 1")
-            expect(version_row.locator(".wrong-share")).to_have_text("100%")
-            expect(page.locator("#predictions-table .review-status")).to_contain_text("green")
-            assert console_errors == []  # the CSP let the admin pages through: no inline scripts
-        finally:
-            browser.close()
+        page.click("text=Back to the list")
+        page.wait_for_url(re.compile(r".*/admin/\?.*label=red"))
+        expect(version_row.locator(".corrected-count")).to_have_text("1 / 1")
+        expect(version_row.locator(".wrong-share")).to_have_text("100%")
+        expect(page.locator("#predictions-table .review-status")).to_contain_text("green")
+        assert console_errors == []  # the CSP let the admin pages through: no inline scripts
 
     with sqlite3.connect(database) as connection:
         row = connection.execute(

@@ -8,14 +8,13 @@ model; the vehicle gate is the shipped one. ``UPDATE_SCREENSHOTS=1`` refreshes t
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from browser_support import chromium_page, gunicorn_server, require_chromium
 from conftest import REPO_ROOT, stanford_photos
-from test_browser import BIN, CHROMIUM, CHROMIUM_ARGS, free_port, require_chromium, wait_until_ready
 from trust_support import CARS_VS_PLANES, SHIPPED_GATE
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -37,27 +36,9 @@ def trust_server(color_artifact, tmp_path):
     if not (SHIPPED_GATE / "model.tflite").is_file():
         pytest.skip("no vehicle gate artifact")
     model = SHIPPED_MODEL if (SHIPPED_MODEL / "model.tflite").is_file() else color_artifact
-    database = tmp_path / "trust-browser.db"
-    port = free_port()
-    env = {**os.environ, "MODEL_DIR": str(model), "DATABASE_URL": f"sqlite:///{database}",
-           "BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "2",
-           "SECRET_KEY": "browser-test-" + "x" * 32, "EXPLANATION_CACHE_DIR": str(tmp_path / "heatmaps"),
-           "RATELIMIT_ENABLED": "false", "LOG_LEVEL": "WARNING"}
-    migrate = subprocess.run([str(BIN / "flask"), "--app", "wsgi", "db", "upgrade"], cwd=REPO_ROOT, env=env,
-                             capture_output=True, text=True, timeout=120)
-    assert migrate.returncode == 0, migrate.stderr
-    process = subprocess.Popen([str(BIN / "gunicorn"), "--config", "gunicorn.conf.py", "wsgi:app"],
-                               cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_until_ready(f"{base}/readyz", process)
+    with gunicorn_server(model, tmp_path / "trust-browser.db", RATELIMIT_ENABLED="false", LOG_LEVEL="WARNING",
+                         EXPLANATION_CACHE_DIR=str(tmp_path / "heatmaps")) as base:
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def car_photos_the_gate_passes(count: int) -> list[Path]:
@@ -78,62 +59,55 @@ def test_several_photos_heatmap_and_model_card_in_chromium(trust_server, tmp_pat
     broken = tmp_path / "not-a-photo.jpg"
     broken.write_bytes(b"this is text, not a JPEG")
     chosen = [*cars[:2], plane, broken, *cars[2:]]
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 900})
-            console_errors = []
-            page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
-            page.goto(f"{trust_server}/")
-            expect(page.locator("#model-card-link")).to_be_visible()
-            page.set_input_files("input[type=file]", [str(p) for p in chosen])
-            expect(page.locator("#file-name")).to_contain_text(f"{len(chosen)} photos chosen")
-            expect(page.locator("#submit-button")).to_have_value(f"Classify {len(chosen)} photos")
-            page.click("#submit-button")
-            expect(page.locator("#batch")).to_have_attribute("data-finished", "true", timeout=60_000)
+    with chromium_page(1100, 900) as (page, console_errors):
+        page.goto(f"{trust_server}/")
+        expect(page.locator("#model-card-link")).to_be_visible()
+        page.set_input_files("input[type=file]", [str(p) for p in chosen])
+        expect(page.locator("#file-name")).to_contain_text(f"{len(chosen)} photos chosen")
+        expect(page.locator("#submit-button")).to_have_value(f"Classify {len(chosen)} photos")
+        page.click("#submit-button")
+        expect(page.locator("#batch")).to_have_attribute("data-finished", "true", timeout=60_000)
 
-            cards = page.locator(".batch-item")
-            expect(cards).to_have_count(len(chosen))
-            states = [cards.nth(i).get_attribute("data-state") for i in range(len(chosen))]
-            assert states == ["done", "done", "done", "failed", "done", "done"]
-            assert cards.nth(2).get_attribute("data-verdict") == "not_a_car"
-            expect(cards.nth(2).locator(".batch-verdict")).to_have_text("not a car")
-            assert all(cards.nth(i).get_attribute("data-verdict") in ("ok", "uncertain") for i in (0, 1, 4, 5))
-            expect(cards.nth(3).locator(".batch-result")).to_contain_text("not an image")
-            expect(page.locator("#batch-summary")).to_have_text(f"{len(chosen)} of {len(chosen)} done, 1 failed")
-            widths = page.locator(".batch-item .progress-bar").evaluate_all("bars => bars.map(b => b.style.width)")
-            assert widths == ["100%"] * len(chosen)
-            page.screenshot(path=str(screenshot_path(tmp_path, "batch.png")), full_page=True)
+        cards = page.locator(".batch-item")
+        expect(cards).to_have_count(len(chosen))
+        states = [cards.nth(i).get_attribute("data-state") for i in range(len(chosen))]
+        assert states == ["done", "done", "done", "failed", "done", "done"]
+        assert cards.nth(2).get_attribute("data-verdict") == "not_a_car"
+        expect(cards.nth(2).locator(".batch-verdict")).to_have_text("not a car")
+        assert all(cards.nth(i).get_attribute("data-verdict") in ("ok", "uncertain") for i in (0, 1, 4, 5))
+        expect(cards.nth(3).locator(".batch-result")).to_contain_text("not an image")
+        expect(page.locator("#batch-summary")).to_have_text(f"{len(chosen)} of {len(chosen)} done, 1 failed")
+        widths = page.locator(".batch-item .progress-bar").evaluate_all("bars => bars.map(b => b.style.width)")
+        assert widths == ["100%"] * len(chosen)
+        page.screenshot(path=str(screenshot_path(tmp_path, "batch.png")), full_page=True)
 
-            # The plane's result page says so, and the heatmap toggles over the photo.
-            first_car = trust_server + cards.nth(0).locator("a.batch-label").get_attribute("href")
-            cards.nth(2).locator("a.batch-label").click()
-            page.wait_for_url(f"{trust_server}/predictions/*")
-            expect(page.locator("#verdict")).to_have_attribute("data-verdict", "not_a_car")
-            expect(page.locator("#verdict")).to_contain_text("does not look like a car")
-            page.goto(first_car)
-            expect(page.locator("#explanation")).to_be_hidden()
-            page.click("#explain-toggle")
-            expect(page.locator("#explanation")).to_be_visible(timeout=120_000)
-            natural = page.locator("#explanation").evaluate("img => [img.naturalWidth, img.naturalHeight]")
-            thumb = page.locator("#thumbnail").evaluate("img => [img.naturalWidth, img.naturalHeight]")
-            assert natural == thumb
-            expect(page.locator("#explain-toggle")).to_have_attribute("aria-pressed", "true")
-            page.screenshot(path=str(screenshot_path(tmp_path, "explanation.png")), full_page=True)
-            page.click("#explain-toggle")
-            expect(page.locator("#explanation")).to_be_hidden()
+        # The plane's result page says so, and the heatmap toggles over the photo.
+        first_car = trust_server + cards.nth(0).locator("a.batch-label").get_attribute("href")
+        cards.nth(2).locator("a.batch-label").click()
+        page.wait_for_url(f"{trust_server}/predictions/*")
+        expect(page.locator("#verdict")).to_have_attribute("data-verdict", "not_a_car")
+        expect(page.locator("#verdict")).to_contain_text("does not look like a car")
+        page.goto(first_car)
+        expect(page.locator("#explanation")).to_be_hidden()
+        page.click("#explain-toggle")
+        expect(page.locator("#explanation")).to_be_visible(timeout=120_000)
+        natural = page.locator("#explanation").evaluate("img => [img.naturalWidth, img.naturalHeight]")
+        thumb = page.locator("#thumbnail").evaluate("img => [img.naturalWidth, img.naturalHeight]")
+        assert natural == thumb
+        expect(page.locator("#explain-toggle")).to_have_attribute("aria-pressed", "true")
+        page.screenshot(path=str(screenshot_path(tmp_path, "explanation.png")), full_page=True)
+        page.click("#explain-toggle")
+        expect(page.locator("#explanation")).to_be_hidden()
 
-            page.click("#model-card-link")
-            page.wait_for_url(f"{trust_server}/model/")
-            expect(page.locator("h1")).to_contain_text("Model card")
-            expect(page.locator("#gate-table")).to_contain_text("non cars")
-            for figure in page.locator("figure img").all():  # every report figure the card links loads
-                assert figure.evaluate("img => img.complete && img.naturalWidth > 0") or \
-                    figure.evaluate("img => img.decode().then(() => img.naturalWidth > 0)")
-            page.screenshot(path=str(screenshot_path(tmp_path, "model_card.png")), full_page=True)
-            # Chromium logs the one refused upload (the text file) as a failed request; nothing else.
-            assert len(console_errors) == 1 and "415" in console_errors[0], console_errors
-        finally:
-            browser.close()
+        page.click("#model-card-link")
+        page.wait_for_url(f"{trust_server}/model/")
+        expect(page.locator("h1")).to_contain_text("Model card")
+        expect(page.locator("#gate-table")).to_contain_text("non cars")
+        for figure in page.locator("figure img").all():  # every report figure the card links loads
+            assert figure.evaluate("img => img.complete && img.naturalWidth > 0") or \
+                figure.evaluate("img => img.decode().then(() => img.naturalWidth > 0)")
+        page.screenshot(path=str(screenshot_path(tmp_path, "model_card.png")), full_page=True)
+        # Chromium logs the one refused upload (the text file) as a failed request; nothing else.
+        assert len(console_errors) == 1 and "415" in console_errors[0], console_errors
