@@ -173,6 +173,32 @@ def _epsilons(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _add_group_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "group", help="derive a coarser-label artifact (e.g. premium/basic) from a finer one",
+        description="Sum a trained model's class probabilities per label-map group (no retraining), "
+                    "evaluate on val through the label map and write the new artifact.")
+    required = parser.add_argument_group("required")
+    required.add_argument("--model", required=True, metavar="DIR", help="the fine artifact, e.g. model_artifacts/car-models-196")
+    required.add_argument("--label-map", required=True, metavar="CSV", help="folder,label CSV over the model's labels")
+    required.add_argument("--data", required=True, metavar="DIR", help="data folder the fine model was trained on")
+    required.add_argument("--out", required=True, metavar="DIR", help="artifact folder to write")
+    options = parser.add_argument_group("output")
+    options.add_argument("--name", help="model name (default: the label map's file name)")
+    options.add_argument("--version", help="model version (default: the fine model's)")
+    options.add_argument("--target-precision", type=float, help="for the confidence threshold (default: the fine model's)")
+    options.add_argument("--no-litert", action="store_true", help="skip the model.tflite serving copy")
+    parser.set_defaults(handler=_run_group)
+
+
+def _run_group(args: argparse.Namespace) -> int:
+    from training.group import group_artifact
+
+    group_artifact(args.model, args.label_map, args.data, args.out, name=args.name, version=args.version,
+                   target_precision=args.target_precision, litert=not args.no_litert)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with the ``train``, ``evaluate``, ``tools`` and ``gate`` commands."""
     parser = argparse.ArgumentParser(
@@ -182,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(subparsers)
     _add_evaluate_parser(subparsers)
     _add_export_parser(subparsers)
+    _add_group_parser(subparsers)
     add_tools_parser(subparsers)
     add_quantize_parser(subparsers)
     add_gate_parser(subparsers)

@@ -1,0 +1,114 @@
+"""``python -m training group``: a coarser-label artifact made from a finer one, without retraining.
+
+The fine model's probabilities are summed per label-map group by a frozen 0/1 ``Dense`` layer appended
+to the network (a stock layer, so the artifact loads anywhere). For premium vs basic this keeps what
+the 196-class model knows about each model: a separately trained two-class head has to rediscover
+that "premium" is a union of dozens of unrelated car models.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from training import data as data_lib
+from training import evaluate as evaluate_lib
+from training import export as export_lib
+from training.model import load_model
+
+
+def grouping_matrix(labels: list[str], mapping: dict[str, str]) -> tuple[np.ndarray, list[str]]:
+    """The 0/1 matrix that sums fine-class probabilities into groups.
+
+    Args:
+        labels: The fine model's labels in output order.
+        mapping: ``{fine label: group}`` from a label map.
+
+    Returns:
+        ``(matrix of shape (len(labels), len(groups)), sorted group names)``.
+    """
+    missing = [label for label in labels if label not in mapping]
+    if missing:
+        raise KeyError(f"{len(missing)} model labels are missing from the label map, e.g. {missing[0]!r}")
+    groups = sorted({mapping[label] for label in labels})
+    matrix = np.zeros((len(labels), len(groups)), dtype="float32")
+    for row, label in enumerate(labels):
+        matrix[row, groups.index(mapping[label])] = 1.0
+    return matrix, groups
+
+
+def grouped_model(model: keras.Model, matrix: np.ndarray, name: str) -> keras.Model:
+    """``model`` followed by a frozen layer summing its probabilities with ``matrix``."""
+    summing = keras.layers.Dense(matrix.shape[1], use_bias=False, trainable=False, name="group_sum")
+    outputs = summing(model.outputs[0])
+    summing.set_weights([matrix])
+    return keras.Model(model.inputs, outputs, name=name)
+
+
+def group_artifact(model_dir: str | Path, label_map: str | Path, data_path: str | Path, out: str | Path, *,
+                   name: str | None = None, version: str | None = None, batch_size: int = 32,
+                   target_precision: float | None = None, litert: bool = True) -> dict[str, Any]:
+    """Write the grouped artifact, evaluated on the val split of ``data_path`` through ``label_map``.
+
+    Args:
+        model_dir: The fine artifact folder.
+        label_map: ``folder,label`` CSV whose folders are the fine model's labels.
+        data_path: The data folder the fine model was trained on.
+        out: The new artifact folder.
+        name: Model name (default: the label map's file name).
+        version: Model version (default: the fine model's).
+        batch_size: Prediction batch size.
+        target_precision: For the confidence threshold (default: the fine model's).
+        litert: Also write ``model.tflite``.
+
+    Returns:
+        ``{"artifact", "metrics", "wall_time_s"}``.
+    """
+    started = time.monotonic()
+    model_dir, out = Path(model_dir), Path(out)
+    source = json.loads((model_dir / export_lib.METADATA_FILE).read_text(encoding="utf-8"))
+    labels = json.loads((model_dir / export_lib.LABELS_FILE).read_text(encoding="utf-8"))
+    matrix, groups = grouping_matrix(labels, data_lib.read_label_map(label_map))
+    name = name or Path(label_map).stem
+    model = grouped_model(load_model(model_dir / export_lib.KERAS_FILE), matrix, name)
+
+    config = source.get("training_config", {}).get("config", {})
+    dataset = data_lib.load_dataset(data_path, label_map=label_map, split=config.get("data", {}).get("split"),
+                                    seed=config.get("seed", 42))
+    if dataset.class_names != groups:
+        raise ValueError(f"the data's groups {dataset.class_names} differ from the model's {groups}")
+    val = dataset.splits["val"]
+    report_dir = out / "report"
+    if report_dir.exists():
+        shutil.rmtree(report_dir)
+    report_dir.mkdir(parents=True)
+    if target_precision is None:
+        target_precision = source.get("confidence", {}).get("target_precision", 0.95)
+    evaluation = evaluate_lib.evaluate_model(
+        model, groups, val.paths, val.labels, image_size=tuple(source["image_size"]),
+        resize_mode=source["resize_mode"], batch_size=batch_size, report_dir=report_dir, split_name="val",
+        target_precision=target_precision)
+    wall_time = time.monotonic() - started
+    metadata = export_lib.build_metadata(
+        name=name, version=version or source.get("version", "1.0.0"), backbone=source["backbone"],
+        image_size=tuple(source["image_size"]), labels=groups, resize_mode=source["resize_mode"],
+        preprocessing=source.get("preprocessing", ""), metrics=evaluation["metrics"],
+        dataset=data_lib.summarize(dataset),
+        training_config={
+            "derived_from": {"name": source.get("name"), "version": source.get("version"),
+                             "created": source.get("created"), "metrics": source.get("metrics")},
+            "method": "fine-model probabilities summed per label-map group (frozen 0/1 Dense layer)",
+            "config": config,
+            "wall_time_s": round(wall_time, 1),
+        },
+        label_map=Path(label_map).name, extra={"confidence": evaluation["confidence"]})
+    export_lib.export_artifact(model, groups, metadata, out, litert=litert)
+    print(f"artifact written to {out} in {wall_time:.0f} s: "
+          + ", ".join(f"{k} {v:.4f}" for k, v in evaluation["metrics"].items() if isinstance(v, float)))
+    return {"artifact": out, "metrics": evaluation["metrics"], "wall_time_s": wall_time}
