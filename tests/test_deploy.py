@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT
-from test_browser import free_port, wait_until_ready
+from browser_support import free_port, wait_until_ready
 
 BIN = Path(sys.executable).parent
 DOCKERFILE = REPO_ROOT / "Dockerfile"
