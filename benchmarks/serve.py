@@ -332,7 +332,7 @@ def machine_description() -> dict:
     memory_kb = int(Path("/proc/meminfo").read_text().split()[1])
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(memory_kb / 2**20, 1),
             "python": platform.python_version(), "platform": platform.platform(),
-            "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()], "nice": os.nice(0)}
 
 
 def app_configurations(args: argparse.Namespace) -> dict[str, tuple[str, dict[str, str]]]:
@@ -377,10 +377,12 @@ def render_markdown(report: dict) -> str:
     machine = report["machine"]
     settings = report["settings"]
     gate = " + vehicle gate" if floor["vehicle_gate"] else ""
+    # A benchmark sharing the machine with a long job may be run at a higher priority: say so.
+    priority = f"; run at nice {machine['nice']}" if machine.get("nice") else ""
     lines = [
         f"Measured {report['measured_at']} on {machine['cpu']}, {machine['cores']} cores, "
         f"{machine['memory_gib']} GiB, Python {machine['python']} (1/5/15-minute load average "
-        f"{load_average(machine, 'start')} at the start{load_average(machine, 'end', ', ')}); model "
+        f"{load_average(machine, 'start')} at the start{load_average(machine, 'end', ', ')}{priority}); model "
         f"`{report['model']}`, {settings['workers']} workers x {settings['threads']} threads x "
         f"{floor['inference_threads']} inference thread(s); {report['payload_count']} real photos (originals + "
         f"1.2/2/3 MP upscales); {settings['requests_c1']} requests at c=1, {settings['requests_concurrent']} "

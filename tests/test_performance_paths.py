@@ -180,7 +180,7 @@ def test_benchmark_report_table_has_a_row_per_server():
     report = {
         "measured_at": "2026-01-01 00:00 UTC", "model": "cars", "payload_count": 32,
         "machine": {"cpu": "Test CPU", "cores": 2, "memory_gib": 8.0, "python": "3.11.7",
-                    "load_average_at_start": [0.5, 0.4, 0.3], "load_average_at_end": [1.5, 0.6, 0.35]},
+                    "load_average_at_start": [0.5, 0.4, 0.3], "load_average_at_end": [1.5, 0.6, 0.35], "nice": -10},
         "settings": {"workers": 2, "threads": 4, "concurrency": 8, "requests_c1": 200, "requests_concurrent": 400},
         "servers": {"app": figures("app", 12.0, 100.0), "app_batching": figures("app, batching", 13.0, 90.0),
                     "baseline": figures("baseline (`model.predict`)", 80.0, 20.0)},
@@ -193,7 +193,7 @@ def test_benchmark_report_table_has_a_row_per_server():
     rows = [line for line in table.splitlines() if line.startswith("| ")]
     assert rows[1] == "| app | 12.0 | 14.4 | 18.0 | 100.0 | 80 | 0 | 0.50 | 120, 122 |"
     assert rows[3].startswith("| baseline (`model.predict`) | 80.0 |")
-    assert "load average 0.5, 0.4, 0.3 at the start, 1.5, 0.6, 0.35 at the end)" in table
+    assert "load average 0.5, 0.4, 0.3 at the start, 1.5, 0.6, 0.35 at the end; run at nice -10)" in table
     assert "+ vehicle gate, 1 thread(s)): p50 **10.0 ms** (classifier alone 6.0 ms)" in table
     assert "App p50 / floor: **1.20x**" in table and "app throughput / baseline: **5.0x**" in table
     assert "app, batching: throughput 0.90x the app's, p50 1.08x." in table
