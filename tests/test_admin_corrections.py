@@ -50,6 +50,7 @@ def test_detail_page_shows_top_k_metadata_and_the_same_photo(admin_client, photo
     same = re.search(r'id="same-photo">(.*?)</ul>', html, re.S).group(1)
     assert f"#{photo['second']}" in same and f"#{photo['other']}" not in same
     assert "Not reviewed yet." in html
+    assert re.search(r'id="verdict">-<', html)  # logged before verdicts existed
     # The label choices offer the model's labels for a correction.
     choices = re.search(r'<datalist id="label-choices">(.*?)</datalist>', html, re.S).group(1)
     assert {"red", "green", "blue"} <= set(re.findall(r'value="([^"]+)"', choices))

@@ -44,7 +44,13 @@ def read_csv(text: str) -> list[dict[str, str]]:
 
 def test_csv_has_the_documented_columns_and_the_filtered_rows(app, client, corrected):
     from app.admin.export import PREDICTION_COLUMNS
+    from app.extensions import db
+    from app.models import Prediction
 
+    with app.app_context():
+        flagged = db.session.get(Prediction, corrected[2])
+        flagged.verdict, flagged.vehicle_score = "not_a_car", 0.0125
+        db.session.commit()
     login(client)
     response = client.get("/admin/predictions.csv")
     assert response.status_code == 200 and response.mimetype == "text/csv"
@@ -60,6 +66,8 @@ def test_csv_has_the_documented_columns_and_the_filtered_rows(app, client, corre
     assert by_id[corrected[3]]["corrected_label"] == "" and by_id[corrected[3]]["model_was_right"] == ""
     assert first["sha256"] == prediction_values(0)["sha256"] and first["top_score"] == "0.500000"
     assert first["created_at"] == "2026-11-01T12:00:00Z"
+    assert (first["verdict"], first["vehicle_score"]) == ("", "")  # logged before verdicts existed
+    assert (by_id[corrected[2]]["verdict"], by_id[corrected[2]]["vehicle_score"]) == ("not_a_car", "0.0125")
     # A file name that a spreadsheet would run as a formula is defused.
     assert by_id[corrected[1]]["original_filename"].startswith("'=")
 
