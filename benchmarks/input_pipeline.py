@@ -129,7 +129,8 @@ def markdown(results: dict) -> str:
     """The results table."""
     lines = [f"Input pipeline, {results['images']} images of `{results['data']}` at {results['size']} px, "
              f"batch {results['batch_size']}, augmentation as the first prototypes; "
-             f"{results['cpu_count']} CPU cores, {results['epochs']} epochs each.", "",
+             f"{results['cpu_count']} CPU cores (load average {results['load_average_1_5_15'][0]} at the end), "
+             f"{results['epochs']} epochs each.", "",
              "| loader | epoch 1 img/s | later epochs img/s (mean) |", "|---|---:|---:|"]
     for run in results["runs"]:
         if not run.get("available", True):
@@ -160,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
                            else args.data),
                "images": runs[0]["images"], "size": args.size, "batch_size": args.batch_size,
                "epochs": args.epochs, "cpu_count": os.cpu_count(), "platform": platform.platform(),
-               "runs": runs}
+               # Other processes on the machine slow every loader alike; the load says how busy it was.
+               "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()], "runs": runs}
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / "input_pipeline.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     table = markdown(results)

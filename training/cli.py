@@ -103,12 +103,19 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _subcommand(subparsers, name: str, handler, *, summary: str, description: str
+                ) -> tuple[argparse.ArgumentParser, argparse._ArgumentGroup]:
+    """Add a command; returns its parser and its "required" option group."""
+    parser = subparsers.add_parser(name, help=summary, description=description)
+    parser.set_defaults(handler=handler)
+    return parser, parser.add_argument_group("required")
+
+
 def _add_evaluate_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "evaluate", help="evaluate an artifact on a data split and write report/ beside it",
+    parser, required = _subcommand(
+        subparsers, "evaluate", _run_evaluate, summary="evaluate an artifact on a data split and write report/ beside it",
         description="Accuracy, top-5, classification report, confusion matrix, confidence threshold and "
                     "training curves, written to MODEL/report/.")
-    required = parser.add_argument_group("required")
     required.add_argument("--model", required=True, metavar="DIR", help="artifact folder")
     required.add_argument("--data", required=True, metavar="DIR", help="data folder the model was trained on")
     options = parser.add_argument_group("evaluation")
@@ -123,7 +130,6 @@ def _add_evaluate_parser(subparsers) -> None:
                               "0..255 (e.g. 0.5,1,2,4); writes robustness.json and example images")
     options.add_argument("--fgsm-limit", type=int, default=None, metavar="N",
                          help="run FGSM on the first N images of the split only")
-    parser.set_defaults(handler=_run_evaluate)
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -146,15 +152,13 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_export_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "export", help="write the artifact from the best checkpoint of a run folder",
+    parser, required = _subcommand(
+        subparsers, "export", _run_export, summary="write the artifact from the best checkpoint of a run folder",
         description="Evaluate and export the best checkpoint of RUN (for a run stopped before its last "
                     "epoch); configuration and data come from RUN/config.yaml.")
-    required = parser.add_argument_group("required")
     required.add_argument("--run", required=True, metavar="RUN", help="run folder, e.g. runs/car-models-196-...")
     options = parser.add_argument_group("export")
     options.add_argument("--out", metavar="DIR", help="artifact folder (default: the run's export.out)")
-    parser.set_defaults(handler=_run_export)
 
 
 def _run_export(args: argparse.Namespace) -> int:
@@ -174,11 +178,10 @@ def _epsilons(text: str) -> list[float]:
 
 
 def _add_group_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "group", help="derive a coarser-label artifact (e.g. premium/basic) from a finer one",
+    parser, required = _subcommand(
+        subparsers, "group", _run_group, summary="derive a coarser-label artifact (e.g. premium/basic) from a finer one",
         description="Sum a trained model's class probabilities per label-map group (no retraining), "
                     "evaluate on val through the label map and write the new artifact.")
-    required = parser.add_argument_group("required")
     required.add_argument("--model", required=True, metavar="DIR", help="the fine artifact, e.g. model_artifacts/car-models-196")
     required.add_argument("--label-map", required=True, metavar="CSV", help="folder,label CSV over the model's labels")
     required.add_argument("--data", required=True, metavar="DIR", help="data folder the fine model was trained on")
@@ -188,7 +191,6 @@ def _add_group_parser(subparsers) -> None:
     options.add_argument("--version", help="model version (default: the fine model's)")
     options.add_argument("--target-precision", type=float, help="for the confidence threshold (default: the fine model's)")
     options.add_argument("--no-litert", action="store_true", help="skip the model.tflite serving copy")
-    parser.set_defaults(handler=_run_group)
 
 
 def _run_group(args: argparse.Namespace) -> int:
