@@ -15,7 +15,7 @@ from .classifier import get_classifier
 from .extensions import db
 from .imaging import ImageRejected, decode_upload, make_thumbnail
 from .models import Prediction
-from .trust import judge
+from .trust import get_vehicle_gate, judge
 
 TOP_K_RANGE = (1, 20)
 FILENAME_MAX_LENGTH = 255
@@ -47,7 +47,7 @@ class SideWork:
         return self._pool.submit(fn, *args)
 
 
-side_work = SideWork()
+side_work = SideWork(max_workers=4)  # thumbnail + gate for each of a worker's request threads
 
 
 def parse_top_k(raw: str | None, default: int) -> int:
@@ -128,9 +128,12 @@ def create_prediction(upload: FileStorage | None, *, source: str, top_k: int) ->
     started = time.perf_counter()
     decoded = decode_upload(data, max_pixels=current_app.config["MAX_IMAGE_PIXELS"],
                             target=classifier.image_size, resize_mode=classifier.resize_mode)
-    thumbnail = side_work.submit(make_thumbnail, decoded.image)  # overlaps the model invocation
+    # The thumbnail and the vehicle gate overlap the classifier's invocation (all release the GIL).
+    thumbnail = side_work.submit(make_thumbnail, decoded.image)
+    gate = get_vehicle_gate()
+    vehicle_score = side_work.submit(gate.score, decoded.image) if gate is not None else None
     answers = classifier.classify(decoded.image, top_k=top_k)
-    verdict = judge(decoded.image, answers, classifier.metadata)
+    verdict = judge(answers, classifier.metadata, gate, vehicle_score.result() if vehicle_score else None)
     latency_ms = (time.perf_counter() - started) * 1000.0
     prediction = Prediction(
         original_filename=display_filename(upload.filename),

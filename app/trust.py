@@ -133,19 +133,19 @@ def confidence_threshold(metadata: dict[str, Any]) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def judge(image: Image.Image, answers: list[dict[str, Any]], metadata: dict[str, Any]) -> Verdict:
-    """Run the gate (when loaded) and decide the verdict of one classified image.
+def judge(answers: list[dict[str, Any]], metadata: dict[str, Any], gate: VehicleGate | None,
+          vehicle_score: float | None) -> Verdict:
+    """Decide the verdict of one classified image.
 
     Args:
-        image: The decoded upload (RGB).
-        answers: The classifier's answers for it, best first.
+        answers: The classifier's answers, best first.
         metadata: The served artifact's metadata (holds the confidence threshold).
+        gate: The loaded vehicle gate, or ``None`` when it is off.
+        vehicle_score: The gate's score for the image (``None`` without a gate).
 
     Returns:
         The :class:`Verdict`.
     """
-    gate = get_vehicle_gate()
-    vehicle_score = gate.score(image) if gate is not None else None
     threshold = confidence_threshold(metadata)
     verdict = decide(answers, threshold=threshold, vehicle_score=vehicle_score,
                      vehicle_threshold=gate.threshold if gate is not None else None)
