@@ -54,25 +54,16 @@ def convert(model, variant: str, path: Path) -> Path:
 
 
 class LiteRTScorer:
-    """Runs a ``.tflite`` file on batches with the serving interpreter (one thread, as a worker would)."""
+    """Runs a ``.tflite`` file on batches with the app's own LiteRT runtime (one thread, as a worker would)."""
 
     def __init__(self, path: Path):
-        from ai_edge_litert.interpreter import Interpreter
+        from app.classifier import LiteRTRuntime  # measured exactly as served
 
-        self.interpreter = Interpreter(model_path=str(path), num_threads=1)
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
-        self.batch_size = None
+        self._runtime = LiteRTRuntime(path, num_threads=1)
 
     def __call__(self, images):
         """Probabilities for a float32 ``(N, H, W, 3)`` batch."""
-        if images.shape[0] != self.batch_size:
-            self.interpreter.resize_tensor_input(self.input["index"], list(images.shape))
-            self.interpreter.allocate_tensors()
-            self.batch_size = images.shape[0]
-        self.interpreter.set_tensor(self.input["index"], images)
-        self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output["index"])
+        return self._runtime(images)
 
     def milliseconds_per_image(self, image_shape, repeats: int = 20) -> float:
         """Median single-image invocation time (noisy on a shared machine; recorded for orientation)."""
