@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
-from conftest import COLOR_RGB, encode
+from support import COLOR_RGB, encode
 
 
 def text_renamed_jpg() -> bytes:

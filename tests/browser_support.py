@@ -18,7 +18,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import REPO_ROOT
+from support import REPO_ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Without the background-networking switches Chromium keeps dialling Google's hosts, which a closed

@@ -7,68 +7,24 @@ fresh schema per test; every test that uses the app's database is marked ``db``,
 The artifacts are real Keras models exported with ``training.export`` (``model.keras`` +
 ``model.tflite``), built once per test session. The "colors" model answers ``red``, ``green`` or
 ``blue`` from the mean colour of the photo, so tests can check that the right label comes back.
+
+Plain helpers (paths, model builders, image encoding) live in ``support.py``.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED = REPO_ROOT.parent / "shared"
-STANFORD_VAL = SHARED / "datasets" / "stanford-cars" / "val"
-COLOR_LABELS = ["red", "green", "blue"]
+from support import COLOR_LABELS, COLOR_RGB, build_color_model, build_random_model, encode, export
+
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
 # TensorFlow's C++ start-up chatter would bury test output; set before anything imports it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-COLOR_RGB = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (20, 40, 230)}
-
-
-def build_color_model(image_size: tuple[int, int]):
-    """Rescaling -> global average pooling -> Dense with hand-set weights -> softmax.
-
-    The logit of each class is 10 x the mean of its channel (0..1), so a mostly red photo says "red".
-    """
-    import keras
-
-    inputs = keras.Input((*image_size, 3))
-    x = keras.layers.Rescaling(1.0 / 255)(inputs)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    dense = keras.layers.Dense(3, activation="softmax")
-    outputs = dense(x)
-    dense.set_weights([np.eye(3, dtype="float32") * 10.0, np.zeros(3, dtype="float32")])
-    return keras.Model(inputs, outputs)
-
-
-def build_random_model(image_size: tuple[int, int], num_classes: int, seed: int = 7):
-    """A small conv net with seeded random weights: spatially sensitive, like a real classifier."""
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((*image_size, 3))
-    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0)(inputs)
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
-    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax")(x)
-    return keras.Model(inputs, outputs)
-
-
-def export(model, labels, out_dir: Path, *, name: str, image_size, resize_mode="center_crop",
-           litert=True) -> Path:
-    """Write ``model`` as an artifact folder with ``training.export``."""
-    from training.export import build_metadata, export_artifact
-
-    metadata = build_metadata(name=name, version="0.0.1-test", backbone="tiny-test",
-                              image_size=image_size, labels=labels, resize_mode=resize_mode,
-                              metrics={"val_accuracy": 1.0})
-    return export_artifact(model, labels, metadata, out_dir, litert=litert)
 
 
 def pytest_configure(config):
@@ -169,13 +125,6 @@ def runner(app):
     return app.test_cli_runner()
 
 
-def encode(img: Image.Image, fmt: str = "JPEG", **save_kwargs) -> bytes:
-    """Encode a Pillow image in memory."""
-    buffer = io.BytesIO()
-    img.save(buffer, format=fmt, **save_kwargs)
-    return buffer.getvalue()
-
-
 @pytest.fixture
 def make_image():
     """Factory: ``make_image(color="red", size=(w, h), fmt="JPEG", mode="RGB", **save_kwargs) -> bytes``."""
@@ -189,16 +138,3 @@ def make_image():
 
     return factory
 
-
-def stanford_photos(count: int) -> list[Path]:
-    """The first photo of each of the first ``count`` classes of the Stanford Cars val split."""
-    if not STANFORD_VAL.is_dir():
-        pytest.skip(f"real photos not available: {STANFORD_VAL} is missing (shared datasets not mounted)")
-    photos = []
-    for folder in sorted(p for p in STANFORD_VAL.iterdir() if p.is_dir()):
-        first = next(iter(sorted(folder.glob("*.jpg"))), None)
-        if first:
-            photos.append(first)
-        if len(photos) == count:
-            break
-    return photos

@@ -20,7 +20,7 @@ from PIL import Image
 import bad_files
 from benchmarks.bomb import gif_bomb, png_bomb
 from benchmarks.bomb import png_chunk as chunk
-from conftest import COLOR_RGB, encode
+from support import COLOR_RGB, encode
 
 # Every EXIF orientation: 1 upright, 2-4 mirrored/rotated 180, 5-8 transposed (width and height swap).
 ORIENTATIONS = range(1, 9)

@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from conftest import REPO_ROOT
+from support import REPO_ROOT
 
 
 def load_script():

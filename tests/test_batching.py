@@ -18,7 +18,7 @@ import pytest
 
 from app.batching import MicroBatcher
 from app.classifier import load_classifier
-from conftest import COLOR_LABELS
+from support import COLOR_LABELS
 
 
 def random_images(count: int, shape=(64, 48, 3), seed: int = 3) -> list[np.ndarray]:

@@ -12,7 +12,7 @@ import sqlite3
 import pytest
 
 from browser_support import chromium_page, gunicorn_server, require_chromium
-from conftest import REPO_ROOT, stanford_photos
+from support import REPO_ROOT, stanford_photos
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 SCREENSHOT = REPO_ROOT / "docs" / "screenshots" / "result.png"

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from browser_support import BIN, chromium_page, require_chromium
-from conftest import COLOR_RGB, REPO_ROOT
+from support import COLOR_RGB, REPO_ROOT
 from test_browser import server  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from app.classifier import ArtifactError, load_classifier, resolve_runtime
-from conftest import COLOR_RGB, REPO_ROOT, stanford_photos
+from support import COLOR_RGB, REPO_ROOT, stanford_photos
 
 
 @pytest.mark.parametrize("runtime", ["litert", "keras"])

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO_ROOT
+from support import REPO_ROOT
 from browser_support import free_port, wait_until_ready
 
 BIN = Path(sys.executable).parent

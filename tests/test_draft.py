@@ -15,7 +15,7 @@ from PIL import Image
 
 from app.classifier import load_classifier
 from app.imaging import decode_upload, fit_to_input, scale_factors
-from conftest import encode, stanford_photos
+from support import encode, stanford_photos
 
 pytestmark = pytest.mark.slow
 LIMIT = 40_000_000

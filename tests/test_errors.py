@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import bad_files
-from conftest import encode
+from support import encode
 
 BAD_UPLOADS = {
     "text renamed .jpg": (bad_files.text_renamed_jpg, 415, "unsupported_media_type"),

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from app.explain import GradCam, explain_image, feature_layer, place_on_photo
-from conftest import REPO_ROOT, encode, export
+from support import REPO_ROOT, build_color_model, encode, export
 from trust_support import dispose, make_app, post_image
 
 SIZE = 48
@@ -143,8 +143,6 @@ print(response.status_code, response.json["error"]["code"], response.json["error
 
 def test_heatmap_on_a_model_whose_feature_map_is_its_rescaled_input():
     """The colours model has no convolution: its last spatial map is the Rescaling layer's output."""
-    from conftest import build_color_model
-
     explainer = GradCam(build_color_model((32, 32)))
     assert explainer.layer_name.startswith("rescaling")
     pixels = np.full((32, 32, 3), GREY, dtype=np.float32)

@@ -12,7 +12,7 @@ from PIL import Image
 
 import bad_files
 from app.imaging import ImageRejected, decode_upload, fit_to_input, make_thumbnail, to_rgb
-from conftest import COLOR_RGB, encode
+from support import COLOR_RGB, encode
 
 LIMIT = 40_000_000
 

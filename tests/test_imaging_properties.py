@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from app.imaging import ImageRejected, decode_upload, fit_to_input
-from conftest import encode
+from support import encode
 
 MAX_PIXELS = 1_000_000
 STATUSES = {400, 413, 415, 422}

@@ -18,7 +18,7 @@ import pytest
 from werkzeug.test import EnvironBuilder
 
 import hostile_files
-from conftest import REPO_ROOT
+from support import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 REQUESTS, CONCURRENCY = 300, 8

@@ -8,7 +8,7 @@ import shutil
 import pytest
 from PIL import Image
 
-from conftest import encode
+from support import encode
 from trust_support import dispose, make_app, post_image
 
 FIGURES = ("training_curves.png", "confusion_matrix.png", "confidence.png", "robustness.png")

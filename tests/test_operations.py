@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app import create_app
 from app.config import Config, public_config
 from app.logs import configure_logging
-from conftest import REPO_ROOT
+from support import REPO_ROOT
 
 BIN = os.path.dirname(sys.executable)
 STRONG_KEY = "k" * 48

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from app.classifier import ArtifactError, load_classifier
-from conftest import COLOR_RGB, encode, export
+from support import COLOR_RGB, encode, export
 from training.quantize import LITERT_VARIANTS, quantize_artifact
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from browser_support import chromium_page, gunicorn_server, require_chromium
-from conftest import REPO_ROOT, stanford_photos
+from support import REPO_ROOT, stanford_photos
 from trust_support import CARS_VS_PLANES, SHIPPED_GATE
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -14,7 +14,7 @@ from PIL import Image
 
 from app.classifier import ArtifactError
 from app.trust import VehicleGate
-from conftest import REPO_ROOT, SHARED, stanford_photos
+from support import REPO_ROOT, SHARED, stanford_photos
 from trust_support import CARS_VS_PLANES, SHIPPED_GATE, dispose, make_app, post_image
 
 

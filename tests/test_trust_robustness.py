@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import COLOR_RGB, build_color_model
+from support import COLOR_RGB, build_color_model
 from training.robustness import enable_adversarial_training, evaluate_robustness, gradient_sign, parse_epsilons
 
 

@@ -7,7 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-from conftest import REPO_ROOT
+from support import REPO_ROOT
 
 SHIPPED_GATE = REPO_ROOT / "model_artifacts" / "vehicle-gate"
 CARS_VS_PLANES = REPO_ROOT.parent / "shared" / "datasets" / "cars-vs-planes"
