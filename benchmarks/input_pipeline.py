@@ -127,6 +127,10 @@ def bench_sequential(data: Path, size: int, batch_size: int, epochs: int) -> dic
 
 def markdown(results: dict) -> str:
     """The results table."""
+    def later_epochs(run: dict) -> float:
+        rates = run["epoch_images_per_s"]
+        return sum(rates[1:]) / (len(rates) - 1) if len(rates) > 1 else rates[0]
+
     lines = [f"Input pipeline, {results['images']} images of `{results['data']}` at {results['size']} px, "
              f"batch {results['batch_size']}, augmentation as the first prototypes; "
              f"{results['cpu_count']} CPU cores (load average {results['load_average_1_5_15'][0]} at the end), "
@@ -136,9 +140,11 @@ def markdown(results: dict) -> str:
         if not run.get("available", True):
             lines.append(f"| {run['name']} | not run | {run['reason']} |")
             continue
-        rates = run["epoch_images_per_s"]
-        later = sum(rates[1:]) / max(1, len(rates) - 1) if len(rates) > 1 else rates[0]
-        lines.append(f"| {run['name']} | {rates[0]:.0f} | {later:.0f} |")
+        lines.append(f"| {run['name']} | {run['epoch_images_per_s'][0]:.0f} | {later_epochs(run):.0f} |")
+    measured = [run for run in results["runs"] if run.get("available", True)]
+    if len(measured) > 1:
+        lines += ["", f"tf.data / {measured[1]['name']}, later epochs: "
+                      f"**{later_epochs(measured[0]) / later_epochs(measured[1]):.1f}x**."]
     return "\n".join(lines) + "\n"
 
 

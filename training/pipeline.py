@@ -13,6 +13,7 @@ import keras
 import tensorflow as tf
 
 AUTOTUNE = tf.data.AUTOTUNE
+GEOMETRIC_SETTINGS = ("rotation", "width_shift", "height_shift", "shear", "zoom", "horizontal_flip")
 
 
 def fit_to_size(image: tf.Tensor, size: tuple[int, int], resize_mode: str) -> tf.Tensor:
@@ -54,6 +55,76 @@ def load_image(path: tf.Tensor, size: tuple[int, int], resize_mode: str) -> tf.T
     return fit_to_size(image, size, resize_mode)
 
 
+class RandomAffine(keras.layers.Layer):
+    """Random flip, rotation, shift, shear and zoom applied as ONE affine warp per image.
+
+    Keras' separate ``RandomFlip/Rotation/Translation/Shear/Zoom`` layers each resample the whole batch
+    (about 1.2 ms per 224 px image each on one core); composing the five into one matrix first gives the
+    same family of transforms for the price of one resampling, with one interpolation blur instead of four.
+
+    Args:
+        rotation: Largest rotation, degrees (either direction).
+        width_shift: Largest horizontal shift, fraction of the width.
+        height_shift: Largest vertical shift, fraction of the height.
+        shear: Largest shear factor, along each axis.
+        zoom: Largest change of scale, e.g. 0.2 samples scales in [0.8, 1.2].
+        horizontal_flip: Mirror half of the images left-right.
+        fill_mode: How pixels outside the image are filled (``reflect``, ``nearest``, ``constant``, ...).
+        seed: Seed of the layer's random generator.
+    """
+
+    def __init__(self, rotation: float = 0.0, width_shift: float = 0.0, height_shift: float = 0.0,
+                 shear: float = 0.0, zoom: float = 0.0, horizontal_flip: bool = False,
+                 fill_mode: str = "reflect", seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.rotation, self.width_shift, self.height_shift = float(rotation), float(width_shift), float(height_shift)
+        self.shear, self.zoom, self.horizontal_flip = float(shear), float(zoom), bool(horizontal_flip)
+        self.fill_mode, self.seed = fill_mode, seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def _uniform(self, batch, limit: float):
+        return keras.random.uniform((batch,), -limit, limit, seed=self.seed_generator)
+
+    def transforms(self, batch, height, width):
+        """``(batch, 8)`` output-to-input projective transforms about the image centre."""
+        angle = self._uniform(batch, self.rotation * 3.141592653589793 / 180.0)
+        cos, sin = keras.ops.cos(angle), keras.ops.sin(angle)
+        shear_x, shear_y = self._uniform(batch, self.shear), self._uniform(batch, self.shear)
+        scale_x = 1.0 + self._uniform(batch, self.zoom)
+        scale_y = 1.0 + self._uniform(batch, self.zoom)
+        if self.horizontal_flip:
+            flip = keras.random.uniform((batch,), 0.0, 1.0, seed=self.seed_generator) < 0.5
+            scale_x = keras.ops.where(flip, -scale_x, scale_x)
+        # Linear part: rotation @ shear @ diag(scale_x, scale_y).
+        a0 = (cos + -sin * shear_y) * scale_x
+        a1 = (cos * shear_x - sin) * scale_y
+        b0 = (sin + cos * shear_y) * scale_x
+        b1 = (sin * shear_x + cos) * scale_y
+        center_x, center_y = (width - 1.0) / 2.0, (height - 1.0) / 2.0
+        shift_x = self._uniform(batch, self.width_shift) * width
+        shift_y = self._uniform(batch, self.height_shift) * height
+        a2 = center_x - a0 * center_x - a1 * center_y + shift_x
+        b2 = center_y - b0 * center_x - b1 * center_y + shift_y
+        zeros = keras.ops.zeros_like(a0)
+        return keras.ops.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+
+    def call(self, images, training=True):
+        if not training:
+            return images
+        shape = keras.ops.shape(images)
+        height, width = keras.ops.cast(shape[1], "float32"), keras.ops.cast(shape[2], "float32")
+        return keras.ops.image.affine_transform(images, self.transforms(shape[0], height, width),
+                                                interpolation="bilinear", fill_mode=self.fill_mode)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rotation": self.rotation, "width_shift": self.width_shift,
+                "height_shift": self.height_shift, "shear": self.shear, "zoom": self.zoom,
+                "horizontal_flip": self.horizontal_flip, "fill_mode": self.fill_mode, "seed": self.seed}
+
+
 def build_augmenter(settings: dict[str, Any], seed: int | None = None) -> keras.Sequential | None:
     """Build the augmentation stack from the ``augment`` configuration section.
 
@@ -68,19 +139,13 @@ def build_augmenter(settings: dict[str, Any], seed: int | None = None) -> keras.
     """
     if not settings.get("enabled", True):
         return None
-    fill = settings.get("fill_mode", "reflect")
+    geometry = {key: settings.get(key, 0) for key in GEOMETRIC_SETTINGS}
     layers: list[keras.layers.Layer] = []
-    if settings.get("horizontal_flip"):
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
-    if settings.get("rotation"):
-        layers.append(keras.layers.RandomRotation(settings["rotation"] / 360.0, fill_mode=fill, seed=seed))
-    if settings.get("width_shift") or settings.get("height_shift"):
-        layers.append(keras.layers.RandomTranslation(settings.get("height_shift", 0.0),
-                                                     settings.get("width_shift", 0.0), fill_mode=fill, seed=seed))
-    if settings.get("shear"):
-        layers.append(keras.layers.RandomShear(settings["shear"], settings["shear"], fill_mode=fill, seed=seed))
-    if settings.get("zoom"):
-        layers.append(keras.layers.RandomZoom(settings["zoom"], fill_mode=fill, seed=seed))
+    if any(geometry.values()):
+        layers.append(RandomAffine(rotation=geometry["rotation"], width_shift=geometry["width_shift"],
+                                   height_shift=geometry["height_shift"], shear=geometry["shear"],
+                                   zoom=geometry["zoom"], horizontal_flip=bool(geometry["horizontal_flip"]),
+                                   fill_mode=settings.get("fill_mode", "reflect"), seed=seed))
     if settings.get("brightness"):
         layers.append(keras.layers.RandomBrightness(settings["brightness"], value_range=(0, 255), seed=seed))
     if settings.get("contrast"):
