@@ -257,8 +257,9 @@ class Classifier:
         return [{"label": self.labels[i], "score": float(probabilities[i])} for i in best]
 
     def describe(self) -> dict[str, Any]:
-        """Metadata, labels and runtime, for the API and the CLI."""
+        """Metadata, labels, runtime and the LiteRT copy served, for the API and the CLI."""
         return {"name": self.name, "version": self.version, "runtime": self.runtime,
+                "variant": self.variant if self.runtime == "litert" else None,
                 "metadata": self.metadata, "labels": self.labels}
 
 

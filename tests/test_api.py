@@ -66,7 +66,7 @@ def test_the_client_content_type_and_name_are_not_trusted(client, app, make_imag
 def test_model_description(client):
     body = client.get("/api/v1/model").json
     assert body["name"] == "colors" and body["version"] == "0.0.1-test"
-    assert body["runtime"] == "litert"
+    assert body["runtime"] == "litert" and body["variant"] == "float32"
     assert body["labels"] == ["red", "green", "blue"]
     assert body["metadata"]["image_size"] == [32, 32]
 

@@ -84,6 +84,7 @@ def test_the_app_serves_a_kept_variant_with_the_same_answers(sorted_color_artifa
     exact = load_classifier(sorted_color_artifact, runtime="litert", num_threads=1)
     half = load_classifier(sorted_color_artifact, runtime="auto", num_threads=1, variant="float16")
     assert half.variant == "float16" and half.runtime == "litert"
+    assert half.describe()["variant"] == "float16"
     for color in SORTED_COLORS:
         image = Image.new("RGB", (50, 40), COLOR_RGB[color])
         answers, expected = half.classify(image, top_k=3), exact.classify(image, top_k=3)
