@@ -11,8 +11,8 @@ from trust_support import dispose, make_app
 
 
 @pytest.fixture
-def batch_app(color_artifact, tmp_path):
-    application = make_app(color_artifact, tmp_path, VEHICLE_GATE_DIR="none")
+def batch_app(color_artifact, tmp_path, database_url):
+    application = make_app(color_artifact, database_url, VEHICLE_GATE_DIR="none")
     yield application
     dispose(application)
 

@@ -90,9 +90,9 @@ def test_heatmap_is_placed_on_the_centre_crop_of_a_wide_photo():
     assert padded.shape == (100, 200) and padded.min() > 0.99
 
 
-def test_explanation_route_serves_and_caches_a_png(region_artifact, tmp_path):
+def test_explanation_route_serves_and_caches_a_png(region_artifact, tmp_path, database_url):
     cache = tmp_path / "heatmaps"
-    application = make_app(region_artifact, tmp_path, VEHICLE_GATE_DIR="none", EXPLANATION_CACHE_DIR=str(cache))
+    application = make_app(region_artifact, database_url, VEHICLE_GATE_DIR="none", EXPLANATION_CACHE_DIR=str(cache))
     try:
         client = application.test_client()
         created = post_image(client, encode(photo_with_square(28, 4), "PNG"), "square.png")

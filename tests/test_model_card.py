@@ -48,8 +48,8 @@ def reported_artifact(color_artifact, tmp_path):
     return artifact
 
 
-def test_model_card_shows_the_report(reported_artifact, tmp_path):
-    application = make_app(reported_artifact, tmp_path)
+def test_model_card_shows_the_report(reported_artifact, tmp_path, database_url):
+    application = make_app(reported_artifact, database_url)
     try:
         page = application.test_client().get("/model/").get_data(as_text=True)
     finally:
@@ -71,8 +71,8 @@ def test_model_card_shows_the_report(reported_artifact, tmp_path):
     assert 'id="gate-table"' in page                                      # the shipped vehicle gate
 
 
-def test_report_files_only_from_the_report_folder(reported_artifact, tmp_path):
-    application = make_app(reported_artifact, tmp_path)
+def test_report_files_only_from_the_report_folder(reported_artifact, tmp_path, database_url):
+    application = make_app(reported_artifact, database_url)
     try:
         client = application.test_client()
         figure = client.get("/model/report/confusion_matrix.png")
@@ -88,8 +88,8 @@ def test_report_files_only_from_the_report_folder(reported_artifact, tmp_path):
         dispose(application)
 
 
-def test_model_card_without_a_report_or_gate(color_artifact, tmp_path):
-    application = make_app(color_artifact, tmp_path, VEHICLE_GATE_DIR="none")
+def test_model_card_without_a_report_or_gate(color_artifact, tmp_path, database_url):
+    application = make_app(color_artifact, database_url, VEHICLE_GATE_DIR="none")
     try:
         page = application.test_client().get("/model/").get_data(as_text=True)
     finally:
@@ -99,8 +99,8 @@ def test_model_card_without_a_report_or_gate(color_artifact, tmp_path):
     assert "<figure" not in page
 
 
-def test_every_page_links_the_model_card(color_artifact, tmp_path, make_image):
-    application = make_app(color_artifact, tmp_path, VEHICLE_GATE_DIR="none")
+def test_every_page_links_the_model_card(color_artifact, tmp_path, make_image, database_url):
+    application = make_app(color_artifact, database_url, VEHICLE_GATE_DIR="none")
     try:
         client = application.test_client()
         created = post_image(client, make_image("red")).json["id"]

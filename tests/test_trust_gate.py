@@ -53,9 +53,9 @@ def test_gate_passes_car_photos_and_stops_planes_and_plain_pictures():
     assert not any(gate.is_vehicle(s) for s in [*plain, noise])
 
 
-def test_a_plane_photo_is_not_a_car_in_the_api_and_on_the_page(color_artifact, tmp_path):
+def test_a_plane_photo_is_not_a_car_in_the_api_and_on_the_page(color_artifact, tmp_path, database_url):
     shipped_gate()
-    application = make_app(color_artifact, tmp_path)  # default: the shipped gate
+    application = make_app(color_artifact, database_url)  # default: the shipped gate
     try:
         assert application.extensions["vehicle_gate"] is not None
         client = application.test_client()
@@ -73,19 +73,19 @@ def test_a_plane_photo_is_not_a_car_in_the_api_and_on_the_page(color_artifact, t
         dispose(application)
 
 
-def test_gate_can_be_turned_off_and_a_named_gate_must_load(color_artifact, tmp_path, make_image):
-    application = make_app(color_artifact, tmp_path, VEHICLE_GATE_DIR="none")
+def test_gate_can_be_turned_off_and_a_named_gate_must_load(color_artifact, tmp_path, make_image, database_url):
+    application = make_app(color_artifact, database_url, VEHICLE_GATE_DIR="none")
     try:
         assert application.extensions["vehicle_gate"] is None
         assert post_image(application.test_client(), make_image("red")).json["verdict"] == "ok"
     finally:
         dispose(application)
     with pytest.raises(ArtifactError, match="vehicle gate"):
-        make_app(color_artifact, tmp_path, VEHICLE_GATE_DIR=str(tmp_path / "no-gate-here"))
+        make_app(color_artifact, database_url, VEHICLE_GATE_DIR=str(tmp_path / "no-gate-here"))
     not_a_gate = tmp_path / "classifier-not-gate"
     shutil.copytree(color_artifact, not_a_gate)
     with pytest.raises(ArtifactError, match="not a vehicle gate"):
-        make_app(color_artifact, tmp_path, VEHICLE_GATE_DIR=str(not_a_gate))
+        make_app(color_artifact, database_url, VEHICLE_GATE_DIR=str(not_a_gate))
 
 
 def test_gate_runs_without_tensorflow(color_artifact):

@@ -89,7 +89,7 @@ def test_adversarial_training_doubles_every_batch_with_perturbed_copies():
 
 
 @pytest.mark.slow
-def test_train_adversarial_then_evaluate_fgsm_and_show_it_on_the_model_card(colour_photos, tmp_path):
+def test_train_adversarial_then_evaluate_fgsm_and_show_it_on_the_model_card(colour_photos, tmp_path, database_url):
     """The two commands end to end on a tiny CNN, then the model card of the result."""
     from training.cli import main
 
@@ -112,7 +112,7 @@ def test_train_adversarial_then_evaluate_fgsm_and_show_it_on_the_model_card(colo
 
     from trust_support import dispose, make_app
 
-    application = make_app(artifact, tmp_path, VEHICLE_GATE_DIR="none")
+    application = make_app(artifact, database_url, VEHICLE_GATE_DIR="none")
     try:
         client = application.test_client()
         page = client.get("/model/").get_data(as_text=True)

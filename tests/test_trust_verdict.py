@@ -39,10 +39,10 @@ def test_confidence_threshold_from_metadata(metadata, expected):
 
 
 @pytest.fixture
-def thresholded_app(color_artifact, tmp_path):
+def thresholded_app(color_artifact, tmp_path, database_url):
     """The colours model with a 0.9 confidence threshold and no vehicle gate."""
     model = with_confidence(color_artifact, tmp_path / "colors-thresholded", 0.9)
-    application = make_app(model, tmp_path, VEHICLE_GATE_DIR="none")
+    application = make_app(model, database_url, VEHICLE_GATE_DIR="none")
     yield application
     dispose(application)
 
@@ -67,9 +67,9 @@ def test_a_clear_answer_is_ok_and_a_mixed_colour_is_uncertain(thresholded_app, m
     assert 'data-verdict="ok"' in page and "Not sure" not in page
 
 
-def test_without_a_threshold_nothing_is_uncertain(color_artifact, tmp_path, make_image):
+def test_without_a_threshold_nothing_is_uncertain(color_artifact, tmp_path, make_image, database_url):
     model = with_confidence(color_artifact, tmp_path / "colors-plain", None)
-    application = make_app(model, tmp_path, VEHICLE_GATE_DIR="none")
+    application = make_app(model, database_url, VEHICLE_GATE_DIR="none")
     try:
         response = post_image(application.test_client(), make_image((128, 100, 100)))
         assert response.json["predictions"][0]["score"] < 0.9

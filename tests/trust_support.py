@@ -13,8 +13,8 @@ SHIPPED_GATE = REPO_ROOT / "model_artifacts" / "vehicle-gate"
 CARS_VS_PLANES = REPO_ROOT.parent / "shared" / "datasets" / "cars-vs-planes"
 
 
-def make_app(model_dir: Path, tmp_path: Path, **overrides):
-    """The app on a fresh migrated SQLite file with ``overrides`` applied (CSRF on)."""
+def make_app(model_dir: Path, database_url: str, **overrides):
+    """The app on a fresh migrated database (the ``database_url`` fixture) with ``overrides`` (CSRF on)."""
     from flask_migrate import upgrade
 
     from app import create_app
@@ -22,7 +22,7 @@ def make_app(model_dir: Path, tmp_path: Path, **overrides):
     application = create_app({
         "TESTING": True,
         "MODEL_DIR": str(model_dir),
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'trust.db'}",
+        "DATABASE_URL": database_url,
         "SECRET_KEY": "test-secret",
         "INFERENCE_THREADS": 1,
         "RATELIMIT_ENABLED": False,
