@@ -177,7 +177,7 @@ class Gunicorn(Server):
         self.log_path = log_path
 
     def start(self, ready_timeout_s: float = 180.0) -> None:
-        """Start and wait for ``/readyz`` (raises ``SystemExit`` with the log tail on failure)."""
+        """Start, wait for ``/readyz`` and every configured worker (``SystemExit`` with the log tail on failure)."""
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(self.argv, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=log)
         deadline = time.monotonic() + ready_timeout_s
@@ -188,12 +188,19 @@ class Gunicorn(Server):
                 connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
                 connection.request("GET", "/readyz")
                 if connection.getresponse().status == 200:
-                    return
+                    break
             except CONNECTION_ERRORS:
                 pass
             time.sleep(0.2)
-        self.stop()
-        raise SystemExit(f"error: gunicorn not ready within {ready_timeout_s:.0f} s:\n{self.log_tail()}")
+        else:
+            self.stop()
+            raise SystemExit(f"error: gunicorn not ready within {ready_timeout_s:.0f} s:\n{self.log_tail()}")
+        # One booted worker answers /readyz while the master may still be forking the others; callers
+        # compare worker pids, so wait for the whole configured set.
+        expected = int(self.env.get("WEB_CONCURRENCY") or 0)
+        if expected and self.wait_for_workers(expected, set(), max(1.0, deadline - time.monotonic())) is None:
+            self.stop()
+            raise SystemExit(f"error: {expected} gunicorn workers not up in time:\n{self.log_tail()}")
 
     def workers(self) -> list[int]:
         return sorted(worker_pids(self.process.pid))
