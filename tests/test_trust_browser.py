@@ -8,6 +8,7 @@ model; the vehicle gate is the shipped one. ``UPDATE_SCREENSHOTS=1`` refreshes t
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,9 @@ def test_several_photos_heatmap_and_model_card_in_chromium(trust_server, tmp_pat
         widths = page.locator(".batch-item .progress-bar").evaluate_all("bars => bars.map(b => b.style.width)")
         assert widths == ["100%"] * len(chosen)
         page.screenshot(path=str(screenshot_path(tmp_path, "batch.png")), full_page=True)
+        with sqlite3.connect(tmp_path / "trust-browser.db") as connection:
+            sources = [row[0] for row in connection.execute("SELECT source FROM predictions")]
+        assert sources == ["web"] * (len(chosen) - 1)  # page uploads, logged as such; the text file is not
 
         # The plane's result page says so, and the heatmap toggles over the photo.
         first_car = trust_server + cards.nth(0).locator("a.batch-label").get_attribute("href")

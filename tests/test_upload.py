@@ -60,3 +60,31 @@ def test_file_name_is_escaped_on_the_page(client, make_image):
                            content_type="multipart/form-data", follow_redirects=True)
     page = response.get_data(as_text=True)
     assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;.jpg" in page
+
+
+def post_photo(client, data: bytes, token: str | None, filename="car.jpg"):
+    """What the page's script sends for each of several photos."""
+    headers = {"Accept": "application/json"}
+    if token is not None:
+        headers["X-CSRFToken"] = token
+    return client.post("/photos", data={"image": (io.BytesIO(data), filename)}, headers=headers,
+                       content_type="multipart/form-data")
+
+
+def test_the_several_photo_route_answers_json_and_logs_a_page_upload(client, app, make_image):
+    response = post_photo(client, make_image("green"), csrf_token(client))
+    assert response.status_code == 201
+    body = response.json
+    assert body["predictions"][0]["label"] == "green"
+    assert response.headers["Location"] == f"/predictions/{body['id']}"
+    with app.app_context():
+        assert db.session.get(Prediction, body["id"]).source == "web"
+
+
+def test_the_several_photo_route_needs_the_page_token_and_a_photo(client, app, make_image):
+    refused = post_photo(client, make_image("green"), token=None)
+    assert refused.status_code == 400 and refused.json["error"]["code"] == "csrf_failed"
+    not_a_photo = post_photo(client, b"plain text", csrf_token(client), filename="notes.txt")
+    assert not_a_photo.status_code == 415 and not_a_photo.json["error"]["code"] == "unsupported_media_type"
+    with app.app_context():
+        assert db.session.execute(db.select(db.func.count(Prediction.id))).scalar_one() == 0

@@ -1,7 +1,8 @@
 /* Upload page: drag-and-drop, paste from the clipboard and an instant preview of the chosen photo.
    One photo travels in the form's file input, so the plain form post works without this script.
-   Several photos (many files, or a dropped or picked folder) are sent one request each to the JSON API,
-   two at a time, each with its own progress bar; the results fill a grid as they arrive. */
+   Several photos (many files, or a dropped or picked folder) are sent one request each to the page's
+   JSON upload route (with the form's CSRF token), two at a time, each with its own progress bar; the
+   results fill a grid as they arrive. */
 (function () {
   "use strict";
   const form = document.getElementById("upload-form");
@@ -16,6 +17,7 @@
   const batch = document.getElementById("batch");
   const grid = document.getElementById("batch-grid");
   const summary = document.getElementById("batch-summary");
+  const tokenField = form.querySelector("input[name=csrf_token]");  // absent when CSRF checks are off
   const submitLabel = submitButton.value;
   const PARALLEL_UPLOADS = 2;
   const MAX_RETRIES = 5;
@@ -141,7 +143,9 @@
       const request = new XMLHttpRequest();
       const data = new FormData();
       data.append("image", file, file.name);
-      request.open("POST", batch.dataset.api);
+      request.open("POST", batch.dataset.upload);
+      request.setRequestHeader("Accept", "application/json");
+      if (tokenField) request.setRequestHeader("X-CSRFToken", tokenField.value);
       request.responseType = "json";
       request.upload.addEventListener("progress", function (event) {
         if (event.lengthComputable) view.bar.style.width = Math.round(90 * event.loaded / event.total) + "%";
