@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export MODEL_DIR ?= model_artifacts/default
 
-.PHONY: run test bench bench-input install install-dev clean help
+.PHONY: run test bench bench-input bench-admin install install-dev clean help
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ bench: install-dev  ## Serving benchmark: this app vs a model.predict-per-reques
 
 bench-input: install-dev  ## Training input benchmark: tf.data vs ImageDataGenerator
 	$(BIN)/python -m benchmarks.input_pipeline
+
+bench-admin: install-dev  ## Admin review page on 100,000 predictions, with vs without the review indexes
+	$(BIN)/python -m benchmarks.admin_review
 
 clean:  ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache
