@@ -123,9 +123,8 @@ REGISTRY: dict[str, Backbone] = {
         Backbone("inceptionv3", _application(keras.applications.InceptionV3), (299, 299),
                  "tf", r"(mixed\d+)"),
         Backbone("small_cnn", _small_cnn, (128, 128), "unit", r"(block\d+)_"),
-        # The stem is a block of its own so that opening every block opens the whole network; the
-        # top_* layers join the last block.
-        *(Backbone(f"efficientnet_{v}", _efficientnet_lite(v), (size, size), "lite", r"^(stem|block\d+[a-z])_",
+        # The top_* layers join the last block; the stem opens with a full fine-tune.
+        *(Backbone(f"efficientnet_{v}", _efficientnet_lite(v), (size, size), "lite", r"^(block\d+[a-z])_",
                    imagenet_offline=efficientnet_lite.has_imagenet_weights(v))
           for v, size in (("lite0", 224), ("lite1", 240), ("lite2", 260))),
     )

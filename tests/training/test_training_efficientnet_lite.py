@@ -190,7 +190,7 @@ def test_architecture_matches_the_reference_sizes(variant, blocks, params):
     assert model.get_layer("stem_conv").filters == 32 and model.get_layer("top_conv").filters == 1280
 
 
-def test_unfreeze_opens_top_blocks_and_every_block_includes_the_stem():
+def test_unfreeze_opens_top_blocks_and_a_full_fine_tune_the_stem():
     from training.model import build_model, unfreeze_model
 
     model = build_model("efficientnet_lite0", 3, weights="none", image_size=(64, 96))
@@ -199,6 +199,8 @@ def test_unfreeze_opens_top_blocks_and_every_block_includes_the_stem():
     assert backbone.get_layer("top_conv").trainable and backbone.get_layer("block6d_project_conv").trainable
     assert not backbone.get_layer("top_bn").trainable  # BatchNormalization stays frozen
     assert not backbone.get_layer("block6c_project_conv").trainable
+    assert len(unfreeze_model(model, "efficientnet_lite0", 16)) == 16
+    assert not backbone.get_layer("stem_conv").trainable
     opened = unfreeze_model(model, "efficientnet_lite0", 100)
     assert len(opened) == 17 and opened[-1] == "stem"
     assert backbone.get_layer("stem_conv").trainable
