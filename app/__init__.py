@@ -35,6 +35,7 @@ def create_app(config: type | Mapping[str, Any] | None = None) -> Flask:
     register_logging(app)
     register_metrics(app)
     register_extensions(app)
+    register_url_converters(app)
     load_classifier_into(app)
     load_vehicle_gate_into(app)
     register_blueprints(app)
@@ -43,6 +44,7 @@ def create_app(config: type | Mapping[str, Any] | None = None) -> Flask:
     register_commands(app)
     register_security_headers(app)
     register_proxy_fix(app)
+    register_complete_bodies(app)
     return app
 
 
@@ -89,6 +91,13 @@ def install_sqlite_pragmas(engine, *, wal: bool, busy_timeout_ms: int) -> None:
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = NORMAL")  # durable enough with WAL, far fewer fsyncs
         cursor.close()
+
+
+def register_url_converters(app: Flask) -> None:
+    """``<row_id:...>`` for database ids in URLs (larger than 64 bits: no match, 404)."""
+    from .routing import RowIdConverter
+
+    app.url_map.converters["row_id"] = RowIdConverter
 
 
 def load_classifier_into(app: Flask) -> None:
@@ -176,3 +185,10 @@ def register_proxy_fix(app: Flask) -> None:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+
+
+def register_complete_bodies(app: Flask) -> None:
+    """A body that stops before its ``Content-Length`` is refused, never classified and stored."""
+    from .routing import CompleteBodies
+
+    app.wsgi_app = CompleteBodies(app.wsgi_app)

@@ -49,7 +49,8 @@ def test_read_back_gives_the_same_body(client, make_image):
 def test_top_k_from_form_or_query(client, make_image):
     assert len(post(client, make_image(), top_k="1").json["predictions"]) == 1
     assert len(post(client, make_image(), query="?top_k=2").json["predictions"]) == 2
-    assert len(post(client, make_image(), query="?top_k=1", top_k="2").json["predictions"]) == 2
+    assert len(post(client, make_image(), query="?top_k=2", top_k="2").json["predictions"]) == 2
+    assert post(client, make_image(), query="?top_k=1", top_k="2").status_code == 400  # they must agree
 
 
 def test_the_client_content_type_and_name_are_not_trusted(client, app, make_image):

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import jsonify, redirect, request, url_for
+from flask import redirect, request, url_for
 from flask_login import current_user
 
+from ..errors import json_error
 from ..extensions import db, login_manager
 from ..models import AdminUser
 from . import bp
@@ -43,7 +44,8 @@ def wants_json() -> bool:
 def unauthorized():
     """302 to the login page for browsers, 401 JSON for API-style clients."""
     if wants_json():
-        return jsonify(error="authentication required", status=401), 401
+        # The same error shape as every other JSON error of the app.
+        return json_error(401, "authentication_required", "Sign in at /admin/login to use the admin pages.")
     # Only a page can be returned to after signing in; a form post would arrive as a GET.
     target = request.full_path.rstrip("?") if request.method == "GET" else None
     return redirect(url_for("admin.login", next=target))

@@ -33,10 +33,13 @@ LABELS_IN_DASHBOARD = 8
 
 
 def _parse_date(raw: str | None) -> dt.date | None:
+    """A calendar day, or None when it does not parse. The last representable day is refused too: a
+    day filter compares with the midnight after it, which does not exist after 9999-12-31."""
     try:
-        return dt.date.fromisoformat(raw) if raw else None
+        day = dt.date.fromisoformat(raw) if raw else None
     except ValueError:
         return None
+    return None if day == dt.date.max else day
 
 
 def _parse_score(raw: str | None) -> float | None:

@@ -88,7 +88,7 @@ def index():
                            statuses=STATUSES, sortable=SORT_COLUMNS, threshold=threshold)
 
 
-@bp.route("/predictions/<int:prediction_id>")
+@bp.route("/predictions/<row_id:prediction_id>")
 def detail(prediction_id: int):
     """One prediction: larger thumbnail, full top-k, metadata, its correction, the same photo's other answers."""
     prediction = db.session.scalar(
@@ -115,7 +115,7 @@ def label_choices(prediction: Prediction) -> list[str]:
     return list(dict.fromkeys(known))
 
 
-@bp.route("/predictions/<int:prediction_id>/thumbnail.jpg")
+@bp.route("/predictions/<row_id:prediction_id>/thumbnail.jpg")
 def thumbnail(prediction_id: int):
     """The stored JPEG thumbnail (only the blob column is read)."""
     blob = db.session.scalar(select(Prediction.thumbnail).where(Prediction.id == prediction_id))
@@ -126,7 +126,7 @@ def thumbnail(prediction_id: int):
     return response
 
 
-@bp.route("/predictions/<int:prediction_id>/correction", methods=["POST"])
+@bp.route("/predictions/<row_id:prediction_id>/correction", methods=["POST"])
 def correct(prediction_id: int):
     """Store or edit the true label of a prediction (who and when are recorded)."""
     prediction = db.get_or_404(Prediction, prediction_id, description=f"No prediction {prediction_id}.")
@@ -152,7 +152,7 @@ def correct(prediction_id: int):
     return redirect(back)
 
 
-@bp.route("/predictions/<int:prediction_id>/correction/delete", methods=["POST"])
+@bp.route("/predictions/<row_id:prediction_id>/correction/delete", methods=["POST"])
 def delete_correction(prediction_id: int):
     """Withdraw the correction of a prediction."""
     form = DeleteCorrectionForm()

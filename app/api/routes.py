@@ -7,7 +7,7 @@ from flask import Response, current_app, jsonify, request, url_for
 from ..classifier import get_classifier
 from ..extensions import db
 from ..models import Prediction
-from ..services import create_prediction, parse_top_k, single_upload
+from ..services import create_prediction, requested_top_k, single_upload
 from . import bp
 
 
@@ -18,8 +18,7 @@ def create():
     Returns:
         201 with the prediction and ``Location`` of its resource.
     """
-    raw_top_k = request.form.get("top_k", request.args.get("top_k"))
-    top_k = parse_top_k(raw_top_k, current_app.config["TOP_K"])
+    top_k = requested_top_k(request.form, request.args, current_app.config["TOP_K"])
     prediction = create_prediction(single_upload(request.files), source="api", top_k=top_k)
     response = jsonify(prediction.to_dict())
     response.status_code = 201
@@ -27,7 +26,7 @@ def create():
     return response
 
 
-@bp.get("/predictions/<int:prediction_id>")
+@bp.get("/predictions/<row_id:prediction_id>")
 def read(prediction_id: int):
     """A stored prediction, same body as on creation."""
     return jsonify(db.get_or_404(Prediction, prediction_id).to_dict())
@@ -53,13 +52,12 @@ def create_batch():
     """
     from ..batch import classify_batch
 
-    raw_top_k = request.form.get("top_k", request.args.get("top_k"))
-    top_k = parse_top_k(raw_top_k, current_app.config["TOP_K"])
+    top_k = requested_top_k(request.form, request.args, current_app.config["TOP_K"])
     files = request.files.getlist("images") + request.files.getlist("image")
     return jsonify(classify_batch(files, top_k=top_k))
 
 
-@bp.get("/predictions/<int:prediction_id>/explanation.png")
+@bp.get("/predictions/<row_id:prediction_id>/explanation.png")
 def explanation(prediction_id: int):
     """Grad-CAM heatmap of the prediction's top label over its stored thumbnail (PNG).
 

@@ -151,7 +151,8 @@ SCHEMAS: dict[str, Any] = {
 TOP_K_SCHEMA = {"type": "integer", "minimum": 1, "maximum": 20}
 # Both upload routes take ``top_k`` from the query string or the form.
 TOP_K_QUERY = {"name": "top_k", "in": "query", "required": False, "schema": TOP_K_SCHEMA,
-               "description": "Answers per photo (also accepted as a form field)."}
+               "description": "Answers per photo (also accepted as a form field; sent in both, the "
+                              "two must agree, else 400)."}
 
 
 def multipart_body(field: str, field_schema: dict[str, Any]) -> dict[str, Any]:
@@ -169,7 +170,8 @@ def multipart_body(field: str, field_schema: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-FILE = {"type": "string", "contentMediaType": "application/octet-stream"}
+# An empty file is refused (400), so the schema says a file has at least one byte.
+FILE = {"type": "string", "contentMediaType": "application/octet-stream", "minLength": 1}
 PREDICTION_ID = {"name": "prediction_id", "in": "path", "required": True,
                  "schema": {"type": "integer", "minimum": 1}}
 TOO_MANY = error("Too many requests from this address; wait `Retry-After` seconds.", retry_after=True)
@@ -188,7 +190,8 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "201": json_response("Classified and stored.", "Prediction", {
                     "Location": {"description": "The prediction's URL.", "schema": {"type": "string"}}}),
-                "400": error("No file, an empty file, or `top_k` outside 1..20."),
+                "400": error("No file, an empty file, or `top_k` outside 1..20 or different in the "
+                             "query and the form."),
                 "413": error("Body over `MAX_CONTENT_LENGTH` or image over `MAX_IMAGE_PIXELS`."),
                 "415": error("Not an image, or not JPEG, PNG, WebP or GIF."),
                 "422": error("Truncated or corrupt image."),
@@ -205,7 +208,7 @@ PATHS: dict[str, Any] = {
             "description": "Repeated multipart fields `images` (at most 32). Each file is classified and "
                            "stored on its own; one bad file never fails the others.",
             "parameters": [TOP_K_QUERY],
-            "requestBody": multipart_body("images", {"type": "array", "maxItems": 32, "items": FILE,
+            "requestBody": multipart_body("images", {"type": "array", "minItems": 1, "maxItems": 32, "items": FILE,
                                                      "description": "The photos."}),
             "responses": {
                 "200": json_response("One result per file, in order.", "Batch"),

@@ -52,14 +52,14 @@ def create_photo():
     return response
 
 
-@bp.get("/predictions/<int:prediction_id>")
+@bp.get("/predictions/<row_id:prediction_id>")
 def result(prediction_id: int):
     """A stored prediction: thumbnail, top-k with confidence bars, model, time taken."""
     prediction = db.get_or_404(Prediction, prediction_id)
     return render_template("upload/result.html", prediction=prediction)
 
 
-@bp.get("/predictions/<int:prediction_id>/thumbnail.jpg")
+@bp.get("/predictions/<row_id:prediction_id>/thumbnail.jpg")
 def thumbnail(prediction_id: int):
     """The stored thumbnail (re-encoded JPEG, no EXIF); immutable, so cache it for long."""
     prediction = db.get_or_404(Prediction, prediction_id)
