@@ -67,6 +67,8 @@ def register_extensions(app: Flask) -> None:
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     csrf.init_app(app)
     bootstrap.init_app(app)
+    from . import ratelimits  # noqa: F401  (registers the sqlite:// counter store before the limiter reads its URI)
+
     limiter.init_app(app)
     login_manager.init_app(app)
     if uri.startswith("sqlite"):

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import threading
+import time
 import weakref
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,7 @@ class Classifier:
         self.labels = labels
         self.variant = variant  # which LiteRT file serves: float32, float16 or int8
         self._runtime = runtime
+        self.warmup_ms: float | None = None  # the load-time warm-up inference, for /_ah/warmup
 
     @property
     def name(self) -> str:
@@ -326,7 +328,9 @@ def load_classifier(model_dir: str | Path, runtime: str = "auto", num_threads: i
                               f"has {len(labels)}")
     classifier = Classifier(folder, metadata, labels, engine, variant)
     try:  # warm-up: allocates tensors / traces the graph before the first request
+        started = time.perf_counter()
         classifier.predict_batch(np.zeros((1, *image_size, 3), dtype=np.float32))
+        classifier.warmup_ms = round((time.perf_counter() - started) * 1000.0, 2)
     except Exception as exc:
         raise _broken(folder, f"the warm-up inference failed ({_first_line(exc)})") from None
     if batch_max_size > 1:

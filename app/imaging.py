@@ -249,6 +249,30 @@ def decode_upload(data: bytes, *, max_pixels: int, target: tuple[int, int] | Non
     return DecodedImage(image=rgb, width=width, height=height, content_type=content_type, sha256=digest)
 
 
+def declared_pixels(stream) -> int:
+    """Width x height that an uploaded file's header declares, without decoding any pixel.
+
+    Args:
+        stream: A seekable binary file object; its position is restored.
+
+    Returns:
+        The pixel count, or 0 when the content is not an image this app opens.
+    """
+    try:
+        position = stream.tell()
+    except (OSError, AttributeError):
+        return 0
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(stream, formats=ALLOWED_FORMATS) as img:
+                return img.width * img.height
+    except Exception:  # not an image, or a bomb Pillow refuses even to open: the decoder answers it
+        return 0
+    finally:
+        stream.seek(position)
+
+
 def fit_to_input(img: Image.Image, target: tuple[int, int], resize_mode: str = "center_crop") -> np.ndarray:
     """Resize an RGB image to the model input as the artifact's metadata says.
 

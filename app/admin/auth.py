@@ -24,12 +24,18 @@ login_manager.login_view = "admin.login"
 
 
 @login_manager.user_loader
-def load_admin(user_id: str) -> AdminUser | None:
-    """The active account behind a session id, or None (the session is then treated as anonymous)."""
-    if not user_id.isdigit():
+def load_admin(session_id: str) -> AdminUser | None:
+    """The active account behind a session's ``<id>:<token>``, or None (the session is then anonymous).
+
+    A token other than the account's current one belongs to a session that was ended.
+    """
+    user_id, _, token = session_id.partition(":")
+    if not user_id.isdigit() or not token or len(user_id) > 18:
         return None
     admin = db.session.get(AdminUser, int(user_id))
-    return admin if admin is not None and admin.is_active else None
+    if admin is None or not admin.is_active or not admin.session_matches(token):
+        return None
+    return admin
 
 
 def wants_json() -> bool:

@@ -50,8 +50,8 @@ def login():
     if current_user.is_authenticated and request.method == "GET":
         return redirect(destination)
     if form.validate_on_submit():
-        admin = db.session.scalar(select(AdminUser).where(AdminUser.username == form.username.data))
-        if admin is not None and admin.is_active and admin.check_password(form.password.data):
+        admin = AdminUser.authenticate(form.username.data, form.password.data)
+        if admin is not None:
             login_user(admin)
             admin.last_login_at = utcnow()
             db.session.commit()
@@ -68,9 +68,14 @@ def login():
 
 @bp.route("/logout", methods=["POST"])
 def logout():
-    """End the session (POST with the CSRF token, so another site cannot sign an admin out)."""
+    """End the account's sessions (POST with the CSRF token, so another site cannot sign an admin out).
+
+    A new session token is drawn, so a copy of the cookie stops working too, not only this browser's.
+    """
     if not LogoutForm().validate_on_submit():
         abort(400, description="The form expired; reload the page and try again.")
+    current_user.end_sessions()
+    db.session.commit()
     logout_user()
     flash("Signed out.", "info")
     return redirect(url_for("admin.login"))

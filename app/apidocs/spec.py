@@ -144,7 +144,10 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["status", "model", "version"],
         "properties": {"status": {"type": "string", "const": "warm"}, "model": {"type": "string"},
-                       "version": {"type": "string"}},
+                       "version": {"type": "string"},
+                       "warmup_ms": {"type": ["number", "null"], "minimum": 0,
+                                     "description": "How long the warm-up inference took when the model "
+                                                    "was loaded (it is not run again here)."}},
     },
 }
 
@@ -291,7 +294,7 @@ PATHS: dict[str, Any] = {
         "get": {
             "operationId": "warmup",
             "tags": ["operations"],
-            "summary": "App Engine warmup: one inference and one query before traffic arrives",
+            "summary": "App Engine warmup: the model's load-time warm-up and one query before traffic arrives",
             "responses": {"200": json_response("Warm.", "Warmup")},
         },
     },
