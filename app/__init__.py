@@ -96,9 +96,10 @@ def install_sqlite_pragmas(engine, *, wal: bool, busy_timeout_ms: int) -> None:
 
 
 def register_url_converters(app: Flask) -> None:
-    """``<row_id:...>`` for database ids in URLs (larger than 64 bits: no match, 404)."""
-    from .routing import RowIdConverter
+    """``<public_id:...>`` for predictions in public URLs, ``<row_id:...>`` for database ids in admin URLs."""
+    from .routing import PublicIdConverter, RowIdConverter
 
+    app.url_map.converters["public_id"] = PublicIdConverter
     app.url_map.converters["row_id"] = RowIdConverter
 
 

@@ -8,6 +8,7 @@ import hmac
 import secrets
 from typing import Any
 
+from flask import abort
 from flask_login import UserMixin
 from sqlalchemy import CheckConstraint, Index
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -73,7 +74,7 @@ class Prediction(db.Model):
     def to_dict(self) -> dict[str, Any]:
         """The API representation of this prediction."""
         return {
-            "id": self.id,
+            "id": self.public_id,
             "created_at": self.created_at_utc.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "model": {"name": self.model_name, "version": self.model_version},
             "predictions": self.top_k,
@@ -85,6 +86,18 @@ class Prediction(db.Model):
 
     def __repr__(self) -> str:
         return f"<Prediction {self.id} {self.top_label!r} {self.top_score:.3f}>"
+
+
+def prediction_or_404(public_id: str) -> Prediction:
+    """The prediction a public URL or the API names by its ``public_id``; 404 when there is none.
+
+    Every public route looks predictions up here, never by the integer id, so no upload can be reached
+    by counting.
+    """
+    prediction = db.session.scalar(db.select(Prediction).where(Prediction.public_id == public_id))
+    if prediction is None:
+        abort(404)
+    return prediction
 
 
 # The admin review page's covering indexes (migration 0002 explains them), declared here too so that

@@ -1,12 +1,13 @@
 """URL converters for the ids in addresses, and the check that a request body arrived whole.
 
-Database ids are signed 64-bit integers; a larger number in a URL cannot name a row, so it is not
-matched at all (404) instead of reaching the database driver, which cannot bind it.
+Predictions are addressed in public by their random ``public_id``; database ids (signed 64-bit integers)
+appear only in admin URLs, where a number beyond that range cannot name a row, so it is not matched at
+all (404) instead of reaching the database driver, which cannot bind it.
 """
 
 from __future__ import annotations
 
-from werkzeug.routing import IntegerConverter
+from werkzeug.routing import BaseConverter, IntegerConverter
 
 ROW_ID_MAX = 2**63 - 1
 
@@ -16,6 +17,12 @@ class RowIdConverter(IntegerConverter):
 
     def __init__(self, map, *args, **kwargs):
         super().__init__(map, min=1, max=ROW_ID_MAX)
+
+
+class PublicIdConverter(BaseConverter):
+    """``<public_id:name>``: a prediction's public id (URL-safe base64 text); anything else is no match."""
+
+    regex = r"[A-Za-z0-9_-]{16,64}"
 
 
 class CompleteBodies:

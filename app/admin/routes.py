@@ -24,6 +24,16 @@ from .queries import PAGE_SIZES, SORT_COLUMNS, STATUSES, ReviewFilters, dashboar
 SAME_PHOTO_LIMIT = 50
 
 
+@bp.after_request
+def never_store(response):
+    """Admin pages and the CSV hold every upload's details: no cache may keep them, the browser's included.
+
+    Thumbnails set their own (private) caching: they never change and the review table shows many.
+    """
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
 @bp.context_processor
 def admin_template_globals() -> dict:
     """Every admin page shows the sign-out button."""

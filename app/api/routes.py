@@ -5,8 +5,7 @@ from __future__ import annotations
 from flask import Response, current_app, jsonify, request, url_for
 
 from ..classifier import get_classifier
-from ..extensions import db
-from ..models import Prediction
+from ..models import prediction_or_404
 from ..services import create_prediction, requested_top_k, single_upload
 from . import bp
 
@@ -22,14 +21,18 @@ def create():
     prediction = create_prediction(single_upload(request.files), source="api", top_k=top_k)
     response = jsonify(prediction.to_dict())
     response.status_code = 201
-    response.headers["Location"] = url_for("api.read", prediction_id=prediction.id)
+    response.headers["Location"] = url_for("api.read", prediction_id=prediction.public_id)
     return response
 
 
-@bp.get("/predictions/<row_id:prediction_id>")
-def read(prediction_id: int):
-    """A stored prediction, same body as on creation."""
-    return jsonify(db.get_or_404(Prediction, prediction_id).to_dict())
+@bp.get("/predictions/<public_id:prediction_id>")
+def read(prediction_id: str):
+    """A stored prediction by its public id, same body as on creation (for the holder of the id only:
+    ``Cache-Control: private``)."""
+    response = jsonify(prediction_or_404(prediction_id).to_dict())
+    response.cache_control.private = True
+    response.cache_control.no_cache = True
+    return response
 
 
 @bp.get("/model")
@@ -57,8 +60,8 @@ def create_batch():
     return jsonify(classify_batch(files, top_k=top_k))
 
 
-@bp.get("/predictions/<row_id:prediction_id>/explanation.png")
-def explanation(prediction_id: int):
+@bp.get("/predictions/<public_id:prediction_id>/explanation.png")
+def explanation(prediction_id: str):
     """Grad-CAM heatmap of the prediction's top label over its stored thumbnail (PNG).
 
     Computed on first request with the Keras model, then served from the cache. 501 without
@@ -67,12 +70,12 @@ def explanation(prediction_id: int):
     from ..errors import error_response
     from ..explain import ExplanationUnavailable, explanation_png
 
-    prediction = db.get_or_404(Prediction, prediction_id)
+    prediction = prediction_or_404(prediction_id)
     try:
         data = explanation_png(prediction)
     except ExplanationUnavailable as exc:
         return error_response(exc.status, exc.code, exc.message)
     response = Response(data, mimetype="image/png")
-    response.cache_control.public = True
+    response.cache_control.private = True
     response.cache_control.max_age = 86400  # a new model version changes the heatmap, so not immutable
     return response

@@ -12,6 +12,8 @@ from typing import Any
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "1"
+# What app.routing.PublicIdConverter matches (issued ids are 22 characters).
+PUBLIC_ID_PATTERN = "^[A-Za-z0-9_-]{16,64}$"
 
 
 def ref(schema: str) -> dict[str, str]:
@@ -48,7 +50,9 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["id", "created_at", "model", "predictions", "image", "latency_ms"],
         "properties": {
-            "id": {"type": "integer", "minimum": 1},
+            "id": {"type": "string", "pattern": PUBLIC_ID_PATTERN,
+                   "description": "The prediction's public id: 128 random bits, URL-safe. Whoever has it "
+                                  "can read the prediction; no one can guess another."},
             "created_at": {"type": "string", "format": "date-time", "description": "UTC, milliseconds."},
             "model": {
                 "type": "object",
@@ -176,7 +180,8 @@ def multipart_body(field: str, field_schema: dict[str, Any]) -> dict[str, Any]:
 # An empty file is refused (400), so the schema says a file has at least one byte.
 FILE = {"type": "string", "contentMediaType": "application/octet-stream", "minLength": 1}
 PREDICTION_ID = {"name": "prediction_id", "in": "path", "required": True,
-                 "schema": {"type": "integer", "minimum": 1}}
+                 "schema": {"type": "string", "pattern": PUBLIC_ID_PATTERN},
+                 "description": "The `id` from the prediction's body (its public id)."}
 TOO_MANY = error("Too many requests from this address; wait `Retry-After` seconds.", retry_after=True)
 DATABASE_DOWN = error("The database is busy or unavailable; nothing was saved. Retry later.", retry_after=True)
 
