@@ -45,6 +45,10 @@ TRAIN_OPTIONS: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
     ],
     "training": [
         ("--epochs", "train.head_epochs", {"type": int, "help": "phase 1 epochs: head on the frozen backbone"}),
+        ("--head-on-features", "train.head_on_features", {"action": "store_const", "const": True,
+                                                          "help": "phase 1 on backbone features computed once "
+                                                          "(many head epochs for the price of one; flips are "
+                                                          "the only augmentation it sees)"}),
         ("--fine-tune-epochs", "train.fine_tune_epochs", {"type": int, "help": "phase 2 epochs (0 skips it)"}),
         ("--unfreeze-blocks", "train.unfreeze_blocks", {"type": int, "metavar": "N",
                                                         "help": "top backbone blocks trained in phase 2"}),
