@@ -46,7 +46,7 @@ class Prediction(db.Model):
     top_k = db.Column(db.JSON, nullable=False)
     latency_ms = db.Column(db.Float, nullable=False)
     source = db.Column(db.String(8), nullable=False)
-    # ok | uncertain | not_a_car (app.trust); NULL for predictions made before verdicts existed.
+    # ok | uncertain | not_a_car (app.inference.gate); NULL for predictions made before verdicts existed.
     verdict = db.Column(db.String(16), nullable=True)
     vehicle_score = db.Column(db.Float, nullable=True)
 

@@ -11,11 +11,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from flask import current_app
 from werkzeug.datastructures import FileStorage
 
-from .classifier import get_classifier
 from .extensions import db
-from .imaging import ImageRejected, decode_upload, make_thumbnail
+from .inference.imaging import ImageRejected, decode_upload, make_thumbnail
 from .models import Prediction
-from .trust import get_vehicle_gate, judge
+from .inference.gate import judge
+from .serving import get_classifier, get_vehicle_gate
 
 TOP_K_RANGE = (1, 20)
 FILENAME_MAX_LENGTH = 255

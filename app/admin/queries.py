@@ -16,7 +16,7 @@ from sqlalchemy.orm import contains_eager, defer
 
 from ..extensions import db
 from ..models import SOURCES, Correction, Prediction
-from ..trust import VERDICTS
+from ..inference.gate import VERDICTS
 
 PAGE_SIZES = (25, 50, 100, 200)
 STATUSES = ("corrected", "uncorrected", "confirmed", "wrong")
@@ -64,7 +64,7 @@ class ReviewFilters:
         label: Exact top label.
         model_version: Exact model version.
         source: ``web`` or ``api``.
-        verdict: ``ok``, ``uncertain`` or ``not_a_car`` (see :mod:`app.trust`).
+        verdict: ``ok``, ``uncertain`` or ``not_a_car`` (see :mod:`app.inference.gate`).
         score_min: Lowest top score included.
         score_max: Highest top score included.
         low_confidence: Only top scores below the low-confidence threshold.

@@ -1,38 +1,35 @@
-"""Grad-CAM: which part of the photo made the model give its top answer.
+"""Class activation maps: which part of the photo made the model give its answer, with NumPy alone.
 
-The heatmap is computed on demand with the Keras copy of the served model (``model.keras``), because
-LiteRT has no gradients; TensorFlow is imported only here, on the first request for a heatmap, so a
-LiteRT-only server starts and serves without it and answers this route with 501.
+Every classifier trained here ends in global average pooling -> dropout -> dense softmax after its last
+convolutional feature map ``F`` (``h x w x channels``). For such a head the class activation map (Zhou et
+al., 2016) is exact and needs no gradients: the dense weights of class ``k`` applied to ``F`` at every
+position, ``F @ kernel[:, k]``. (It equals Grad-CAM of the class logit up to a constant factor.) The LiteRT
+copy of the model returns ``F`` as a second output and the artifact ships the dense layer as ``head.npz``,
+so the map costs one model invocation and a matrix product, on a server without TensorFlow.
 
-The original upload is never stored, so the heatmap is computed from what is kept: the stored thumbnail
-(up to 320 pixels, larger than any model input here), fitted to the model input exactly as the upload
-was. The heatmap is drawn over that thumbnail and cached as a PNG (``EXPLANATION_CACHE_DIR``, by default
-under the instance folder), one file per prediction and model version.
+A group answer (a make, a segment) is explained by the probability-weighted sum of its members' maps,
+which is again one product: ``F @ (kernel @ v)`` with ``v`` the members' probabilities. A model whose
+head is not of that shape ships no ``head.npz`` and its heatmaps answer 501.
 
-Grad-CAM (Selvaraju et al., 2017): the gradients of the top class score with respect to the last
-convolutional feature map, averaged per channel, weight the channels of that map; the weighted sum,
-after a ReLU, is the class activation map, upsampled to the photo.
+The map is ReLU'd, scaled to 0..1, placed back onto the photo as it was fitted to the input, and drawn
+over it.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import io
-import re
 import threading
-import warnings
+import weakref
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from flask import current_app
 from PIL import Image
 
-from .classifier import Classifier, get_classifier
+from .artifact import CLASS_LEVEL, HEAD_FILE, LITERT_FILE
+from .classifier import Classifier
 from .imaging import fit_to_input, scale_factors
+from .runtimes import LiteRTRuntime, litert_available
 
 HEATMAP_OPACITY = 0.5
-CACHE_FOLDER = "explanations"
 
 
 class ExplanationUnavailable(Exception):
@@ -45,145 +42,124 @@ class ExplanationUnavailable(Exception):
         self.message = message
 
 
-class GradCam:
-    """Grad-CAM over a Keras classifier's last spatial feature map.
+def _unsupported(message: str) -> ExplanationUnavailable:
+    return ExplanationUnavailable(501, "explanation_unsupported", message)
 
-    The model is split at that map: a feature model (input -> map) and the chain of layers after it
-    (pooling, dropout, dense ...), re-applied to the map under the gradient tape. Splitting, rather than
-    asking one two-output model for both, keeps the map a plain tensor the tape watches, whatever the
-    layer that makes it does to its outputs.
+
+class ClassActivationMap:
+    """Class activation maps for one loaded classifier.
 
     Args:
-        model: Keras model, float32 RGB 0..255 in, probabilities out; after the feature map it must be a
-            single chain of layers (true of every classifier trained here).
+        classifier: The served classifier; its runtime must return the feature map (or, for a quantised
+            LiteRT copy without it, the artifact's float32 ``model.tflite`` must).
 
     Raises:
-        ExplanationUnavailable: The model has no spatial map, or the layers after it are not a chain.
+        ExplanationUnavailable: 501 when the artifact has no ``head.npz`` or no runtime gives the map.
     """
 
-    def __init__(self, model):
-        import keras
-        import tensorflow as tf
-
-        self._tf = tf
-        layer = feature_layer(model)
-        self.layer_name = layer.name
-        self._features = keras.Model(model.inputs[0], outer_output(layer))
-        self._head = model.layers[model.layers.index(layer) + 1:]
+    def __init__(self, classifier: Classifier):
+        folder = Path(classifier.model_dir)
+        try:
+            with np.load(folder / HEAD_FILE) as head:
+                self.kernel = np.asarray(head["kernel"], dtype=np.float32)
+                self.bias = np.asarray(head["bias"], dtype=np.float32)
+                self.group_matrix = (np.asarray(head["group_matrix"], dtype=np.float32)
+                                     if "group_matrix" in head.files else None)
+        except FileNotFoundError:
+            raise _unsupported("The served model's head is not global average pooling followed by one dense "
+                               "layer, so its answer cannot be drawn as a class activation map.") from None
+        except (OSError, ValueError, KeyError) as exc:
+            raise ExplanationUnavailable(503, "explanation_unavailable",
+                                         f"{HEAD_FILE} of the served model is unreadable "
+                                         f"({exc.__class__.__name__}).") from None
+        outputs = self.kernel.shape[1] if self.group_matrix is None else self.group_matrix.shape[1]
+        if outputs != len(classifier.labels):
+            raise ExplanationUnavailable(503, "explanation_unavailable",
+                                         f"{HEAD_FILE} does not match the served model's {len(classifier.labels)} "
+                                         f"labels.")
+        self.labels = classifier.labels
+        self.groupings = {g.name: g for g in classifier.groupings}
+        self._engine = classifier.engine
+        if not getattr(self._engine, "has_features", False):
+            # A quantised copy exported without the map: the float32 copy of the same weights has it.
+            fallback = folder / LITERT_FILE
+            engine = LiteRTRuntime(fallback, num_threads=1) if (
+                litert_available() and fallback.is_file()) else None
+            if engine is None or not engine.has_features:
+                raise _unsupported("The served model file has no feature-map output: re-export it with "
+                                   "`python -m training export` to enable heatmaps.")
+            self._engine = engine
         self._lock = threading.Lock()
-        probe = np.linspace(0, 255, num=int(np.prod(model.inputs[0].shape[1:])), dtype=np.float32)
-        probe = probe.reshape((1, *model.inputs[0].shape[1:]))
-        with warnings.catch_warnings():  # a model saved with a list of inputs warns about a bare tensor
-            warnings.simplefilter("ignore", UserWarning)
-            expected = model(probe, training=False).numpy()
-        if not np.allclose(self._run_head(self._features(probe)).numpy(), expected, atol=1e-4):
-            raise ExplanationUnavailable(501, "explanation_unsupported",
-                                         "The served model is not a single chain of layers after its feature "
-                                         "map, so Grad-CAM cannot be computed.")
 
-    def _run_head(self, features):
-        x = features
-        for layer in self._head:
-            x = layer(x, training=False)
-        return x
+    def fine_probabilities(self, features: np.ndarray) -> np.ndarray:
+        """The dense head's softmax over its own classes, from one ``(h, w, c)`` feature map."""
+        logits = features.mean(axis=(0, 1), dtype=np.float64) @ self.kernel + self.bias
+        exp = np.exp(logits - logits.max())
+        return exp / exp.sum()
 
-    def heatmap(self, pixels: np.ndarray, class_index: int) -> np.ndarray:
-        """The class activation map for one model-sized image.
+    def weights(self, features: np.ndarray, level: str, label: str) -> np.ndarray:
+        """Per fine class, how much its map counts in the map of ``label`` at ``level``.
+
+        Raises:
+            ExplanationUnavailable: 409 when the served model has no such label or grouping.
+        """
+        probabilities = None
+        if level == CLASS_LEVEL and self.group_matrix is None:
+            members = [self.labels.index(label)] if label in self.labels else []
+            if members:
+                return np.eye(self.kernel.shape[1], dtype=np.float64)[members[0]]
+        elif level == CLASS_LEVEL:
+            members = (np.flatnonzero(self.group_matrix[:, self.labels.index(label)]).tolist()
+                       if label in self.labels else [])
+        else:
+            grouping = self.groupings.get(level)
+            members = (grouping.members(label).tolist() if grouping is not None and label in grouping.labels
+                       else [])
+        if not members:
+            raise ExplanationUnavailable(409, "label_not_in_model",
+                                         f"The served model has no {'class' if level == CLASS_LEVEL else level} "
+                                         f"{label!r}: this prediction was made by another model.")
+        probabilities = self.fine_probabilities(features)
+        weights = np.zeros_like(probabilities)
+        weights[members] = probabilities[members]
+        return weights
+
+    def heatmap(self, pixels: np.ndarray, level: str, label: str) -> np.ndarray:
+        """The activation map of one answer for one model-sized image.
 
         Args:
             pixels: ``(H, W, 3)`` RGB 0..255.
-            class_index: Output index to explain.
+            level: ``class`` or a grouping name.
+            label: A class or group label at that level.
 
         Returns:
             ``(h, w)`` float32 in 0..1 at the feature map's resolution (all zeros when nothing in the
-            image raises the class score).
+            image raises the answer's score).
         """
-        tf = self._tf
-        batch = tf.convert_to_tensor(pixels[np.newaxis].astype(np.float32))
+        batch = np.ascontiguousarray(pixels[np.newaxis], dtype=np.float32)
         with self._lock:
-            features = tf.convert_to_tensor(self._features(batch, training=False))
-            with tf.GradientTape() as tape:
-                tape.watch(features)
-                score = self._run_head(features)[:, class_index]
-            gradients = tape.gradient(score, features)[0].numpy()
-        features = features[0].numpy()
-        weights = gradients.mean(axis=(0, 1))
-        cam = np.maximum((features * weights).sum(axis=-1), 0.0)
+            _, features = self._engine.features(batch)
+        features = features[0].astype(np.float64)
+        cam = np.maximum(features @ (self.kernel.astype(np.float64) @ self.weights(features, level, label)), 0.0)
         peak = float(cam.max())
         return (cam / peak if peak > 0 else cam).astype(np.float32)
 
 
-def feature_layer(model):
-    """The last top-level layer whose output is a spatial map (batch, h, w, channels) with h, w > 1.
-
-    For the classifiers trained here that is the backbone (its last convolution block); for small
-    networks, the last convolution.
-
-    Raises:
-        ExplanationUnavailable: The model has no such layer (nothing spatial to explain).
-    """
-    for layer in reversed(model.layers):
-        try:
-            shape = outer_output(layer).shape
-        except (AttributeError, ValueError):
-            continue
-        if len(shape) == 4 and (shape[1] or 0) > 1 and (shape[2] or 0) > 1:
-            return layer
-    raise ExplanationUnavailable(501, "explanation_unsupported",
-                                 "The served model has no convolutional feature map to explain.")
-
-
-def outer_output(layer):
-    """The tensor ``layer`` produced in the enclosing model's graph.
-
-    For a nested model (the backbone) ``layer.output`` is the output of its own inner graph, which the
-    enclosing model's inputs do not reach; the node of its call in the enclosing graph has the right one.
-    """
-    nodes = getattr(layer, "_inbound_nodes", None)
-    return nodes[-1].outputs[0] if nodes else layer.output
-
-
-def tensorflow_available() -> bool:
-    """Whether TensorFlow can be imported (checked without importing it)."""
-    try:
-        return importlib.util.find_spec("tensorflow") is not None
-    except ValueError:  # a module set to None in sys.modules (how tests hide TensorFlow)
-        return False
-
-
-_explainers: dict[str, GradCam] = {}
+# Weak keys: a replaced classifier (tests, reloads) takes its explainer with it.
+_explainers: "weakref.WeakKeyDictionary[Classifier, ClassActivationMap]" = weakref.WeakKeyDictionary()
 _explainers_lock = threading.Lock()
 
 
-def get_explainer(classifier: Classifier) -> GradCam:
-    """The Grad-CAM explainer for ``classifier``'s artifact, loaded on first use and kept per process.
+def get_explainer(classifier: Classifier) -> ClassActivationMap:
+    """The explainer of ``classifier``, made on first use and kept for the life of the classifier.
 
     Raises:
-        ExplanationUnavailable: 501 without TensorFlow, 503 when ``model.keras`` is missing or broken.
+        ExplanationUnavailable: As :class:`ClassActivationMap`.
     """
-    from training.export import KERAS_FILE
-
-    if not tensorflow_available():
-        raise ExplanationUnavailable(501, "explanation_unavailable",
-                                     "Heatmaps need TensorFlow, which this server does not have: install "
-                                     "requirements-train.txt to enable them.")
-    path = Path(classifier.model_dir) / KERAS_FILE
-    key = f"{path}:{classifier.version}"
     with _explainers_lock:
-        if key not in _explainers:
-            if not path.is_file():
-                raise ExplanationUnavailable(503, "explanation_unavailable",
-                                             f"Heatmaps need the Keras model ({KERAS_FILE}), which the served "
-                                             f"artifact does not have.")
-            import keras
-
-            try:
-                model = keras.saving.load_model(path, compile=False)
-            except Exception as exc:
-                raise ExplanationUnavailable(503, "explanation_unavailable",
-                                             f"The Keras model could not be loaded ({exc.__class__.__name__}).")
-            _explainers[key] = GradCam(model)
-        return _explainers[key]
+        if classifier not in _explainers:
+            _explainers[classifier] = ClassActivationMap(classifier)
+        return _explainers[classifier]
 
 
 def place_on_photo(cam: np.ndarray, size: tuple[int, int], target: tuple[int, int], resize_mode: str) -> np.ndarray:
@@ -241,63 +217,24 @@ def overlay(photo: Image.Image, heat: np.ndarray, opacity: float = HEATMAP_OPACI
     return Image.fromarray(np.clip(mixed, 0, 255).astype(np.uint8))
 
 
-def explain_image(classifier: Classifier, photo: Image.Image, label: str) -> tuple[Image.Image, np.ndarray]:
-    """Grad-CAM of ``label`` for ``photo``, drawn over it.
+def explain_image(classifier: Classifier, photo: Image.Image, level: str, label: str
+                  ) -> tuple[Image.Image, np.ndarray]:
+    """The activation map of an answer for ``photo``, drawn over it.
 
     Args:
-        classifier: The served classifier (its Keras copy computes the gradients).
+        classifier: The served classifier.
         photo: RGB image (the stored thumbnail).
-        label: The class to explain, normally the prediction's top label.
+        level: The answer's level: ``class`` or a grouping name.
+        label: The answer's label at that level.
 
     Returns:
         ``(overlay image, heatmap over the photo)``.
 
     Raises:
-        ExplanationUnavailable: No TensorFlow / Keras model, or ``label`` is not one of the model's classes.
+        ExplanationUnavailable: The model cannot be explained, or has no such label.
     """
-    try:
-        class_index = classifier.labels.index(label)
-    except ValueError:
-        raise ExplanationUnavailable(409, "label_not_in_model",
-                                     f"The served model has no class {label!r}: this prediction was made by "
-                                     f"another model.") from None
     explainer = get_explainer(classifier)
     pixels = fit_to_input(photo, classifier.image_size, classifier.resize_mode)
-    cam = explainer.heatmap(pixels, class_index)
+    cam = explainer.heatmap(pixels, level, label)
     heat = place_on_photo(cam, photo.size, classifier.image_size, classifier.resize_mode)
     return overlay(photo, heat), heat
-
-
-def cache_path(prediction: Any, classifier: Classifier) -> Path:
-    """Where the heatmap PNG of ``prediction`` under the served model version is cached."""
-    version = re.sub(r"[^A-Za-z0-9._-]", "_", f"{classifier.name}-{classifier.version}")
-    folder = current_app.config.get("EXPLANATION_CACHE_DIR") or Path(current_app.instance_path) / CACHE_FOLDER
-    return Path(folder) / f"{prediction.id}-{prediction.sha256[:16]}-{version}.png"
-
-
-def explanation_png(prediction: Any) -> bytes:
-    """The heatmap PNG for a stored prediction, from the cache or computed now and cached.
-
-    Args:
-        prediction: A :class:`app.models.Prediction`.
-
-    Returns:
-        PNG bytes, the size of the stored thumbnail.
-
-    Raises:
-        ExplanationUnavailable: As :func:`explain_image`.
-    """
-    classifier = get_classifier()
-    path = cache_path(prediction, classifier)
-    if path.is_file():
-        return path.read_bytes()
-    with Image.open(io.BytesIO(prediction.thumbnail)) as thumbnail:
-        image, _ = explain_image(classifier, thumbnail.convert("RGB"), prediction.top_label)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=False)
-    data = buffer.getvalue()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{threading.get_ident()}.tmp")
-    partial.write_bytes(data)
-    partial.replace(path)  # atomic: a concurrent reader never sees half a file
-    return data

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Response, current_app, jsonify, redirect, render_template, request, url_for
 
-from ..classifier import get_classifier
+from ..serving import get_classifier
 from ..extensions import db
-from ..imaging import ImageRejected
+from ..inference.imaging import ImageRejected
 from ..models import Prediction
 from ..services import create_prediction, single_upload
 from . import bp
