@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from training.gate import add_gate_parser
+from training.groups import add_groups_parser
 from training.quantize import add_quantize_parser
 from training.tools import add_tools_parser
 
@@ -214,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tools_parser(subparsers)
     add_quantize_parser(subparsers)
     add_gate_parser(subparsers)
+    add_groups_parser(subparsers)
     return parser
 
 

@@ -65,4 +65,21 @@ def build_card(classifier, gate=None) -> dict[str, Any]:
         "training": metadata.get("training_config") or {},
         "command": (metadata.get("training_config") or {}).get("command"),
         "gate": gate.metadata if gate is not None else None,
+        "groups": group_sections(metadata, folder),
+        "levels": read_json(folder / "groups.json").get("levels") or [],
     }
+
+
+def group_sections(metadata: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
+    """Per label grouping (most specific first): its size, accuracy, threshold and curve points."""
+    sections = []
+    for name, group in (metadata.get("groups") or {}).items():
+        confidence = group.get("confidence") or {}
+        figure = f"confidence_{name}.png"
+        sections.append({
+            "name": name, "num_labels": len(group.get("labels") or []),
+            "accuracy": (group.get("metrics") or {}).get("accuracy"), "confidence": confidence,
+            "curve": [p for p in confidence.get("curve") or [] if p.get("threshold") in CURVE_POINTS_SHOWN],
+            "figure": figure if (folder / figure).is_file() else None,
+        })
+    return sorted(sections, key=lambda s: (-s["num_labels"], s["name"]))
