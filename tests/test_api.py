@@ -6,7 +6,6 @@ import hashlib
 import io
 
 import pytest
-
 from sqlalchemy import select
 
 from app.extensions import db
