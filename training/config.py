@@ -77,6 +77,9 @@ DEFAULTS: dict[str, Any] = {
         "runs_dir": "runs",
         "verbose": 1,
     },
+    # {name: folder,label CSV}: label groupings (make, segment) measured on val after training and stored
+    # in the artifact (training/groups.py); null for none.
+    "groups": None,
     "export": {
         "out": None,
         "litert": True,

@@ -449,6 +449,11 @@ def finish_run(model: keras.Model, config: dict[str, Any], dataset: data_lib.Dat
         label_map=Path(data_cfg["label_map"]).name if data_cfg["label_map"] else None,
         extra={"confidence": evaluation["confidence"], "tta": model_cfg.get("tta", "none")})
     export_lib.export_artifact(clean, dataset.class_names, metadata, out_dir, litert=export_cfg["litert"])
+    if config.get("groups"):
+        from training.groups import add_groups
+
+        add_groups(out_dir, config["groups"], data_cfg["path"], target_precision=export_cfg["target_precision"],
+                   batch_size=train_cfg["batch_size"])
     print(f"artifact written to {out_dir} in {wall_time:.0f} s: "
           + ", ".join(f"{k} {v:.4f}" for k, v in evaluation["metrics"].items() if isinstance(v, float)))
     return {"run_dir": run_dir, "artifact": out_dir, "metrics": evaluation["metrics"], "wall_time_s": wall_time}
