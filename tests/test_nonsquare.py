@@ -32,7 +32,7 @@ def wide_photo(seed: int, size=(300, 140)) -> Image.Image:
 
 
 def test_fitting_gives_the_input_shape_for_every_mode(wide_artifact):
-    from app.imaging import fit_to_input
+    from app.inference.imaging import fit_to_input
 
     _, mode = wide_artifact
     for size in ((300, 140), (140, 300), (48, 24), (1000, 90)):
@@ -42,7 +42,7 @@ def test_fitting_gives_the_input_shape_for_every_mode(wide_artifact):
 def test_api_answers_are_the_model_on_the_fitted_photo(wide_artifact, database_url):
     import keras
 
-    from app.imaging import fit_to_input
+    from app.inference.imaging import fit_to_input
 
     artifact, mode = wide_artifact
     application = make_app(artifact, database_url, TOP_K=6)
@@ -89,7 +89,7 @@ def test_batch_route_and_explanation_with_a_wide_input(wide_artifact, database_u
 
 
 def test_heatmap_placement_covers_the_photo_for_a_wide_input(wide_artifact):
-    from app.explain import place_on_photo
+    from app.inference.explain import place_on_photo
 
     _, mode = wide_artifact
     cam = np.linspace(0, 1, 3 * 6).reshape(3, 6)
