@@ -23,7 +23,7 @@ from flask import Flask, current_app, g, request
 from limits.storage import Storage
 
 from .extensions import limiter
-from .imaging import declared_pixels
+from .inference.imaging import declared_pixels
 
 UPLOAD_FIELDS = ("image", "images")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Response, current_app, jsonify, request, url_for
 
-from ..classifier import get_classifier
 from ..models import prediction_or_404
+from ..serving import get_classifier
 from ..services import create_prediction, requested_top_k, single_upload
 from . import bp
 
@@ -68,7 +68,8 @@ def explanation(prediction_id: str):
     TensorFlow, 503 without ``model.keras``, 409 when the served model does not know the label.
     """
     from ..errors import error_response
-    from ..explain import ExplanationUnavailable, explanation_png
+    from ..explanations import explanation_png
+    from ..inference.explain import ExplanationUnavailable
 
     prediction = prediction_or_404(prediction_id)
     try:

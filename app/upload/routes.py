@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from flask import Response, current_app, jsonify, make_response, redirect, render_template, request, url_for
 
-from ..classifier import get_classifier
-from ..imaging import ImageRejected
+from ..inference.imaging import ImageRejected
 from ..models import prediction_or_404
+from ..serving import get_classifier
 from ..services import create_prediction, single_upload
 from . import bp
 from .forms import UploadForm
+from .headline import headline
 
 
 @bp.get("/")
@@ -58,7 +59,9 @@ def result(prediction_id: str):
     Only whoever has the link sees it, so neither this page nor the thumbnail may be kept by a shared
     cache (``Cache-Control: private``).
     """
-    response = make_response(render_template("upload/result.html", prediction=prediction_or_404(prediction_id)))
+    prediction = prediction_or_404(prediction_id)
+    response = make_response(render_template("upload/result.html", prediction=prediction,
+                                             headline=headline(prediction)))
     response.cache_control.private = True
     response.cache_control.no_cache = True  # the page can change (a later model's heatmap)
     return response
