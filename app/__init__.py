@@ -61,7 +61,7 @@ def load_config(app: Flask, overrides: type | Mapping[str, Any] | None) -> None:
 def register_extensions(app: Flask) -> None:
     """Bind the extensions and tune SQLite connections."""
     uri = app.config["SQLALCHEMY_DATABASE_URI"]
-    if uri.startswith("sqlite:///"):
+    if uri.startswith("sqlite:///") or app.config["RATELIMIT_STORAGE_URI"].startswith(f"sqlite:///{app.instance_path}"):
         os.makedirs(app.instance_path, exist_ok=True)
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)

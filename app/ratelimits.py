@@ -17,7 +17,6 @@ import os
 import sqlite3
 import threading
 import time
-from pathlib import Path
 
 from flask import Flask, current_app, g, request
 from limits.storage import Storage
@@ -86,7 +85,7 @@ class SQLiteCounters(Storage):
     def _connection(self) -> sqlite3.Connection:
         """This thread's connection; a forked worker opens its own rather than share its parent's."""
         if getattr(self._local, "pid", None) != os.getpid():
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            # No folder is made here: the file lives beside the database or in the instance folder.
             connection = sqlite3.connect(self.path, timeout=5, isolation_level=None, check_same_thread=False)
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = NORMAL")

@@ -86,7 +86,7 @@ def test_the_verdict_is_stored_with_the_prediction(thresholded_app, make_image):
     ids = [post_image(client, make_image(color)).json["id"] for color in ("red", (128, 100, 100))]
     with thresholded_app.app_context():
         verdicts = [db.session.scalar(db.select(Prediction).filter_by(public_id=i)).verdict for i in ids]
-        uncertain = db.session.execute(db.select(Prediction.id).filter_by(verdict="uncertain")).scalars().all()
+        uncertain = db.session.execute(db.select(Prediction.public_id).filter_by(verdict="uncertain")).scalars().all()
     assert verdicts == ["ok", "uncertain"]
     assert uncertain == [ids[1]]
 
