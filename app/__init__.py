@@ -9,7 +9,7 @@ from typing import Any, Mapping
 from flask import Flask
 from sqlalchemy import event
 
-from .classifier import load_classifier
+from .inference.classifier import load_classifier
 from .config import Config, finalize
 from .extensions import bootstrap, csrf, db, limiter, login_manager, migrate
 from .logs import register_logging
@@ -35,6 +35,7 @@ def create_app(config: type | Mapping[str, Any] | None = None) -> Flask:
     register_logging(app)
     register_metrics(app)
     register_extensions(app)
+    register_url_converters(app)
     load_classifier_into(app)
     load_vehicle_gate_into(app)
     register_blueprints(app)
@@ -43,6 +44,7 @@ def create_app(config: type | Mapping[str, Any] | None = None) -> Flask:
     register_commands(app)
     register_security_headers(app)
     register_proxy_fix(app)
+    register_complete_bodies(app)
     return app
 
 
@@ -59,12 +61,14 @@ def load_config(app: Flask, overrides: type | Mapping[str, Any] | None) -> None:
 def register_extensions(app: Flask) -> None:
     """Bind the extensions and tune SQLite connections."""
     uri = app.config["SQLALCHEMY_DATABASE_URI"]
-    if uri.startswith("sqlite:///"):
+    if uri.startswith("sqlite:///") or app.config["RATELIMIT_STORAGE_URI"].startswith(f"sqlite:///{app.instance_path}"):
         os.makedirs(app.instance_path, exist_ok=True)
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     csrf.init_app(app)
     bootstrap.init_app(app)
+    from . import ratelimits  # noqa: F401  (registers the sqlite:// counter store before the limiter reads its URI)
+
     limiter.init_app(app)
     login_manager.init_app(app)
     if uri.startswith("sqlite"):
@@ -91,6 +95,14 @@ def install_sqlite_pragmas(engine, *, wal: bool, busy_timeout_ms: int) -> None:
         cursor.close()
 
 
+def register_url_converters(app: Flask) -> None:
+    """``<public_id:...>`` for predictions in public URLs, ``<row_id:...>`` for database ids in admin URLs."""
+    from .routing import PublicIdConverter, RowIdConverter
+
+    app.url_map.converters["public_id"] = PublicIdConverter
+    app.url_map.converters["row_id"] = RowIdConverter
+
+
 def load_classifier_into(app: Flask) -> None:
     """Load the model once per process; every request reuses it."""
     started = time.perf_counter()
@@ -108,9 +120,10 @@ def load_classifier_into(app: Flask) -> None:
 
 def load_vehicle_gate_into(app: Flask) -> None:
     """Load the "not a car" gate once per process (``VEHICLE_GATE_DIR``; off when absent)."""
-    from .trust import load_vehicle_gate
+    from .inference.gate import load_vehicle_gate
 
-    app.extensions["vehicle_gate"] = load_vehicle_gate(app)
+    app.extensions["vehicle_gate"] = load_vehicle_gate(app.config.get("VEHICLE_GATE_DIR"),
+                                                       num_threads=app.config.get("INFERENCE_THREADS"))
 
 
 def register_blueprints(app: Flask) -> None:
@@ -176,3 +189,10 @@ def register_proxy_fix(app: Flask) -> None:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+
+
+def register_complete_bodies(app: Flask) -> None:
+    """A body that stops before its ``Content-Length`` is refused, never classified and stored."""
+    from .routing import CompleteBodies
+
+    app.wsgi_app = CompleteBodies(app.wsgi_app)

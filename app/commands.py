@@ -12,9 +12,9 @@ from flask import Flask, current_app
 from sqlalchemy import select
 
 from .admin.export import export_corrections
-from .classifier import get_classifier
+from .serving import get_classifier
 from .extensions import db
-from .imaging import ImageRejected, decode_upload
+from .inference.imaging import ImageRejected, decode_upload
 from .models import AdminUser
 
 MIN_ADMIN_PASSWORD_LENGTH = 8
@@ -84,7 +84,7 @@ def register_admin_commands(app: Flask) -> None:
             raise click.ClickException(f"no admin {username!r}; create it with create-admin")
         admin.set_password(read_password())
         db.session.commit()
-        click.echo(f"password of {admin.username} changed")
+        click.echo(f"password of {admin.username} changed; its sessions were ended")
 
     @app.cli.command("export-corrections")
     @click.argument("out_dir", type=click.Path(file_okay=False))

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import hmac
+import secrets
 from typing import Any
 
+from flask import abort
 from flask_login import UserMixin
 from sqlalchemy import CheckConstraint, Index
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -12,11 +16,18 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from .extensions import db
 
 SOURCES = ("web", "api")
+# Bytes of randomness in a prediction's public id (128 bits: no one finds another upload by guessing).
+PUBLIC_ID_BYTES = 16
 
 
 def utcnow() -> dt.datetime:
     """Current time in UTC, timezone-aware."""
     return dt.datetime.now(dt.timezone.utc)
+
+
+def new_public_id() -> str:
+    """A fresh public id: :data:`PUBLIC_ID_BYTES` random bytes as 22 URL-safe characters."""
+    return secrets.token_urlsafe(PUBLIC_ID_BYTES)
 
 
 class Prediction(db.Model):
@@ -29,9 +40,14 @@ class Prediction(db.Model):
         Index("ix_predictions_sha256", "sha256"),
         Index("ix_predictions_top_label", "top_label"),
         Index("ix_predictions_verdict", "verdict"),
+        Index("ix_predictions_public_id", "public_id", unique=True),
+        Index("ix_predictions_answer_level", "answer_level"),
     )
 
-    id = db.Column(db.Integer, primary_key=True)
+    id = db.Column(db.Integer, primary_key=True)  # internal: the admin pages and exports only
+    # What every public URL and the API call the prediction; unguessable, so an upload stays private
+    # to whoever has its link.
+    public_id = db.Column(db.String(32), nullable=False, default=new_public_id, server_default="")
     created_at = db.Column(db.DateTime(timezone=True), nullable=False, default=utcnow)
     original_filename = db.Column(db.String(255), nullable=True)
     sha256 = db.Column(db.String(64), nullable=False)
@@ -46,9 +62,15 @@ class Prediction(db.Model):
     top_k = db.Column(db.JSON, nullable=False)
     latency_ms = db.Column(db.Float, nullable=False)
     source = db.Column(db.String(8), nullable=False)
-    # ok | uncertain | not_a_car (app.trust); NULL for predictions made before verdicts existed.
+    # ok | uncertain | not_a_car (app.inference.gate); NULL for predictions made before verdicts existed.
     verdict = db.Column(db.String(16), nullable=True)
     vehicle_score = db.Column(db.Float, nullable=True)
+    # Group scores ({grouping: [{"label", "score"}, ...]}) and the answer at the most specific sure level
+    # (app.inference.answers); NULL for predictions made before answers existed, and no answer at all.
+    groups = db.Column(db.JSON, nullable=True)
+    answer_level = db.Column(db.String(64), nullable=True)
+    answer_label = db.Column(db.String(255), nullable=True)
+    answer_score = db.Column(db.Float, nullable=True)
 
     @property
     def created_at_utc(self) -> dt.datetime:
@@ -56,10 +78,18 @@ class Prediction(db.Model):
         stamp = self.created_at
         return stamp.replace(tzinfo=dt.timezone.utc) if stamp.tzinfo is None else stamp
 
+    @property
+    def answer(self) -> dict[str, Any] | None:
+        """``{"level", "label", "score"}``, or ``None`` when the model was not sure at any level."""
+        if self.answer_level is None:
+            return None
+        return {"level": self.answer_level, "label": self.answer_label,
+                "score": None if self.answer_score is None else round(self.answer_score, 6)}
+
     def to_dict(self) -> dict[str, Any]:
         """The API representation of this prediction."""
         return {
-            "id": self.id,
+            "id": self.public_id,
             "created_at": self.created_at_utc.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "model": {"name": self.model_name, "version": self.model_version},
             "predictions": self.top_k,
@@ -67,10 +97,24 @@ class Prediction(db.Model):
             "latency_ms": self.latency_ms,
             "verdict": self.verdict,
             "vehicle_score": None if self.vehicle_score is None else round(self.vehicle_score, 4),
+            "groups": self.groups or {},
+            "answer": self.answer,
         }
 
     def __repr__(self) -> str:
         return f"<Prediction {self.id} {self.top_label!r} {self.top_score:.3f}>"
+
+
+def prediction_or_404(public_id: str) -> Prediction:
+    """The prediction a public URL or the API names by its ``public_id``; 404 when there is none.
+
+    Every public route looks predictions up here, never by the integer id, so no upload can be reached
+    by counting.
+    """
+    prediction = db.session.scalar(db.select(Prediction).where(Prediction.public_id == public_id))
+    if prediction is None:
+        abort(404)
+    return prediction
 
 
 # The admin review page's covering indexes (migration 0002 explains them), declared here too so that
@@ -83,8 +127,23 @@ Index("ix_predictions_review_by_label", Prediction.top_label, Prediction.created
       Prediction.model_version, Prediction.source, Prediction.original_filename)
 
 
+def new_session_token() -> str:
+    """A fresh random session token (256 bits, URL-safe)."""
+    return secrets.token_urlsafe(32)
+
+
+@functools.cache
+def _unknown_user_hash() -> str:
+    """A hash of a random password, made once per process like a real account's (same method and cost)."""
+    return generate_password_hash(secrets.token_urlsafe(16), method="scrypt")
+
+
 class AdminUser(UserMixin, db.Model):
-    """An operator who may review and correct predictions; the password is stored only as a hash."""
+    """An operator who may review and correct predictions; the password is stored only as a hash.
+
+    The session cookie names the account and its current ``session_token``. Signing out and changing
+    the password draw a new token, which ends every session of the account, copied cookies included.
+    """
 
     __tablename__ = "admin_users"
     __table_args__ = (Index("ix_admin_users_username", "username", unique=True),)
@@ -95,10 +154,37 @@ class AdminUser(UserMixin, db.Model):
     is_active = db.Column(db.Boolean, nullable=False, default=True)
     created_at = db.Column(db.DateTime(timezone=True), nullable=False, default=utcnow)
     last_login_at = db.Column(db.DateTime(timezone=True), nullable=True)
+    session_token = db.Column(db.String(64), nullable=False, default=new_session_token, server_default="")
+
+    @classmethod
+    def authenticate(cls, username: str, password: str) -> "AdminUser | None":
+        """The active account with this username and password, or None.
+
+        An unknown username costs a password check too, against a throw-away hash, so that the time
+        of a failed sign-in does not tell which usernames exist.
+        """
+        admin = db.session.scalar(db.select(cls).where(cls.username == username))
+        if admin is None:
+            check_password_hash(_unknown_user_hash(), password)
+            return None
+        return admin if admin.check_password(password) and admin.is_active else None
+
+    def get_id(self) -> str:
+        """What the session cookie stores: the account id and its session token."""
+        return f"{self.id}:{self.session_token}"
+
+    def session_matches(self, token: str) -> bool:
+        """Whether ``token`` is this account's current session token (constant-time comparison)."""
+        return bool(self.session_token) and hmac.compare_digest(self.session_token.encode(), token.encode())
+
+    def end_sessions(self) -> None:
+        """Draw a new session token: every cookie issued so far stops working."""
+        self.session_token = new_session_token()
 
     def set_password(self, password: str) -> None:
-        """Hash ``password`` with scrypt and keep only the hash."""
+        """Hash ``password`` with scrypt and keep only the hash; the account's sessions end."""
         self.password_hash = generate_password_hash(password, method="scrypt")
+        self.end_sessions()
 
     def check_password(self, password: str) -> bool:
         """Whether ``password`` matches the stored hash (constant-time comparison)."""

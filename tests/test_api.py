@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 
+import pytest
 from sqlalchemy import select
 
 from app.extensions import db
@@ -23,7 +24,10 @@ def test_create_prediction(client, app, make_image):
     body = response.json
     assert response.headers["Location"] == f"/api/v1/predictions/{body['id']}"
     assert set(body) == {"id", "created_at", "model", "predictions", "image", "latency_ms", "verdict",
-                         "vehicle_score"}
+                         "vehicle_score", "groups", "answer"}
+    # The colours model has no groupings and no threshold: its own class always answers.
+    assert body["groups"] == {} and body["answer"] == {"level": "class", "label": "green",
+                                                       "score": pytest.approx(body["predictions"][0]["score"])}
     assert body["model"] == {"name": "colors", "version": "0.0.1-test"}
     assert [p["label"] for p in body["predictions"]][0] == "green"
     assert len(body["predictions"]) == 3  # TOP_K 5, capped at the model's 3 classes
@@ -32,7 +36,7 @@ def test_create_prediction(client, app, make_image):
     assert body["created_at"].endswith("Z")
 
     with app.app_context():
-        row = db.session.get(Prediction, body["id"])
+        row = db.session.scalar(db.select(Prediction).filter_by(public_id=body["id"]))
         assert row.source == "api"
         assert row.top_label == "green" and row.top_score == body["predictions"][0]["score"]
         assert row.content_type == "image/jpeg" and row.original_filename == "car.jpg"
@@ -49,7 +53,8 @@ def test_read_back_gives_the_same_body(client, make_image):
 def test_top_k_from_form_or_query(client, make_image):
     assert len(post(client, make_image(), top_k="1").json["predictions"]) == 1
     assert len(post(client, make_image(), query="?top_k=2").json["predictions"]) == 2
-    assert len(post(client, make_image(), query="?top_k=1", top_k="2").json["predictions"]) == 2
+    assert len(post(client, make_image(), query="?top_k=2", top_k="2").json["predictions"]) == 2
+    assert post(client, make_image(), query="?top_k=1", top_k="2").status_code == 400  # they must agree
 
 
 def test_the_client_content_type_and_name_are_not_trusted(client, app, make_image):
@@ -58,7 +63,7 @@ def test_the_client_content_type_and_name_are_not_trusted(client, app, make_imag
         content_type="multipart/form-data")
     assert response.status_code == 201
     with app.app_context():
-        row = db.session.get(Prediction, response.json["id"])
+        row = db.session.scalar(db.select(Prediction).filter_by(public_id=response.json["id"]))
         assert row.content_type == "image/png"
         assert row.original_filename == "passwd.jpg"
 

@@ -54,7 +54,7 @@ def photo_with_square(left: int, top: int, side: int = 16, colour=(230, 20, 20),
 
 @pytest.mark.parametrize("left, top", [(2, 3), (28, 4), (5, 30), (30, 29), (16, 16)])
 def test_heatmap_is_high_on_the_region_that_decides(region_artifact, left, top):
-    from app.classifier import load_classifier
+    from app.inference.classifier import load_classifier
 
     classifier = load_classifier(region_artifact, runtime="keras")
     photo = photo_with_square(left, top)
@@ -103,7 +103,12 @@ def test_explanation_route_serves_and_caches_a_png(region_artifact, tmp_path, da
         thumbnail = Image.open(io.BytesIO(client.get(f"/predictions/{created.json['id']}/thumbnail.jpg").data))
         heatmap = Image.open(io.BytesIO(first.data))
         assert heatmap.size == thumbnail.size
-        assert [path.name.split("-")[0] for path in cache.glob("*.png")] == [str(created.json["id"])]
+        with application.app_context():
+            from app.extensions import db
+            from app.models import Prediction
+
+            row_id = db.session.scalar(db.select(Prediction.id).filter_by(public_id=created.json["id"]))
+        assert [path.name.split("-")[0] for path in cache.glob("*.png")] == [str(row_id)]
         # The overlay is reddest over the square: compare the heatmap's red excess there and elsewhere.
         pixels = np.asarray(heatmap, dtype=np.float32)
         excess = pixels[..., 0] - pixels[..., 2]

@@ -11,7 +11,7 @@ from flask_login import current_user, login_user, logout_user
 from sqlalchemy import select
 from sqlalchemy.orm import defer, joinedload
 
-from ..classifier import get_classifier
+from ..serving import get_classifier
 from ..extensions import db, limiter
 from ..models import AdminUser, Correction, Prediction, utcnow
 from . import bp
@@ -22,6 +22,16 @@ from .forms import CorrectionForm, DeleteCorrectionForm, LoginForm, LogoutForm
 from .queries import PAGE_SIZES, SORT_COLUMNS, STATUSES, ReviewFilters, dashboard, filter_choices, review_page
 
 SAME_PHOTO_LIMIT = 50
+
+
+@bp.after_request
+def never_store(response):
+    """Admin pages and the CSV hold every upload's details: no cache may keep them, the browser's included.
+
+    Thumbnails set their own (private) caching: they never change and the review table shows many.
+    """
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
 
 
 @bp.context_processor
@@ -50,8 +60,8 @@ def login():
     if current_user.is_authenticated and request.method == "GET":
         return redirect(destination)
     if form.validate_on_submit():
-        admin = db.session.scalar(select(AdminUser).where(AdminUser.username == form.username.data))
-        if admin is not None and admin.is_active and admin.check_password(form.password.data):
+        admin = AdminUser.authenticate(form.username.data, form.password.data)
+        if admin is not None:
             login_user(admin)
             admin.last_login_at = utcnow()
             db.session.commit()
@@ -68,9 +78,14 @@ def login():
 
 @bp.route("/logout", methods=["POST"])
 def logout():
-    """End the session (POST with the CSRF token, so another site cannot sign an admin out)."""
+    """End the account's sessions (POST with the CSRF token, so another site cannot sign an admin out).
+
+    A new session token is drawn, so a copy of the cookie stops working too, not only this browser's.
+    """
     if not LogoutForm().validate_on_submit():
         abort(400, description="The form expired; reload the page and try again.")
+    current_user.end_sessions()
+    db.session.commit()
     logout_user()
     flash("Signed out.", "info")
     return redirect(url_for("admin.login"))
@@ -88,7 +103,7 @@ def index():
                            statuses=STATUSES, sortable=SORT_COLUMNS, threshold=threshold)
 
 
-@bp.route("/predictions/<int:prediction_id>")
+@bp.route("/predictions/<row_id:prediction_id>")
 def detail(prediction_id: int):
     """One prediction: larger thumbnail, full top-k, metadata, its correction, the same photo's other answers."""
     prediction = db.session.scalar(
@@ -115,7 +130,7 @@ def label_choices(prediction: Prediction) -> list[str]:
     return list(dict.fromkeys(known))
 
 
-@bp.route("/predictions/<int:prediction_id>/thumbnail.jpg")
+@bp.route("/predictions/<row_id:prediction_id>/thumbnail.jpg")
 def thumbnail(prediction_id: int):
     """The stored JPEG thumbnail (only the blob column is read)."""
     blob = db.session.scalar(select(Prediction.thumbnail).where(Prediction.id == prediction_id))
@@ -126,7 +141,7 @@ def thumbnail(prediction_id: int):
     return response
 
 
-@bp.route("/predictions/<int:prediction_id>/correction", methods=["POST"])
+@bp.route("/predictions/<row_id:prediction_id>/correction", methods=["POST"])
 def correct(prediction_id: int):
     """Store or edit the true label of a prediction (who and when are recorded)."""
     prediction = db.get_or_404(Prediction, prediction_id, description=f"No prediction {prediction_id}.")
@@ -152,7 +167,7 @@ def correct(prediction_id: int):
     return redirect(back)
 
 
-@bp.route("/predictions/<int:prediction_id>/correction/delete", methods=["POST"])
+@bp.route("/predictions/<row_id:prediction_id>/correction/delete", methods=["POST"])
 def delete_correction(prediction_id: int):
     """Withdraw the correction of a prediction."""
     form = DeleteCorrectionForm()

@@ -12,6 +12,8 @@ from typing import Any
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "1"
+# What app.routing.PublicIdConverter matches (issued ids are 22 characters).
+PUBLIC_ID_PATTERN = "^[A-Za-z0-9_-]{16,64}$"
 
 
 def ref(schema: str) -> dict[str, str]:
@@ -46,9 +48,11 @@ SCHEMAS: dict[str, Any] = {
     },
     "Prediction": {
         "type": "object",
-        "required": ["id", "created_at", "model", "predictions", "image", "latency_ms"],
+        "required": ["id", "created_at", "model", "predictions", "image", "latency_ms", "groups", "answer"],
         "properties": {
-            "id": {"type": "integer", "minimum": 1},
+            "id": {"type": "string", "pattern": PUBLIC_ID_PATTERN,
+                   "description": "The prediction's public id: 128 random bits, URL-safe. Whoever has it "
+                                  "can read the prediction; no one can guess another."},
             "created_at": {"type": "string", "format": "date-time", "description": "UTC, milliseconds."},
             "model": {
                 "type": "object",
@@ -75,6 +79,35 @@ SCHEMAS: dict[str, Any] = {
                                        "predictions stored before verdicts existed."},
             "vehicle_score": {"type": ["number", "null"], "minimum": 0, "maximum": 1,
                               "description": "The vehicle gate's probability of a vehicle; null without a gate."},
+            "groups": {"type": "object", "additionalProperties": {"type": "array", "items": ref("GroupScore"),
+                                                                  "minItems": 1, "maxItems": 3},
+                       "description": "Per label grouping of the model (e.g. `make`, `segment`), its best group "
+                                      "labels (all of them when there are no more than 3), best first; a group's "
+                                      "score is the sum of its classes' probabilities. `{}` for a model without "
+                                      "groupings and for predictions stored before groups existed."},
+            "answer": {"oneOf": [ref("LevelAnswer"), {"type": "null"}],
+                       "description": "The most specific level whose score clears that level's confidence "
+                                      "threshold: `class`, then the groupings from the most to the least "
+                                      "specific. Null when the verdict is `not_a_car`, when no level is sure, "
+                                      "and for predictions stored before answers existed."},
+        },
+    },
+    "GroupScore": {
+        "type": "object",
+        "required": ["label", "score"],
+        "properties": {
+            "label": {"type": "string", "description": "Group label, e.g. `Audi` or `premium`."},
+            "score": {"type": "number", "minimum": 0, "maximum": 1.000001,
+                      "description": "Summed probability of the group's classes."},
+        },
+    },
+    "LevelAnswer": {
+        "type": "object",
+        "required": ["level", "label", "score"],
+        "properties": {
+            "level": {"type": "string", "description": "`class` (the model's own labels) or a grouping name."},
+            "label": {"type": "string"},
+            "score": {"type": "number", "minimum": 0, "maximum": 1.000001},
         },
     },
     "BatchResult": {
@@ -144,14 +177,18 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["status", "model", "version"],
         "properties": {"status": {"type": "string", "const": "warm"}, "model": {"type": "string"},
-                       "version": {"type": "string"}},
+                       "version": {"type": "string"},
+                       "warmup_ms": {"type": ["number", "null"], "minimum": 0,
+                                     "description": "How long the warm-up inference took when the model "
+                                                    "was loaded (it is not run again here)."}},
     },
 }
 
 TOP_K_SCHEMA = {"type": "integer", "minimum": 1, "maximum": 20}
 # Both upload routes take ``top_k`` from the query string or the form.
 TOP_K_QUERY = {"name": "top_k", "in": "query", "required": False, "schema": TOP_K_SCHEMA,
-               "description": "Answers per photo (also accepted as a form field)."}
+               "description": "Answers per photo (also accepted as a form field; sent in both, the "
+                              "two must agree, else 400)."}
 
 
 def multipart_body(field: str, field_schema: dict[str, Any]) -> dict[str, Any]:
@@ -169,9 +206,11 @@ def multipart_body(field: str, field_schema: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-FILE = {"type": "string", "contentMediaType": "application/octet-stream"}
+# An empty file is refused (400), so the schema says a file has at least one byte.
+FILE = {"type": "string", "contentMediaType": "application/octet-stream", "minLength": 1}
 PREDICTION_ID = {"name": "prediction_id", "in": "path", "required": True,
-                 "schema": {"type": "integer", "minimum": 1}}
+                 "schema": {"type": "string", "pattern": PUBLIC_ID_PATTERN},
+                 "description": "The `id` from the prediction's body (its public id)."}
 TOO_MANY = error("Too many requests from this address; wait `Retry-After` seconds.", retry_after=True)
 DATABASE_DOWN = error("The database is busy or unavailable; nothing was saved. Retry later.", retry_after=True)
 
@@ -188,7 +227,8 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "201": json_response("Classified and stored.", "Prediction", {
                     "Location": {"description": "The prediction's URL.", "schema": {"type": "string"}}}),
-                "400": error("No file, an empty file, or `top_k` outside 1..20."),
+                "400": error("No file, an empty file, or `top_k` outside 1..20 or different in the "
+                             "query and the form."),
                 "413": error("Body over `MAX_CONTENT_LENGTH` or image over `MAX_IMAGE_PIXELS`."),
                 "415": error("Not an image, or not JPEG, PNG, WebP or GIF."),
                 "422": error("Truncated or corrupt image."),
@@ -205,7 +245,7 @@ PATHS: dict[str, Any] = {
             "description": "Repeated multipart fields `images` (at most 32). Each file is classified and "
                            "stored on its own; one bad file never fails the others.",
             "parameters": [TOP_K_QUERY],
-            "requestBody": multipart_body("images", {"type": "array", "maxItems": 32, "items": FILE,
+            "requestBody": multipart_body("images", {"type": "array", "minItems": 1, "maxItems": 32, "items": FILE,
                                                      "description": "The photos."}),
             "responses": {
                 "200": json_response("One result per file, in order.", "Batch"),
@@ -288,7 +328,7 @@ PATHS: dict[str, Any] = {
         "get": {
             "operationId": "warmup",
             "tags": ["operations"],
-            "summary": "App Engine warmup: one inference and one query before traffic arrives",
+            "summary": "App Engine warmup: the model's load-time warm-up and one query before traffic arrives",
             "responses": {"200": json_response("Warm.", "Warmup")},
         },
     },

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from flask import Response, current_app, jsonify, redirect, render_template, request, url_for
+from flask import Response, current_app, jsonify, make_response, redirect, render_template, request, url_for
 
-from ..classifier import get_classifier
-from ..extensions import db
-from ..imaging import ImageRejected
-from ..models import Prediction
+from ..inference.imaging import ImageRejected
+from ..models import prediction_or_404
+from ..serving import get_classifier
 from ..services import create_prediction, single_upload
 from . import bp
 from .forms import UploadForm
+from .headline import headline
 
 
 @bp.get("/")
@@ -32,7 +32,7 @@ def submit():
     except ImageRejected as exc:
         page = render_template("upload/index.html", form=form, classifier=get_classifier(), error=exc)
         return page, exc.status
-    return redirect(url_for("upload.result", prediction_id=prediction.id), code=303)
+    return redirect(url_for("upload.result", prediction_id=prediction.public_id), code=303)
 
 
 @bp.post("/photos")
@@ -48,23 +48,31 @@ def create_photo():
     prediction = create_prediction(single_upload(request.files), source="web", top_k=current_app.config["TOP_K"])
     response = jsonify(prediction.to_dict())
     response.status_code = 201
-    response.headers["Location"] = url_for("upload.result", prediction_id=prediction.id)
+    response.headers["Location"] = url_for("upload.result", prediction_id=prediction.public_id)
     return response
 
 
-@bp.get("/predictions/<int:prediction_id>")
-def result(prediction_id: int):
-    """A stored prediction: thumbnail, top-k with confidence bars, model, time taken."""
-    prediction = db.get_or_404(Prediction, prediction_id)
-    return render_template("upload/result.html", prediction=prediction)
+@bp.get("/predictions/<public_id:prediction_id>")
+def result(prediction_id: str):
+    """A stored prediction: thumbnail, top-k with confidence bars, model, time taken.
+
+    Only whoever has the link sees it, so neither this page nor the thumbnail may be kept by a shared
+    cache (``Cache-Control: private``).
+    """
+    prediction = prediction_or_404(prediction_id)
+    response = make_response(render_template("upload/result.html", prediction=prediction,
+                                             headline=headline(prediction)))
+    response.cache_control.private = True
+    response.cache_control.no_cache = True  # the page can change (a later model's heatmap)
+    return response
 
 
-@bp.get("/predictions/<int:prediction_id>/thumbnail.jpg")
-def thumbnail(prediction_id: int):
-    """The stored thumbnail (re-encoded JPEG, no EXIF); immutable, so cache it for long."""
-    prediction = db.get_or_404(Prediction, prediction_id)
-    response = Response(prediction.thumbnail, mimetype="image/jpeg")
-    response.cache_control.public = True
+@bp.get("/predictions/<public_id:prediction_id>/thumbnail.jpg")
+def thumbnail(prediction_id: str):
+    """The stored thumbnail (re-encoded JPEG, no EXIF); it never changes, so the browser keeps it long,
+    but only the browser."""
+    response = Response(prediction_or_404(prediction_id).thumbnail, mimetype="image/jpeg")
+    response.cache_control.private = True
     response.cache_control.max_age = 31536000
     response.cache_control.immutable = True
     return response
