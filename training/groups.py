@@ -144,7 +144,7 @@ def validation_probabilities(model_dir: Path, metadata: dict[str, Any], labels: 
     probabilities = evaluate_lib.predict(model, val.paths, val.labels, num_classes=len(labels),
                                          image_size=tuple(metadata["image_size"]),
                                          resize_mode=metadata.get("resize_mode", "center_crop"),
-                                         batch_size=batch_size)
+                                         batch_size=batch_size, tta=metadata.get("tta", "none"))
     return probabilities, np.asarray(val.labels)
 
 
