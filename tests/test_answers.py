@@ -152,3 +152,16 @@ def test_the_readme_level_table_is_the_shipped_report():
     shipped = json.loads((report.parent.parent / "metadata.json").read_text(encoding="utf-8"))
     assert [g.name for g in groupings(shipped, json.loads((report.parent.parent / "labels.json").read_text()))] \
         == ["make", "segment"]
+
+
+def test_the_premium_basic_artifact_is_the_segment_grouping_of_car_models_196():
+    """Both sum the same probabilities over the same label map, so they must agree on val."""
+    artifacts = REPO_ROOT / "model_artifacts"
+    fine = json.loads((artifacts / "car-models-196" / "metadata.json").read_text(encoding="utf-8"))
+    coarse = json.loads((artifacts / "premium-basic" / "metadata.json").read_text(encoding="utf-8"))
+    segment = fine["groups"]["segment"]
+    assert json.loads((artifacts / "premium-basic" / "labels.json").read_text()) == segment["labels"]
+    assert coarse["label_map"] == segment["label_map"]
+    assert coarse["metrics"]["accuracy"] == pytest.approx(segment["metrics"]["accuracy"], abs=1e-9)
+    for key in ("threshold", "coverage", "accuracy"):
+        assert coarse["confidence"][key] == pytest.approx(segment["confidence"][key], abs=1e-6)
