@@ -97,7 +97,7 @@ class Config:
     BOOTSTRAP_SERVE_LOCAL = Setting(parse_bool, True, "Serve Bootstrap from the app instead of a CDN.")
     VEHICLE_GATE_DIR = Setting(str, None, "Vehicle gate artifact (\"not a car\" check); default the shipped "
                                           "`model_artifacts/vehicle-gate` when present; `none` turns it off.")
-    EXPLANATION_CACHE_DIR = Setting(str, None, "Where Grad-CAM heatmaps are cached; default "
+    EXPLANATION_CACHE_DIR = Setting(str, None, "Where the answer heatmaps are cached; default "
                                                "`<instance>/explanations`.")
     RATELIMIT_ENABLED = Setting(parse_bool, True, "Apply the per-client request limits below.")
     RATELIMIT_UPLOAD = Setting(str, "60 per minute", "Uploads per client address (page and API together), "

@@ -62,10 +62,11 @@ def create_batch():
 
 @bp.get("/predictions/<public_id:prediction_id>/explanation.png")
 def explanation(prediction_id: str):
-    """Grad-CAM heatmap of the prediction's top label over its stored thumbnail (PNG).
+    """Class activation heatmap of the prediction's answer over its stored thumbnail (PNG).
 
-    Computed on first request with the Keras model, then served from the cache. 501 without
-    TensorFlow, 503 without ``model.keras``, 409 when the served model does not know the label.
+    Computed on first request with the served runtime (no TensorFlow needed), then served from the cache.
+    501 for a model whose head cannot be explained, 503 when its ``head.npz`` is unreadable, 409 when the
+    served model does not know the answer's label.
     """
     from ..errors import error_response
     from ..explanations import explanation_png

@@ -274,17 +274,19 @@ PATHS: dict[str, Any] = {
         "get": {
             "operationId": "getExplanation",
             "tags": ["predictions"],
-            "summary": "Grad-CAM heatmap of the top label over the stored thumbnail",
-            "description": "Computed on first request with the Keras copy of the model, then cached.",
+            "summary": "Heatmap of the prediction's answer over the stored thumbnail",
+            "description": "Class activation map of the answer (its top class when it has none; for a group "
+                           "answer the probability-weighted sum of its members' maps), computed on first request "
+                           "from the model's feature map and dense head, with no TensorFlow, then cached.",
             "parameters": [PREDICTION_ID],
             "responses": {
                 "200": {"description": "PNG image.",
                         "content": {"image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}}}},
                 "404": error("No prediction with this id."),
-                "409": error("The served model does not know the prediction's label."),
+                "409": error("The served model does not know the prediction's answer label."),
                 "429": TOO_MANY,
-                "501": error("TensorFlow is not installed on this server (requirements-train.txt)."),
-                "503": error("The artifact has no model.keras, or the database is unavailable."),
+                "501": error("The served model's head cannot be explained as a class activation map."),
+                "503": error("The artifact's head.npz is unreadable, or the database is unavailable."),
             },
         },
     },
