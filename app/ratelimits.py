@@ -1,6 +1,8 @@
-"""Per-client request limits on the routes that cost the most: uploads (page and API) and the API.
+"""Per-client request limits on the routes that cost the most: uploads (page, examples and API), the API,
+and visitors' answers to "Was this right?" (page and API).
 
-The limits are read from the settings on every request (``RATELIMIT_UPLOAD``, ``RATELIMIT_API``), so
+The limits are read from the settings on every request (``RATELIMIT_UPLOAD``, ``RATELIMIT_API``,
+``RATELIMIT_FEEDBACK``), so
 each app built by ``create_app`` can have its own. They are declared once per process because the
 limiter keeps one registry for every app it is bound to.
 """
@@ -12,6 +14,8 @@ from flask import Flask, current_app, request
 from .extensions import limiter
 
 UPLOAD_FIELDS = ("image", "images")
+# POST routes of the upload and API blueprints that classify nothing: they count as answers, not uploads.
+FEEDBACK_ENDPOINTS = frozenset({"upload.feedback", "api.feedback"})
 
 
 def photos_in_request() -> int:
@@ -19,9 +23,17 @@ def photos_in_request() -> int:
     return max(1, sum(len(request.files.getlist(field)) for field in UPLOAD_FIELDS))
 
 
+def is_feedback() -> bool:
+    """Whether this request sends an answer rather than a photo."""
+    return request.endpoint in FEEDBACK_ENDPOINTS
+
+
 # One bucket per client for every upload, whichever page or API route it arrives through.
 UPLOAD_LIMIT = limiter.shared_limit(lambda: current_app.config["RATELIMIT_UPLOAD"], scope="upload",
-                                    methods=["POST"], cost=photos_in_request)
+                                    methods=["POST"], cost=photos_in_request, exempt_when=is_feedback)
+# One bucket per client for answers, page and API together; decorates the two feedback views.
+FEEDBACK_LIMIT = limiter.shared_limit(lambda: current_app.config["RATELIMIT_FEEDBACK"], scope="feedback",
+                                      methods=["POST"])
 API_LIMIT = limiter.limit(lambda: current_app.config["RATELIMIT_API"])
 
 

@@ -50,6 +50,18 @@ class SideWork:
 side_work = SideWork(max_workers=4)  # thumbnail + gate for each of a worker's request threads
 
 
+def prediction_or_404(prediction_id: int) -> Prediction:
+    """The prediction a public URL names, or a 404: the one place that turns a URL's id into a row.
+
+    Args:
+        prediction_id: The id from the URL.
+
+    Returns:
+        The stored :class:`Prediction`.
+    """
+    return db.get_or_404(Prediction, prediction_id, description=f"No prediction {prediction_id}.")
+
+
 def parse_top_k(raw: str | None, default: int) -> int:
     """Read the ``top_k`` request parameter.
 
@@ -110,7 +122,7 @@ def create_prediction(upload: FileStorage | None, *, source: str, top_k: int) ->
 
     Args:
         upload: The multipart file (``None`` when the field was missing).
-        source: ``"web"`` or ``"api"``.
+        source: ``"web"``, ``"example"`` or ``"api"``.
         top_k: Number of answers to keep.
 
     Returns:

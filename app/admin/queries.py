@@ -11,15 +11,17 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-from sqlalchemy import Select, and_, case, func, or_, select
+from sqlalchemy import Select, and_, case, exists, func, or_, select
 from sqlalchemy.orm import contains_eager, defer
 
 from ..extensions import db
-from ..models import SOURCES, Correction, Prediction
+from ..models import FEEDBACK_WRONG, SOURCES, Correction, Feedback, Prediction
 from ..trust import VERDICTS
 
 PAGE_SIZES = (25, 50, 100, 200)
 STATUSES = ("corrected", "uncorrected", "confirmed", "wrong")
+# Visitors' answers: any answer at all, or at least one saying the model was wrong.
+VISITOR_FILTERS = {"answered": "visitors answered", "said_wrong": "visitors said wrong"}
 SORT_COLUMNS = {
     "created_at": Prediction.created_at,
     "top_label": Prediction.top_label,
@@ -63,12 +65,13 @@ class ReviewFilters:
         date_to: Last day included (UTC).
         label: Exact top label.
         model_version: Exact model version.
-        source: ``web`` or ``api``.
+        source: ``web``, ``example`` or ``api``.
         verdict: ``ok``, ``uncertain`` or ``not_a_car`` (see :mod:`app.trust`).
         score_min: Lowest top score included.
         score_max: Highest top score included.
         low_confidence: Only top scores below the low-confidence threshold.
         status: ``corrected``, ``uncorrected``, ``confirmed`` (model right) or ``wrong``.
+        visitors: ``answered`` (a visitor answered "Was this right?") or ``said_wrong`` (one said no).
         q: Free text matched against the top label, the corrected label and the original filename.
         sort: A key of :data:`SORT_COLUMNS`.
         order: ``asc`` or ``desc``.
@@ -86,6 +89,7 @@ class ReviewFilters:
     score_max: float | None = None
     low_confidence: bool = False
     status: str = ""
+    visitors: str = ""
     q: str = ""
     sort: str = "created_at"
     order: str = "desc"
@@ -108,6 +112,7 @@ class ReviewFilters:
             score_max=_parse_score(args.get("score_max")),
             low_confidence=args.get("low_confidence") in ("1", "on", "true", "y"),
             status=args.get("status", "") if args.get("status") in STATUSES else "",
+            visitors=args.get("visitors", "") if args.get("visitors") in VISITOR_FILTERS else "",
             q=args.get("q", "").strip()[:200],
             sort=sort if sort in SORT_COLUMNS else "created_at",
             order="asc" if args.get("order") == "asc" else "desc",
@@ -190,6 +195,11 @@ def filtered(statement: Select, filters: ReviewFilters, low_confidence_below: fl
         conditions.append(Correction.new_label == Correction.old_label)
     elif filters.status == "wrong":
         conditions.append(Correction.new_label != Correction.old_label)
+    if filters.visitors:
+        answers = select(Feedback.id).where(Feedback.prediction_id == Prediction.id)
+        if filters.visitors == "said_wrong":
+            answers = answers.where(Feedback.verdict.in_(FEEDBACK_WRONG))
+        conditions.append(exists(answers))
     if filters.q:
         pattern = f"%{_escape_like(filters.q)}%"
         conditions.append(or_(*(_contains(column, pattern) for column in
@@ -251,9 +261,10 @@ class Dashboard:
 
 
 def dashboard(filters: ReviewFilters, low_confidence_below: float) -> Dashboard:
-    """Predictions per day (latest days with data), top labels, mean confidence, per-version accuracy.
+    """Predictions per day (latest days with data), top labels, mean confidence, per-version accuracy and
+    the share of visitors' answers that said wrong.
 
-    Four queries, whatever the number of rows.
+    Five queries, whatever the number of rows.
     """
     day = func.date(Prediction.created_at)
     per_day_rows = db.session.execute(
@@ -275,23 +286,35 @@ def dashboard(filters: ReviewFilters, low_confidence_below: float) -> Dashboard:
         filtered(_joined(select(Prediction.model_version, func.count(Prediction.id), func.count(Correction.id),
                                 func.coalesce(func.sum(wrong), 0))), filters, low_confidence_below)
         .group_by(Prediction.model_version).order_by(Prediction.model_version)).all()
-    versions = [version_stats(version, n, corrected, wrong_count)
+    # Visitors' answers per version, over the same filtered predictions (an answer set, not a prediction set).
+    said_wrong = case((Feedback.verdict.in_(FEEDBACK_WRONG), 1), else_=0)
+    visitor_rows = db.session.execute(
+        filtered(_joined(select(Prediction.model_version, func.count(Feedback.id),
+                                func.coalesce(func.sum(said_wrong), 0)))
+                 .join(Feedback, Feedback.prediction_id == Prediction.id), filters, low_confidence_below)
+        .group_by(Prediction.model_version)).all()
+    visitors = {version: (answers, wrong_count) for version, answers, wrong_count in visitor_rows}
+    versions = [version_stats(version, n, corrected, wrong_count, *visitors.get(version, (0, 0)))
                 for version, n, corrected, wrong_count in version_rows]
     return Dashboard(per_day, [(label, n) for label, n in label_rows], total or 0,
                      float(mean) if mean is not None else None, versions)
 
 
-def version_stats(version: str, predictions: int, corrected: int, wrong: int) -> dict[str, Any]:
-    """Live accuracy of one model version, measured on the predictions an admin has reviewed.
+def version_stats(version: str, predictions: int, corrected: int, wrong: int, visitor_answers: int = 0,
+                  visitors_said_wrong: int = 0) -> dict[str, Any]:
+    """Live accuracy of one model version, measured on the predictions an admin has reviewed, and the
+    visitors' view of it (a signal that costs no admin time, never taken as ground truth).
 
     Args:
         version: Model version.
         predictions: Predictions served by it.
         corrected: How many of them carry a correction (confirmed or relabelled).
         wrong: How many corrections changed the label.
+        visitor_answers: Visitors' answers to "Was this right?" about its predictions.
+        visitors_said_wrong: How many of those answers said no (wrong, not a car, or unknown).
 
     Returns:
-        A row for the dashboard; the shares are None while nothing was reviewed.
+        A row for the dashboard; the shares are None while nothing was reviewed or answered.
     """
     return {
         "version": version,
@@ -300,7 +323,34 @@ def version_stats(version: str, predictions: int, corrected: int, wrong: int) ->
         "wrong": wrong,
         "wrong_share": wrong / corrected if corrected else None,
         "live_accuracy": (corrected - wrong) / corrected if corrected else None,
+        "visitor_answers": visitor_answers,
+        "visitors_said_wrong": visitors_said_wrong,
+        "visitor_wrong_share": visitors_said_wrong / visitor_answers if visitor_answers else None,
     }
+
+
+@dataclass
+class VisitorSummary:
+    """What visitors answered about one prediction: counts per verdict and the labels they suggested."""
+
+    counts: dict[str, int]
+    suggestions: list[tuple[str, int]]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def visitor_summary(prediction_id: int) -> VisitorSummary:
+    """Visitors' answers about ``prediction_id``: per verdict, and suggested labels, most suggested first."""
+    counts = dict(db.session.execute(select(Feedback.verdict, func.count(Feedback.id))
+                                     .where(Feedback.prediction_id == prediction_id)
+                                     .group_by(Feedback.verdict)).all())
+    suggestions = db.session.execute(
+        select(Feedback.label, func.count(Feedback.id))
+        .where(Feedback.prediction_id == prediction_id, Feedback.label.is_not(None))
+        .group_by(Feedback.label).order_by(func.count(Feedback.id).desc(), Feedback.label)).all()
+    return VisitorSummary(counts, [(label, n) for label, n in suggestions])
 
 
 def filter_choices() -> dict[str, list[str]]:

@@ -1,13 +1,13 @@
-"""JSON API: create and read predictions, describe the model."""
+"""JSON API: create and read predictions, answer "Was this right?", describe the model."""
 
 from __future__ import annotations
 
 from flask import Response, current_app, jsonify, request, url_for
 
 from ..classifier import get_classifier
-from ..extensions import db
-from ..models import Prediction
-from ..services import create_prediction, parse_top_k, single_upload
+from ..feedback import FeedbackRejected, address_hash, record_answer
+from ..ratelimits import FEEDBACK_LIMIT
+from ..services import create_prediction, parse_top_k, prediction_or_404, single_upload
 from . import bp
 
 
@@ -30,7 +30,30 @@ def create():
 @bp.get("/predictions/<int:prediction_id>")
 def read(prediction_id: int):
     """A stored prediction, same body as on creation."""
-    return jsonify(db.get_or_404(Prediction, prediction_id).to_dict())
+    return jsonify(prediction_or_404(prediction_id).to_dict())
+
+
+@bp.post("/predictions/<int:prediction_id>/feedback")
+@FEEDBACK_LIMIT
+def feedback(prediction_id: int):
+    """A client's answer to "Was this right?": JSON ``{"verdict": ..., "label": ...}``.
+
+    ``verdict`` is ``right``, ``wrong`` (with ``label``, one of the model's labels), ``not_a_car`` or
+    ``unknown``. One answer per prediction and client address; the prediction itself never changes.
+
+    Returns:
+        201 with the stored answer; 400 for a malformed body, 409 for a second answer.
+    """
+    from ..errors import error_response
+
+    prediction = prediction_or_404(prediction_id)
+    try:
+        answer = record_answer(prediction, request.get_json(silent=True), address_hash())
+    except FeedbackRejected as exc:
+        return error_response(exc.status, exc.code, exc.message)
+    response = jsonify(answer.to_dict())
+    response.status_code = 201
+    return response
 
 
 @bp.get("/model")
@@ -69,7 +92,7 @@ def explanation(prediction_id: int):
     from ..errors import error_response
     from ..explain import ExplanationUnavailable, explanation_png
 
-    prediction = db.get_or_404(Prediction, prediction_id)
+    prediction = prediction_or_404(prediction_id)
     try:
         data = explanation_png(prediction)
     except ExplanationUnavailable as exc:
