@@ -31,9 +31,10 @@ def is_feedback() -> bool:
 # One bucket per client for every upload, whichever page or API route it arrives through.
 UPLOAD_LIMIT = limiter.shared_limit(lambda: current_app.config["RATELIMIT_UPLOAD"], scope="upload",
                                     methods=["POST"], cost=photos_in_request, exempt_when=is_feedback)
-# One bucket per client for answers, page and API together; decorates the two feedback views.
+# One bucket per client for answers, page and API together; decorates the two feedback views. It adds to
+# the blueprints' limits rather than replacing them, so API answers still count against RATELIMIT_API.
 FEEDBACK_LIMIT = limiter.shared_limit(lambda: current_app.config["RATELIMIT_FEEDBACK"], scope="feedback",
-                                      methods=["POST"])
+                                      methods=["POST"], override_defaults=False)
 API_LIMIT = limiter.limit(lambda: current_app.config["RATELIMIT_API"])
 
 
