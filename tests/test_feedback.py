@@ -222,11 +222,13 @@ def test_a_flood_of_answers_gets_429_page_and_api_together(color_artifact, tmp_p
     dispose(application)
 
 
-def test_api_answers_also_count_against_the_api_limit(color_artifact, tmp_path, make_image):
+def test_api_answers_are_also_under_the_api_limit(color_artifact, tmp_path, make_image):
     application = make_app(color_artifact, f"sqlite:///{tmp_path / 'api.db'}", RATELIMIT_ENABLED=True,
-                           RATELIMIT_API="2 per minute")
+                           RATELIMIT_API="2 per minute", RATELIMIT_FEEDBACK="100 per minute")
     client = application.test_client()
-    prediction_id = classify(client, make_image)
-    assert client.post(f"/api/v1/predictions/{prediction_id}/feedback", json={"verdict": "right"}).status_code == 201
-    assert client.get(f"/api/v1/predictions/{prediction_id}").status_code == 429
+    ids = [classify(client, make_image) for _ in range(2)]
+    urls = [f"/api/v1/predictions/{i}/feedback" for i in (*ids, ids[0])]
+    statuses = [client.post(url, json={"verdict": "right"}, environ_base={"REMOTE_ADDR": "192.0.2.50"}).status_code
+                for url in urls]
+    assert statuses == [201, 201, 429]
     dispose(application)
