@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 from sqlalchemy import Select, and_, case, exists, func, or_, select
-from sqlalchemy.orm import contains_eager, defer
+from sqlalchemy.orm import aliased, contains_eager, defer
 
 from ..extensions import db
 from ..models import FEEDBACK_WRONG, SOURCES, Correction, Feedback, Prediction
@@ -196,9 +196,10 @@ def filtered(statement: Select, filters: ReviewFilters, low_confidence_below: fl
     elif filters.status == "wrong":
         conditions.append(Correction.new_label != Correction.old_label)
     if filters.visitors:
-        answers = select(Feedback.id).where(Feedback.prediction_id == Prediction.id)
+        answer = aliased(Feedback)  # apart from the feedback rows the dashboard's own query joins
+        answers = select(answer.id).where(answer.prediction_id == Prediction.id)
         if filters.visitors == "said_wrong":
-            answers = answers.where(Feedback.verdict.in_(FEEDBACK_WRONG))
+            answers = answers.where(answer.verdict.in_(FEEDBACK_WRONG))
         conditions.append(exists(answers))
     if filters.q:
         pattern = f"%{_escape_like(filters.q)}%"
