@@ -128,9 +128,11 @@ def test_the_client_address_is_stored_only_as_a_keyed_hash(app, client, make_ima
     assert client_hash != hashlib.sha256(b"203.0.113.7").hexdigest()  # keyed: not recomputable without the secret
     from app.extensions import db
 
+    from sqlalchemy import text
+
     with app.app_context():
-        dump = "\n".join(db.session.connection().connection.driver_connection.iterdump())
-    assert "203.0.113.7" not in dump
+        every_value = repr(db.session.execute(text("SELECT * FROM feedback")).all())
+    assert "203.0.113.7" not in every_value
 
 
 def test_api_answer_201_with_the_stored_feedback(client, make_image):

@@ -265,7 +265,7 @@ def dashboard(filters: ReviewFilters, low_confidence_below: float) -> Dashboard:
     """Predictions per day (latest days with data), top labels, mean confidence, per-version accuracy and
     the share of visitors' answers that said wrong.
 
-    Five queries, whatever the number of rows.
+    Four queries, whatever the number of rows.
     """
     day = func.date(Prediction.created_at)
     per_day_rows = db.session.execute(
@@ -283,20 +283,17 @@ def dashboard(filters: ReviewFilters, low_confidence_below: float) -> Dashboard:
                  low_confidence_below)).one()
 
     wrong = case((Correction.new_label != Correction.old_label, 1), else_=0)
+    # Visitors' answers, one row per answered prediction, joined into the same per-version statement.
+    answers = (select(Feedback.prediction_id, func.count(Feedback.id).label("answers"),
+                      func.sum(case((Feedback.verdict.in_(FEEDBACK_WRONG), 1), else_=0)).label("said_wrong"))
+               .group_by(Feedback.prediction_id).subquery())
     version_rows = db.session.execute(
         filtered(_joined(select(Prediction.model_version, func.count(Prediction.id), func.count(Correction.id),
-                                func.coalesce(func.sum(wrong), 0))), filters, low_confidence_below)
+                                func.coalesce(func.sum(wrong), 0), func.coalesce(func.sum(answers.c.answers), 0),
+                                func.coalesce(func.sum(answers.c.said_wrong), 0)))
+                 .outerjoin(answers, answers.c.prediction_id == Prediction.id), filters, low_confidence_below)
         .group_by(Prediction.model_version).order_by(Prediction.model_version)).all()
-    # Visitors' answers per version, over the same filtered predictions (an answer set, not a prediction set).
-    said_wrong = case((Feedback.verdict.in_(FEEDBACK_WRONG), 1), else_=0)
-    visitor_rows = db.session.execute(
-        filtered(_joined(select(Prediction.model_version, func.count(Feedback.id),
-                                func.coalesce(func.sum(said_wrong), 0)))
-                 .join(Feedback, Feedback.prediction_id == Prediction.id), filters, low_confidence_below)
-        .group_by(Prediction.model_version)).all()
-    visitors = {version: (answers, wrong_count) for version, answers, wrong_count in visitor_rows}
-    versions = [version_stats(version, n, corrected, wrong_count, *visitors.get(version, (0, 0)))
-                for version, n, corrected, wrong_count in version_rows]
+    versions = [version_stats(*row) for row in version_rows]
     return Dashboard(per_day, [(label, n) for label, n in label_rows], total or 0,
                      float(mean) if mean is not None else None, versions)
 
