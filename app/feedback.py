@@ -17,7 +17,7 @@ from flask import current_app, request, session
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from .classifier import get_classifier
+from .serving import get_classifier
 from .extensions import db
 from .models import FEEDBACK_VERDICTS, Feedback, Prediction
 

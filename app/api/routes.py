@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Response, current_app, jsonify, request, url_for
 
-from ..classifier import get_classifier
 from ..feedback import FeedbackRejected, address_hash, record_answer
 from ..ratelimits import FEEDBACK_LIMIT
+from ..serving import get_classifier
 from ..services import create_prediction, parse_top_k, prediction_or_404, single_upload
 from . import bp
 
@@ -90,7 +90,8 @@ def explanation(prediction_id: int):
     TensorFlow, 503 without ``model.keras``, 409 when the served model does not know the label.
     """
     from ..errors import error_response
-    from ..explain import ExplanationUnavailable, explanation_png
+    from ..explanations import explanation_png
+    from ..inference.explain import ExplanationUnavailable
 
     prediction = prediction_or_404(prediction_id)
     try:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from flask import Response, abort, current_app, jsonify, redirect, render_template, request, send_file, url_for
 
-from ..classifier import get_classifier
 from ..examples import find_example, list_examples, open_example
 from ..feedback import FeedbackRejected, allowed_labels, answer_of, record_answer, session_key
-from ..imaging import ImageRejected
+from ..inference.imaging import ImageRejected
 from ..ratelimits import FEEDBACK_LIMIT
+from ..serving import get_classifier
 from ..services import create_prediction, prediction_or_404, single_upload
 from . import bp
 from .forms import ExampleForm, UploadForm
+from .headline import headline
 
 
 def render_index(form: UploadForm, status: int = 200, error: ImageRejected | None = None):
@@ -80,7 +81,7 @@ def create_photo():
 
 def render_result(prediction, status: int = 200, feedback_error: FeedbackRejected | None = None):
     """The result page, asking "Was this right?" unless this browser session already answered."""
-    page = render_template("upload/result.html", prediction=prediction,
+    page = render_template("upload/result.html", prediction=prediction, headline=headline(prediction),
                            answer=answer_of(prediction, session_key(create=False)),
                            feedback_labels=allowed_labels(prediction),
                            feedback_error=feedback_error)

@@ -1,7 +1,7 @@
 """Visitors' answers to "Was this right?", and predictions of the page's example photos.
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-11-29
 
 A new ``feedback`` table, one answer per prediction and visitor (a unique index on the prediction and
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
