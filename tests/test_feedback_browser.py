@@ -46,7 +46,8 @@ def shipped_server(color_artifact, tmp_path):
     model = SHIPPED_MODEL if shipped else color_artifact
     database = tmp_path / "feedback-browser.db"
     gate = {} if shipped else {"VEHICLE_GATE_DIR": "none"}
-    with gunicorn_server(model, database, RATELIMIT_ENABLED="false", LOG_LEVEL="WARNING", **gate) as base:
+    with gunicorn_server(model, database, ready_timeout=300, RATELIMIT_ENABLED="false", LOG_LEVEL="WARNING",
+                         **gate) as base:
         yield base, database, shipped
 
 

@@ -40,7 +40,8 @@ def foreign_keys_enforced() -> bool:
 
 @pytest.fixture
 def reviewed_database(color_artifact, database_url):
-    """An app whose database is at 0003 with two predictions, an admin and a correction."""
+    """An app whose database is at 0003 with two predictions, an admin and a correction (0004 and 0005 then
+    run in one upgrade, as on a server that skipped a release)."""
     application = create_app({"MODEL_DIR": str(color_artifact), "DATABASE_URL": database_url})
     with application.app_context():
         upgrade(revision="0003")
@@ -98,7 +99,7 @@ def test_0005_downgrade_keeps_every_row_and_turns_examples_into_web(reviewed_dat
     db.session.commit()
     db.session.remove()
 
-    downgrade(revision="0003")
+    downgrade(revision="0004")  # this revision's own step down
     assert "feedback" not in inspect(db.engine).get_table_names()
     assert counts() == (3, 1)
     assert foreign_keys_enforced()
