@@ -97,12 +97,17 @@ class Config:
     BOOTSTRAP_SERVE_LOCAL = Setting(parse_bool, True, "Serve Bootstrap from the app instead of a CDN.")
     VEHICLE_GATE_DIR = Setting(str, None, "Vehicle gate artifact (\"not a car\" check); default the shipped "
                                           "`model_artifacts/vehicle-gate` when present; `none` turns it off.")
+    EXAMPLES_DIR = Setting(str, "examples", "Folder of example photos offered on the upload page (JPEG, PNG or "
+                                            "WebP); relative paths are taken from the repository root; "
+                                            "`none` hides the row.")
     EXPLANATION_CACHE_DIR = Setting(str, None, "Where the answer heatmaps are cached; default "
                                                "`<instance>/explanations`.")
     RATELIMIT_ENABLED = Setting(parse_bool, True, "Apply the per-client request limits below.")
     RATELIMIT_UPLOAD = Setting(str, "60 per minute", "Uploads per client address (page and API together), "
                                                      "e.g. `10 per minute;500 per day`.")
     RATELIMIT_API = Setting(str, "300 per minute", "Requests per client address to `/api/v1`, any method.")
+    RATELIMIT_FEEDBACK = Setting(str, "20 per minute;200 per day", "Answers to \"Was this right?\" per client "
+                                                                 "address (page and API together).")
     RATELIMIT_STORAGE_URI = Setting(str, None, "Where rate-limit counters live; default a SQLite file shared by "
                                                "the machine's workers (next to a SQLite database, else "
                                                "`<instance>/ratelimits.db`). `redis://host:6379` shares them "
@@ -243,6 +248,10 @@ def finalize(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
     if not config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         # A pooled connection dies with a server restart; test it on checkout rather than answer 503 once.
         config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    examples = (config.get("EXAMPLES_DIR") or "none").strip()
+    if examples.lower() != "none" and not Path(examples).is_absolute():
+        examples = str(REPO_ROOT / examples)
+    config["EXAMPLES_DIR"] = examples
     model_dir = Path(config["MODEL_DIR"])
     config["MODEL_DIR"] = str(model_dir if model_dir.is_absolute() else REPO_ROOT / model_dir)
     if config.get("INFERENCE_THREADS") is None:

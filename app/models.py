@@ -1,4 +1,5 @@
-"""Database models: one row per prediction served (web page or API), admin accounts, corrections."""
+"""Database models: one row per prediction served (web page, example photo or API), admin accounts, corrections,
+and visitors' answers to "Was this right?"."""
 
 from __future__ import annotations
 
@@ -15,7 +16,13 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from .extensions import db
 
-SOURCES = ("web", "api")
+# Where a prediction came from: a photo sent from the page, one of the page's example photos, or the API.
+SOURCES = ("web", "example", "api")
+# A visitor's answer: the model was right, wrong (with the true label), the photo is not a car, or the
+# visitor could not tell the true label.
+FEEDBACK_VERDICTS = ("right", "wrong", "not_a_car", "unknown")
+# The answers that say the model's top label was not the photo's.
+FEEDBACK_WRONG = ("wrong", "not_a_car", "unknown")
 # Bytes of randomness in a prediction's public id (128 bits: no one finds another upload by guessing).
 PUBLIC_ID_BYTES = 16
 
@@ -35,7 +42,7 @@ class Prediction(db.Model):
 
     __tablename__ = "predictions"
     __table_args__ = (
-        CheckConstraint("source IN ('web', 'api')", name="ck_predictions_source"),
+        CheckConstraint("source IN ('web', 'example', 'api')", name="ck_predictions_source"),
         Index("ix_predictions_created_at", "created_at"),
         Index("ix_predictions_sha256", "sha256"),
         Index("ix_predictions_top_label", "top_label"),
@@ -227,3 +234,52 @@ class Correction(db.Model):
 
     def __repr__(self) -> str:
         return f"<Correction {self.prediction_id} {self.old_label!r} -> {self.new_label!r}>"
+
+
+class Feedback(db.Model):
+    """A visitor's answer to "Was this right?" for one prediction; never taken as ground truth.
+
+    ``client_key`` tells visitors apart for the one-answer rule (a keyed hash of the browser session, or
+    of the address for API clients); ``client_hash`` is a keyed hash of the address. Raw addresses and
+    session ids are never stored.
+    """
+
+    __tablename__ = "feedback"
+    __table_args__ = (
+        CheckConstraint("verdict IN ('right', 'wrong', 'not_a_car', 'unknown')", name="ck_feedback_verdict"),
+        CheckConstraint("(verdict = 'wrong') = (label IS NOT NULL)", name="ck_feedback_label"),
+        Index("ix_feedback_prediction_client", "prediction_id", "client_key", unique=True),
+        Index("ix_feedback_verdict", "verdict"),
+    )
+
+    id = db.Column(db.Integer, primary_key=True)
+    prediction_id = db.Column(db.Integer, db.ForeignKey("predictions.id", name="fk_feedback_prediction_id",
+                                                        ondelete="CASCADE"), nullable=False)
+    verdict = db.Column(db.String(16), nullable=False)
+    label = db.Column(db.String(255), nullable=True)
+    created_at = db.Column(db.DateTime(timezone=True), nullable=False, default=utcnow)
+    client_hash = db.Column(db.String(64), nullable=False)
+    client_key = db.Column(db.String(64), nullable=False)
+
+    prediction = db.relationship(Prediction, backref=db.backref("feedback", lazy="select", passive_deletes=True,
+                                                                order_by="Feedback.id"))
+
+    @property
+    def says_wrong(self) -> bool:
+        """True when the visitor said the top label was not the photo's."""
+        return self.verdict in FEEDBACK_WRONG
+
+    def to_dict(self) -> dict[str, Any]:
+        """The API representation (no client hashes)."""
+        stamp = self.created_at
+        stamp = stamp.replace(tzinfo=dt.timezone.utc) if stamp.tzinfo is None else stamp
+        return {
+            "id": self.id,
+            "prediction_id": self.prediction.public_id,  # the id the client knows; the integer stays inside
+            "verdict": self.verdict,
+            "label": self.label,
+            "created_at": stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        }
+
+    def __repr__(self) -> str:
+        return f"<Feedback {self.prediction_id} {self.verdict} {self.label!r}>"

@@ -133,7 +133,7 @@ def create_prediction(upload: FileStorage | None, *, source: str, top_k: int) ->
 
     Args:
         upload: The multipart file (``None`` when the field was missing).
-        source: ``"web"`` or ``"api"``.
+        source: ``"web"``, ``"example"`` or ``"api"``.
         top_k: Number of answers to keep.
 
     Returns:

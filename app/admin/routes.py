@@ -13,13 +13,14 @@ from sqlalchemy.orm import defer, joinedload
 
 from ..serving import get_classifier
 from ..extensions import db, limiter
-from ..models import AdminUser, Correction, Prediction, utcnow
+from ..models import SOURCES, AdminUser, Correction, Prediction, utcnow
 from . import bp
 from .auth import safe_next
 from .charts import per_day_svg
 from .export import prediction_rows
 from .forms import CorrectionForm, DeleteCorrectionForm, LoginForm, LogoutForm
-from .queries import PAGE_SIZES, SORT_COLUMNS, STATUSES, ReviewFilters, dashboard, filter_choices, review_page
+from .queries import (PAGE_SIZES, SORT_COLUMNS, STATUSES, VISITOR_FILTERS, ReviewFilters, dashboard, filter_choices,
+                      review_page, visitor_summary)
 
 SAME_PHOTO_LIMIT = 50
 
@@ -100,12 +101,14 @@ def index():
     page = review_page(filters, threshold, total=board.total)  # the dashboard already counted the set
     return render_template("admin/index.html", filters=filters, page=page, board=board,
                            chart=per_day_svg(board.per_day), choices=filter_choices(), page_sizes=PAGE_SIZES,
-                           statuses=STATUSES, sortable=SORT_COLUMNS, threshold=threshold)
+                           statuses=STATUSES, visitor_filters=VISITOR_FILTERS, sources=SOURCES,
+                           sortable=SORT_COLUMNS, threshold=threshold)
 
 
 @bp.route("/predictions/<row_id:prediction_id>")
 def detail(prediction_id: int):
-    """One prediction: larger thumbnail, full top-k, metadata, its correction, the same photo's other answers."""
+    """One prediction: larger thumbnail, full top-k, metadata, its correction beside what visitors said
+    (a suggested label is adopted as the correction in one click), the same photo's other answers."""
     prediction = db.session.scalar(
         select(Prediction).options(defer(Prediction.thumbnail),
                                    joinedload(Prediction.correction).joinedload(Correction.corrected_by))
@@ -118,6 +121,7 @@ def detail(prediction_id: int):
         .order_by(Prediction.created_at.desc()).limit(SAME_PHOTO_LIMIT)).all()
     return render_template("admin/detail.html", prediction=prediction, same_photo=same_photo,
                            label_choices=label_choices(prediction), form=CorrectionForm(),
+                           visitors=visitor_summary(prediction.id),
                            delete_form=DeleteCorrectionForm(),
                            back=safe_next(request.args.get("back"), url_for("admin.index")))
 

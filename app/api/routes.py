@@ -1,10 +1,12 @@
-"""JSON API: create and read predictions, describe the model."""
+"""JSON API: create and read predictions, answer "Was this right?", describe the model."""
 
 from __future__ import annotations
 
 from flask import Response, current_app, jsonify, request, url_for
 
+from ..feedback import FeedbackRejected, address_hash, record_answer
 from ..models import prediction_or_404
+from ..ratelimits import FEEDBACK_LIMIT
 from ..serving import get_classifier
 from ..services import create_prediction, requested_top_k, single_upload
 from . import bp
@@ -32,6 +34,29 @@ def read(prediction_id: str):
     response = jsonify(prediction_or_404(prediction_id).to_dict())
     response.cache_control.private = True
     response.cache_control.no_cache = True
+    return response
+
+
+@bp.post("/predictions/<public_id:prediction_id>/feedback")
+@FEEDBACK_LIMIT
+def feedback(prediction_id: str):
+    """A client's answer to "Was this right?": JSON ``{"verdict": ..., "label": ...}``.
+
+    ``verdict`` is ``right``, ``wrong`` (with ``label``, one of the model's labels), ``not_a_car`` or
+    ``unknown``. One answer per prediction and client address; the prediction itself never changes.
+
+    Returns:
+        201 with the stored answer; 400 for a malformed body, 409 for a second answer.
+    """
+    from ..errors import error_response
+
+    prediction = prediction_or_404(prediction_id)
+    try:
+        answer = record_answer(prediction, request.get_json(silent=True), address_hash())
+    except FeedbackRejected as exc:
+        return error_response(exc.status, exc.code, exc.message)
+    response = jsonify(answer.to_dict())
+    response.status_code = 201
     return response
 
 

@@ -110,6 +110,32 @@ SCHEMAS: dict[str, Any] = {
             "score": {"type": "number", "minimum": 0, "maximum": 1.000001},
         },
     },
+    "FeedbackRequest": {
+        "type": "object",
+        "required": ["verdict"],
+        "additionalProperties": False,
+        "properties": {
+            "verdict": {"type": "string", "enum": ["right", "wrong", "not_a_car", "unknown"],
+                        "description": "`right`: the top answer is the car; `wrong`: it is the car named in "
+                                       "`label`; `not_a_car`: the photo shows no car; `unknown`: the answer "
+                                       "is wrong but the true car is not known."},
+            "label": {"type": "string", "maxLength": 255,
+                      "description": "Only with `wrong`, and then required: one of the model's labels "
+                                     "(`GET /api/v1/model`)."},
+        },
+    },
+    "Feedback": {
+        "type": "object",
+        "required": ["id", "prediction_id", "verdict", "label", "created_at"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "integer", "minimum": 1},
+            "prediction_id": {"type": "integer", "minimum": 1},
+            "verdict": {"type": "string", "enum": ["right", "wrong", "not_a_car", "unknown"]},
+            "label": {"type": ["string", "null"], "description": "The suggested label; null unless `wrong`."},
+            "created_at": {"type": "string", "format": "date-time", "description": "UTC, milliseconds."},
+        },
+    },
     "BatchResult": {
         "type": "object",
         "required": ["index", "filename", "status"],
@@ -265,6 +291,28 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": json_response("The prediction, same body as on creation.", "Prediction"),
                 "404": error("No prediction with this id."),
+                "429": TOO_MANY,
+                "503": DATABASE_DOWN,
+            },
+        },
+    },
+    "/api/v1/predictions/{prediction_id}/feedback": {
+        "post": {
+            "operationId": "createFeedback",
+            "tags": ["predictions"],
+            "summary": "Say whether a prediction was right",
+            "description": "Stores the client's answer apart from the prediction, which never changes; admins "
+                           "see it as a suggestion. One answer per prediction and client address. Limited "
+                           "per address by `RATELIMIT_FEEDBACK`.",
+            "parameters": [PREDICTION_ID],
+            "requestBody": {"required": True,
+                            "content": {"application/json": {"schema": ref("FeedbackRequest")}}},
+            "responses": {
+                "201": json_response("Stored.", "Feedback"),
+                "400": error("Not a JSON object, an unknown verdict or field, `label` missing with `wrong`, "
+                             "sent with another verdict, or not one of the model's labels."),
+                "404": error("No prediction with this id."),
+                "409": error("This client has already answered for this prediction."),
                 "429": TOO_MANY,
                 "503": DATABASE_DOWN,
             },

@@ -1,7 +1,7 @@
 """Unguessable public ids for predictions, and a session token per admin account.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-29
 
 Predictions were addressed by their sequential id, so anyone could read every upload by counting.
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
