@@ -199,6 +199,31 @@ def test_nginx_own_error_pages_carry_the_security_headers(nginx_without_app):
         assert f"\r\n{header.lower()}: " in head.lower(), f"{header} missing on nginx's 413"
 
 
+@needs_nginx
+@pytest.mark.slow
+def test_nginx_drops_clients_that_stall_in_their_headers_or_body(nginx_without_app):
+    header_timeout = nginx_seconds(directive("client_header_timeout")[0])
+    body_timeout = nginx_seconds(directive("client_body_timeout")[0])
+    stalled_header = socket.create_connection(("127.0.0.1", nginx_without_app.port))
+    stalled_header.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    stalled_body = socket.create_connection(("127.0.0.1", nginx_without_app.port))
+    stalled_body.sendall(b"POST /api/v1/predictions HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                         b"Content-Length: 1000\r\n\r\n" + b"x" * 100)
+    started = time.monotonic()
+    closed_after = {}
+    for name, sock in (("header", stalled_header), ("body", stalled_body)):
+        sock.settimeout(max(header_timeout, body_timeout) + 10)
+        try:
+            while sock.recv(4096):  # nginx closes without an answer (or after a 408)
+                pass
+        except ConnectionResetError:
+            pass
+        closed_after[name] = time.monotonic() - started
+        sock.close()
+    assert closed_after["header"] < header_timeout + 3, closed_after
+    assert closed_after["body"] < body_timeout + 3, closed_after
+
+
 @pytest.fixture
 def gunicorn_behind_nginx(color_artifact, tmp_path, nginx_prefix):
     """One real gunicorn (1 worker, 2 threads: the 2-thread case the slow clients starve) and nginx."""
