@@ -35,11 +35,11 @@ run: install  ## Serve the default model at http://127.0.0.1:$(PORT)/
 test: install-dev  ## Run the whole test suite
 	$(BIN)/python -m pytest
 
-cluster: install  ## nginx -> 2 gunicorn instances -> PostgreSQL + Redis on 127.0.0.1 (nginx on $(PORT); Ctrl-C stops)
+cluster: install  ## nginx :$(PORT) -> 2 gunicorn -> PostgreSQL + Redis, on 127.0.0.1 (Ctrl-C stops)
 	scripts/cluster-packages.sh
 	$(BIN)/python scripts/cluster.py up --port $(PORT)
 
-cluster-test: install  ## Load through nginx with 32 slow clients held and one instance killed; one line, exit 1 on failure
+cluster-test: install  ## Load via nginx, 32 slow clients, an instance killed; one line
 	scripts/cluster-packages.sh
 	$(BIN)/python scripts/cluster.py test
 

@@ -128,10 +128,12 @@ def render_nginx_conf(text: str, *, listen_port: int, upstream_ports: list[int],
     Returns:
         The configuration text; everything else (timeouts, limits, headers, proxying) is unchanged.
     """
-    servers = "\n".join(f"        server 127.0.0.1:{port} max_fails=1 fail_timeout=5s;" for port in upstream_ports)
-    text = substitute_once(r"^\s*server app:8080 [^;]*;$", servers, text)
-    text = substitute_once(r"^(\s*)listen 80 default_server;$", f"        listen 127.0.0.1:{listen_port} default_server;",
-                           text)
+    upstream = re.search(r"^\s*server app:8080( [^;]*)?;$", text, re.MULTILINE)
+    parameters = (upstream.group(1) or "") if upstream else ""
+    servers = "\n".join(f"        server 127.0.0.1:{port}{parameters};" for port in upstream_ports)
+    text = substitute_once(r"^\s*server app:8080( [^;]*)?;$", servers, text)
+    text = substitute_once(r"^\s*listen 80 default_server;$",
+                           f"        listen 127.0.0.1:{listen_port} default_server;", text)
     text = substitute_once(r"^pid [^;]*;$", f"pid {prefix / 'nginx.pid'};", text)
     text = substitute_once(r"^error_log [^;]*;$", f"error_log {prefix / 'error.log'} warn;", text)
     text = substitute_once(r"^(\s*)access_log (\S+) main;$", f"    access_log {prefix / 'access.log'} main;", text)

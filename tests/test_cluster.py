@@ -65,8 +65,8 @@ def test_compose_puts_nginx_alone_in_front_of_two_or_more_app_containers():
     published = {name for name, service in services.items() if service.get("ports")}
     assert published == {"nginx"}, "only nginx may be reachable from outside"
     assert services["app"]["deploy"]["replicas"] >= 2
-    assert services["app"]["build"]["context"] == ".."
-    assert (REPO_ROOT / "deploy" / services["app"]["build"]["context"] / services["app"]["build"]["dockerfile"]).is_file()
+    build = services["app"]["build"]
+    assert build["context"] == ".." and (REPO_ROOT / build["dockerfile"]).is_file(), "the repository's image"
     assert services["nginx"]["depends_on"]["app"]["condition"] == "service_healthy"
     mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in services["nginx"]["volumes"]}
     assert mounts["/etc/nginx/nginx.conf"] == "./nginx.conf"
