@@ -266,3 +266,22 @@ def test_slow_clients_starve_gunicorn_alone_but_not_through_nginx(gunicorn_behin
     response = request(proxy.port, "GET", "/healthz")
     for header in SECURITY_HEADERS:
         assert len(response.headers.get_all(header)) == 1, header
+
+
+def test_ci_installs_nginx_before_the_suite_and_runs_the_cluster_test():
+    steps = [line.strip() for line in (REPO_ROOT / ".ci" / "run").read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    assert steps.index("scripts/cluster-packages.sh") < steps.index("make test") < steps.index("make cluster-test")
+
+
+def test_readme_shows_the_compose_topology_and_a_passing_cluster_run():
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    deploy = readme.split("<!-- section:deploy -->")[1].split("<!-- /section:deploy -->")[0]
+    assert "docker compose -f deploy/docker-compose.yml up -d --build" in deploy
+    assert "--scale app=" in deploy and "nginx -s reload" in deploy
+    (line,) = re.findall(r"^cluster-test .*$", deploy, re.MULTILINE)
+    assert line.startswith("cluster-test PASS: ")
+    rows, created = map(int, re.search(r"rows (\d+) = 201s (\d+)", line).groups())
+    assert rows == created == int(re.search(r"201 x(\d+)", line).group(1))
+    answered, checks = map(int, re.search(r"health (\d+)/(\d+) answered", line).groups())
+    assert answered == checks > 0
