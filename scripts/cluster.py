@@ -401,9 +401,6 @@ class SlowClients:
 
     def run(self) -> None:
         while not self.stopping.is_set():
-            for kind, wanted in self.wanted.items():
-                for _ in range(wanted - sum(1 for k in self.sockets.values() if k == kind)):
-                    self.open(kind)
             # A readable socket means the server answered (408, 400 ...) or closed it.
             readable, _, _ = select.select(list(self.sockets), [], [], 0) if self.sockets else ([], [], [])
             for sock in readable:
@@ -413,6 +410,10 @@ class SlowClients:
                     sock.send(b"x")
                 except OSError:
                     self.drop(sock, by_server=True)
+            # Replace the dropped ones at once (new ones have just sent their first bytes).
+            for kind, wanted in self.wanted.items():
+                for _ in range(wanted - sum(1 for k in self.sockets.values() if k == kind)):
+                    self.open(kind)
             self.stopping.wait(self.interval_s)
 
     def drop(self, sock: socket.socket, by_server: bool) -> None:
