@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from training.gate import add_gate_parser
+from training.groups import add_groups_parser
 from training.quantize import add_quantize_parser
 from training.tools import add_tools_parser
 
@@ -45,6 +46,10 @@ TRAIN_OPTIONS: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
     ],
     "training": [
         ("--epochs", "train.head_epochs", {"type": int, "help": "phase 1 epochs: head on the frozen backbone"}),
+        ("--head-on-features", "train.head_on_features", {"action": "store_const", "const": True,
+                                                          "help": "phase 1 on backbone features computed once "
+                                                          "(many head epochs for the price of one; flips are "
+                                                          "the only augmentation it sees)"}),
         ("--fine-tune-epochs", "train.fine_tune_epochs", {"type": int, "help": "phase 2 epochs (0 skips it)"}),
         ("--unfreeze-blocks", "train.unfreeze_blocks", {"type": int, "metavar": "N",
                                                         "help": "top backbone blocks trained in phase 2"}),
@@ -241,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tools_parser(subparsers)
     add_quantize_parser(subparsers)
     add_gate_parser(subparsers)
+    add_groups_parser(subparsers)
     return parser
 
 
@@ -252,3 +258,47 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def reproduce_command(training_config: dict[str, Any]) -> str | None:
+    """The ``python -m training train`` command line that reproduces the recorded configuration.
+
+    Only options that differ from the defaults are written. The export records it in the metadata
+    (``training_config.command``), where the model card shows it without importing this package.
+
+    Args:
+        training_config: The ``training_config`` section of the metadata (its ``config`` is read).
+
+    Returns:
+        The command, or ``None`` when no configuration was recorded.
+    """
+    config = training_config.get("config") if isinstance(training_config, dict) else None
+    if not isinstance(config, dict):
+        return None
+    from training.config import DEFAULTS
+    parts = ["python -m training train"]
+    for options in TRAIN_OPTIONS.values():
+        for flag, key, kwargs in options:
+            value, default = _lookup(config, key), _lookup(DEFAULTS, key)
+            if value is None or value == default:
+                continue
+            if "const" in kwargs:  # a switch such as --no-augment
+                if value == kwargs["const"]:
+                    parts.append(flag)
+                continue
+            shown = " ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+            parts.append(f"{flag} {_quote(shown)}")
+    return " \\\n    ".join(parts)
+
+
+def _lookup(config: dict[str, Any], dotted: str) -> Any:
+    value: Any = config
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _quote(text: str) -> str:
+    return f"'{text}'" if any(ch in text for ch in " '\"$") else text

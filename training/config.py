@@ -57,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
         "label_smoothing": 0.0,
         "class_weights": True,
         "head_epochs": 5,           # phase 1: new head on the frozen backbone
+        "head_on_features": False,  # phase 1 on cached backbone features (fast; flips only as augmentation)
         "head_lr": 1.0e-3,
         "fine_tune_epochs": 10,     # phase 2: top blocks unfrozen; 0 skips the phase
         "fine_tune_lr": 1.0e-4,
@@ -76,6 +77,9 @@ DEFAULTS: dict[str, Any] = {
         "runs_dir": "runs",
         "verbose": 1,
     },
+    # {name: folder,label CSV}: label groupings (make, segment) measured on val after training and stored
+    # in the artifact (training/groups.py); null for none.
+    "groups": None,
     "export": {
         "out": None,
         "litert": True,

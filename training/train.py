@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from training import data as data_lib
 from training import evaluate as evaluate_lib
@@ -281,7 +282,22 @@ def _train_in(run_dir: Path, config: dict[str, Any], *, resumed: bool) -> dict[s
         phases.append({**entry_record, "checkpoint": checkpoint})
         epoch = last_epoch
 
-    if train_cfg["head_epochs"] > 0:
+    if train_cfg["head_epochs"] > 0 and train_cfg["head_on_features"]:
+        done = next((p for p in finished if p["phase"] == "head"), None)
+        checkpoint = run_dir / "checkpoints" / "head.best.weights.h5"
+        if done is None:
+            best = train_head_on_features(model, train_split, val_split, config, weights, run_dir)
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            model.save_weights(str(checkpoint))
+            done = {"phase": "head", "epochs": train_cfg["head_epochs"], "last_epoch": 0, "best": best,
+                    "on_features": True}
+            finished.append(done)
+            state_file.write_text(json.dumps(finished, indent=2))
+        else:
+            load_weights_into(model, checkpoint)
+            print(f"head: finished before on cached features, best {monitor} {done['best']:.4f}")
+        phases.append({**done, "checkpoint": checkpoint})
+    elif train_cfg["head_epochs"] > 0:
         run_phase("head", train_cfg["head_epochs"],
                   _learning_rate(train_cfg, train_cfg["head_lr"], train_cfg["head_epochs"], steps_per_epoch, 0),
                   "phase 1 (head, frozen backbone)")
@@ -305,6 +321,73 @@ def _train_in(run_dir: Path, config: dict[str, Any], *, resumed: bool) -> dict[s
     if resumed:
         started -= _previous_wall_time(run_dir)
     return finish_run(model, config, dataset, run_dir, phases, started)
+
+
+def _pooled_features(model: keras.Model, dataset, *, mirrored: bool = False) -> np.ndarray:
+    """The pooled backbone features of every image of ``dataset`` (optionally of its mirror images)."""
+    extractor = keras.Model(model.inputs, model.get_layer("pool").output)
+    images = dataset.map(lambda x, *rest: x[:, :, ::-1, :] if mirrored else x)
+    return np.asarray(extractor.predict(images, verbose=0), dtype="float32")
+
+
+def train_head_on_features(model: keras.Model, train_split, val_split, config: dict[str, Any],
+                           class_weights: dict[int, float] | None, run_dir: Path) -> float:
+    """Phase 1 on cached features: the backbone runs once over the photos, then only the head trains.
+
+    A frozen backbone gives the same features every epoch, so the head can see many epochs for the price
+    of one forward pass (plus one over the mirror images when flips are part of the augmentation); the
+    other augmentations are given up in exchange. The trained layers are copied into ``model``.
+
+    Args:
+        model: From :func:`training.model.build_model`; its head layers are updated in place.
+        train_split: Training photos and labels.
+        val_split: Validation photos and labels (early stopping and the returned score).
+        config: The resolved configuration.
+        class_weights: ``{class index: weight}`` or ``None``.
+        run_dir: Where ``head_features_history.csv`` goes.
+
+    Returns:
+        The best validation accuracy of the head.
+    """
+    model_cfg, train_cfg = config["model"], config["train"]
+    num_classes = int(model.output.shape[-1])
+    image_size = tuple(model.input.shape[1:3])
+    plain = dict(num_classes=num_classes, image_size=image_size, resize_mode=model_cfg["resize_mode"],
+                 batch_size=train_cfg["batch_size"], cache=False)
+    started = time.monotonic()
+    train_ds = make_dataset(train_split.paths, train_split.labels, **plain)
+    features = [_pooled_features(model, train_ds)]
+    labels = [np.asarray(train_split.labels)]
+    if config["augment"]["enabled"] and config["augment"]["horizontal_flip"]:
+        features.append(_pooled_features(model, train_ds, mirrored=True))
+        labels.append(labels[0])
+    x_train, y_train = np.concatenate(features), np.concatenate(labels)
+    x_val = _pooled_features(model, make_dataset(val_split.paths, val_split.labels, **plain))
+    y_val = np.asarray(val_split.labels)
+    print(f"phase 1 (head on cached features): {len(x_train)} training feature vectors in "
+          f"{time.monotonic() - started:.0f} s")
+
+    inputs = keras.Input(shape=(x_train.shape[1],), name="features")
+    x = inputs
+    head_layers = [layer for layer in model.layers[model.layers.index(model.get_layer("pool")) + 1:]]
+    for layer in head_layers:
+        x = layer.__class__.from_config(layer.get_config())(x)
+    head = keras.Model(inputs, x)
+    _compile(head, {**train_cfg, "ema": 0.0}, train_cfg["head_lr"], num_classes)
+    history = head.fit(
+        x_train, keras.utils.to_categorical(y_train, num_classes),
+        sample_weight=None if class_weights is None else np.asarray([class_weights[int(c)] for c in y_train]),
+        validation_data=(x_val, keras.utils.to_categorical(y_val, num_classes)),
+        epochs=train_cfg["head_epochs"], batch_size=train_cfg["batch_size"], shuffle=True,
+        verbose=2 if train_cfg["verbose"] else 0,
+        callbacks=[keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=max(5, train_cfg["head_epochs"] // 5),
+                                                 restore_best_weights=True),
+                   keras.callbacks.CSVLogger(str(run_dir / "head_features_history.csv"))])
+    for layer, trained in zip(head_layers, head.layers[1:]):
+        layer.set_weights(trained.get_weights())
+    best = float(max(history.history["val_accuracy"]))
+    print(f"phase 1 done in {time.monotonic() - started:.0f} s: val accuracy {best:.4f}")
+    return best
 
 
 def _previous_wall_time(run_dir: Path) -> float:
@@ -366,6 +449,11 @@ def finish_run(model: keras.Model, config: dict[str, Any], dataset: data_lib.Dat
         label_map=Path(data_cfg["label_map"]).name if data_cfg["label_map"] else None,
         extra={"confidence": evaluation["confidence"], "tta": model_cfg.get("tta", "none")})
     export_lib.export_artifact(clean, dataset.class_names, metadata, out_dir, litert=export_cfg["litert"])
+    if config.get("groups"):
+        from training.groups import add_groups
+
+        add_groups(out_dir, config["groups"], data_cfg["path"], target_precision=export_cfg["target_precision"],
+                   batch_size=train_cfg["batch_size"])
     print(f"artifact written to {out_dir} in {wall_time:.0f} s: "
           + ", ".join(f"{k} {v:.4f}" for k, v in evaluation["metrics"].items() if isinstance(v, float)))
     return {"run_dir": run_dir, "artifact": out_dir, "metrics": evaluation["metrics"], "wall_time_s": wall_time}

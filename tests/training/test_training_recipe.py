@@ -184,3 +184,23 @@ def test_flip_tta_is_the_mean_over_the_photo_and_its_mirror(tmp_path):
                       tta="flip")
     assert plain[0, 0] > 0.9
     np.testing.assert_allclose(flipped[0], [0.5, 0.5], atol=1e-6)
+
+
+def test_head_on_cached_features_then_fine_tune(image_folder, tmp_path):
+    from training.config import resolve
+    from training.train import run_training
+
+    config = resolve(None, {**TINY_OVERRIDES, "name": "probe", "data.path": str(image_folder),
+                            "train.head_on_features": True, "train.head_epochs": 30, "train.head_lr": 0.01,
+                            "train.runs_dir": str(tmp_path / "runs"), "export.out": str(tmp_path / "artifact"),
+                            "export.litert": False})
+    result = run_training(config)
+    run_dir = result["run_dir"]
+    with open(run_dir / "head_features_history.csv", encoding="utf-8") as handle:
+        head_rows = list(csv.DictReader(handle))
+    assert 1 <= len(head_rows) <= 30
+    phases = json.loads((run_dir / "phases.json").read_text())
+    assert phases[0]["phase"] == "head" and phases[0]["on_features"]
+    assert phases[0]["best"] == pytest.approx(max(float(r["val_accuracy"]) for r in head_rows))
+    assert _epochs_logged(run_dir) == [0]  # the fine-tuning epoch, numbered from 0
+    assert (run_dir / "checkpoints" / "head.best.weights.h5").is_file()
