@@ -1,4 +1,4 @@
-"""Command line: ``python -m training train|evaluate|tools|gate``.
+"""Command line: ``python -m training train|evaluate|export|group|tools|quantize|gate|tune``.
 
 Every ``train`` option is also a configuration key (shown in brackets in ``--help``); an option given
 on the command line beats the ``--config`` file, which beats the defaults in :mod:`training.config`.
@@ -13,6 +13,7 @@ from typing import Any
 from training.gate import add_gate_parser
 from training.quantize import add_quantize_parser
 from training.tools import add_tools_parser
+from training.tune import add_tune_parser
 
 # (flag, config key, argparse keyword arguments) for every training option, by help group.
 TRAIN_OPTIONS: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
@@ -214,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tools_parser(subparsers)
     add_quantize_parser(subparsers)
     add_gate_parser(subparsers)
+    add_tune_parser(subparsers)
     return parser
 
 
