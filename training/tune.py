@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import functools
+import hashlib
+import json
 
 import numpy as np
 
@@ -168,7 +170,8 @@ def extract(bottom, paths: list[str], labels: list[int], *, num_classes: int,
 
 
 def build_cache(config: dict[str, Any], bottom, strengths: list[float], *,
-                train_per_class: int | None, verbose: int) -> FeatureCache:
+                train_per_class: int | None, verbose: int, cut: str = "",
+                cache_dir: str | Path | None = None) -> FeatureCache:
     """Load the data as ``train`` does and extract the activations at the cut for every view.
 
     Args:
@@ -177,6 +180,10 @@ def build_cache(config: dict[str, Any], bottom, strengths: list[float], *,
         strengths: Augmentation strengths to cache a training view for.
         train_per_class: Training photos per class (``None``: the configuration's ``max_per_class``).
         verbose: Progress display.
+        cut: Name of the layer at the cut (part of the disk cache's key).
+        cache_dir: Where each view is also kept as ``.npy`` as soon as it is extracted, under a key of
+            everything that shapes it (file list, backbone, weights, input, cut, augmentation, seed), so
+            a later search over the same data starts from the disk; ``None`` keeps nothing.
 
     Returns:
         The :class:`FeatureCache`.
@@ -198,14 +205,34 @@ def build_cache(config: dict[str, Any], bottom, strengths: list[float], *,
                   batch_size=train_cfg["batch_size"], seed=config["seed"], verbose=verbose)
     print(f"caching activations: {num_classes} classes, {len(train_split)} train photos x {len(strengths)} "
           f"augmentation strengths, {len(val_split)} val photos")
+    folder = None
+    if cache_dir is not None:
+        key = {"files": data_lib.file_list_hash(dataset), "backbone": model_cfg["backbone"],
+               "weights": str(model_cfg["weights"]), "image_size": list(image_size),
+               "resize_mode": model_cfg["resize_mode"], "cut": cut, "augment": config["augment"],
+               "seed": config["seed"]}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        folder = Path(cache_dir) / digest
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "key.json").write_text(json.dumps(key, indent=2) + "\n", encoding="utf-8")
+
+    def view(name: str, paths: list[str], labels: list[int], augment: dict[str, Any] | None) -> np.ndarray:
+        stored = folder / f"{name}.npy" if folder is not None else None
+        if stored is not None and stored.is_file():
+            print(f"{name}: read from {stored}")
+            return np.load(stored)
+        print(name)
+        features = extract(bottom, paths, labels, augment=augment, **common)
+        if stored is not None:
+            np.save(stored, features)
+        return features
+
     train = {}
     for strength in strengths:
-        print(f"train view, augmentation strength {strength:g}")
         augment = scaled_augment(config["augment"], strength)
-        train[strength] = extract(bottom, train_split.paths, train_split.labels,
-                                  augment=augment if augment.get("enabled", True) else None, **common)
-    print("val")
-    val = extract(bottom, val_split.paths, val_split.labels, augment=None, **common)
+        train[strength] = view(f"train_strength_{strength:g}", train_split.paths, train_split.labels,
+                               augment if augment.get("enabled", True) else None)
+    val = view("val", val_split.paths, val_split.labels, None)
     weights = None
     if train_cfg["class_weights"]:
         table = data_lib.class_weights(train_split.labels, num_classes)
@@ -397,7 +424,7 @@ def write_trials(rows: list[dict[str, Any]], out_dir: Path, baseline: float | No
 def run_tune(config: dict[str, Any], out_dir: str | Path, *, trials: int, max_minutes: float,
              max_unfreeze: int = 2, trial_epochs: int = 3, train_per_class: int | None = None,
              strengths: tuple[float, ...] = (0.0, 0.5, 1.0), baseline: bool = True,
-             verbose: int = 1) -> dict[str, Any]:
+             cache_dir: str | Path | None = None, verbose: int = 1) -> dict[str, Any]:
     """Run the search and write ``trials.csv``, ``trials.png``, ``best.yaml`` and ``summary.json``.
 
     Args:
@@ -410,13 +437,12 @@ def run_tune(config: dict[str, Any], out_dir: str | Path, *, trials: int, max_mi
         train_per_class: Training photos per class (``None``: all, or the configuration's cap).
         strengths: Augmentation strengths searched (a cached view each).
         baseline: Also score the starting configuration's own values under the same protocol.
+        cache_dir: Keep the activations on disk here and reuse them (see :func:`build_cache`).
         verbose: Keras progress display (1: a bar per epoch, 2: a line per epoch).
 
     Returns:
         ``{"best": values, "best_score", "baseline_score", "trials": rows, "wall_time_s", "out_dir"}``.
     """
-    import json
-
     import keras
     import keras_tuner
 
@@ -443,7 +469,8 @@ def run_tune(config: dict[str, Any], out_dir: str | Path, *, trials: int, max_mi
     preprocess = preprocessing_layer(entry.preprocessing)
     bottom_with_preprocessing = keras.Model(images, bottom(preprocess(images) if preprocess else images))
     cache = build_cache(config, bottom_with_preprocessing, sorted(set(strengths)),
-                        train_per_class=train_per_class, verbose=verbose)
+                        train_per_class=train_per_class, verbose=verbose, cut=bottom.layers[-1].name,
+                        cache_dir=cache_dir)
     print(f"activations cached in {cache.seconds:.0f} s: {cache.val.shape[1:]} per photo at the cut below "
           f"blocks {', '.join(top_names) or '(none)'}")
 
@@ -553,6 +580,9 @@ def add_tune_parser(subparsers) -> None:
                         help="at most N training photos per class (default: all)")
     search.add_argument("--strengths", type=float, nargs="+", default=[0.0, 0.5, 1.0], metavar="S",
                         help="augmentation strengths to choose from (default 0 0.5 1)")
+    search.add_argument("--cache-dir", metavar="DIR",
+                        help="also keep the cached activations here (.npy, float16) and reuse them on the "
+                             "next search over the same data, backbone, input and augmentation")
     search.add_argument("--no-baseline", action="store_true",
                         help="skip scoring the starting configuration under the same protocol")
     model = parser.add_argument_group("model")
@@ -572,5 +602,5 @@ def _run_tune(args: argparse.Namespace) -> int:
     config = resolve(args.config, overrides)
     run_tune(config, args.out, trials=args.trials, max_minutes=args.max_minutes, max_unfreeze=args.max_unfreeze,
              trial_epochs=args.trial_epochs, train_per_class=args.train_per_class, strengths=tuple(args.strengths),
-             baseline=not args.no_baseline, verbose=args.verbose)
+             baseline=not args.no_baseline, cache_dir=args.cache_dir, verbose=args.verbose)
     return 0

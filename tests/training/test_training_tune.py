@@ -28,9 +28,9 @@ def search(presplit_folder, tmp_path_factory):
     out = work / "out"
     status = main(["tune", "--config", str(config), "--data", str(presplit_folder), "--weights", "none",
                    "--trials", "3", "--max-minutes", "10", "--max-unfreeze", "1", "--trial-epochs", "1",
-                   "--strengths", "0", "1", "--out", str(out), "--quiet"])
+                   "--strengths", "0", "1", "--cache-dir", str(work / "cache"), "--out", str(out), "--quiet"])
     assert status == 0
-    return {"out": out, "data": presplit_folder, "work": work}
+    return {"out": out, "data": presplit_folder, "work": work, "config": config}
 
 
 def test_writes_a_trials_table_a_plot_and_best_yaml(search):
@@ -62,6 +62,17 @@ def test_train_takes_best_yaml_as_it_is(search):
                    "--out", str(work / "artifact"), "--no-litert"])
     assert status == 0
     assert (work / "artifact" / "model.keras").is_file()
+
+
+def test_a_second_search_reads_the_activations_from_the_cache_folder(search, capsys):
+    stored = sorted(p.name for p in (search["work"] / "cache").rglob("*.npy"))
+    assert stored == ["train_strength_0.npy", "train_strength_1.npy", "val.npy"]
+    status = main(["tune", "--config", str(search["config"]), "--data", str(search["data"]), "--weights", "none",
+                   "--trials", "1", "--max-minutes", "10", "--max-unfreeze", "1", "--trial-epochs", "1",
+                   "--strengths", "0", "1", "--cache-dir", str(search["work"] / "cache"), "--no-baseline",
+                   "--out", str(search["work"] / "again"), "--quiet"])
+    assert status == 0
+    assert capsys.readouterr().out.count("read from") == 3
 
 
 def test_augment_strength_scales_the_configured_ranges():
