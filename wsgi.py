@@ -7,7 +7,7 @@ status 1, rather than a traceback.
 import sys
 
 from app import create_app
-from app.classifier import ArtifactError
+from app.inference.classifier import ArtifactError
 
 try:
     app = create_app()

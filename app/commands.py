@@ -12,9 +12,9 @@ from flask import Flask, current_app
 from sqlalchemy import select
 
 from .admin.export import export_corrections
-from .classifier import get_classifier
+from .serving import get_classifier
 from .extensions import db
-from .imaging import ImageRejected, decode_upload
+from .inference.imaging import ImageRejected, decode_upload
 from .models import AdminUser
 
 MIN_ADMIN_PASSWORD_LENGTH = 8

@@ -29,6 +29,7 @@ class Prediction(db.Model):
         Index("ix_predictions_sha256", "sha256"),
         Index("ix_predictions_top_label", "top_label"),
         Index("ix_predictions_verdict", "verdict"),
+        Index("ix_predictions_answer_level", "answer_level"),
     )
 
     id = db.Column(db.Integer, primary_key=True)
@@ -46,15 +47,29 @@ class Prediction(db.Model):
     top_k = db.Column(db.JSON, nullable=False)
     latency_ms = db.Column(db.Float, nullable=False)
     source = db.Column(db.String(8), nullable=False)
-    # ok | uncertain | not_a_car (app.trust); NULL for predictions made before verdicts existed.
+    # ok | uncertain | not_a_car (app.inference.gate); NULL for predictions made before verdicts existed.
     verdict = db.Column(db.String(16), nullable=True)
     vehicle_score = db.Column(db.Float, nullable=True)
+    # Group scores ({grouping: [{"label", "score"}, ...]}) and the answer at the most specific sure level
+    # (app.inference.answers); NULL for predictions made before answers existed, and no answer at all.
+    groups = db.Column(db.JSON, nullable=True)
+    answer_level = db.Column(db.String(64), nullable=True)
+    answer_label = db.Column(db.String(255), nullable=True)
+    answer_score = db.Column(db.Float, nullable=True)
 
     @property
     def created_at_utc(self) -> dt.datetime:
         """``created_at`` as an aware UTC datetime (SQLite hands back naive values)."""
         stamp = self.created_at
         return stamp.replace(tzinfo=dt.timezone.utc) if stamp.tzinfo is None else stamp
+
+    @property
+    def answer(self) -> dict[str, Any] | None:
+        """``{"level", "label", "score"}``, or ``None`` when the model was not sure at any level."""
+        if self.answer_level is None:
+            return None
+        return {"level": self.answer_level, "label": self.answer_label,
+                "score": None if self.answer_score is None else round(self.answer_score, 6)}
 
     def to_dict(self) -> dict[str, Any]:
         """The API representation of this prediction."""
@@ -67,6 +82,8 @@ class Prediction(db.Model):
             "latency_ms": self.latency_ms,
             "verdict": self.verdict,
             "vehicle_score": None if self.vehicle_score is None else round(self.vehicle_score, 4),
+            "groups": self.groups or {},
+            "answer": self.answer,
         }
 
     def __repr__(self) -> str:

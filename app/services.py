@@ -11,11 +11,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from flask import current_app
 from werkzeug.datastructures import FileStorage
 
-from .classifier import get_classifier
 from .extensions import db
-from .imaging import ImageRejected, decode_upload, make_thumbnail
+from .inference.imaging import ImageRejected, decode_upload, make_thumbnail
 from .models import Prediction
-from .trust import get_vehicle_gate, judge
+from .inference.answers import choose_answer
+from .inference.gate import judge
+from .serving import get_classifier, get_vehicle_gate
 
 TOP_K_RANGE = (1, 20)
 FILENAME_MAX_LENGTH = 255
@@ -132,8 +133,10 @@ def create_prediction(upload: FileStorage | None, *, source: str, top_k: int) ->
     thumbnail = side_work.submit(make_thumbnail, decoded.image)
     gate = get_vehicle_gate()
     vehicle_score = side_work.submit(gate.score, decoded.image) if gate is not None else None
-    answers = classifier.classify(decoded.image, top_k=top_k)
+    outcome = classifier.predict(decoded.image, top_k=top_k)
+    answers = outcome.top_k
     verdict = judge(answers, classifier.metadata, gate, vehicle_score.result() if vehicle_score else None)
+    answer = choose_answer(answers[0], verdict.threshold, outcome.groups, classifier.groupings, verdict.verdict)
     latency_ms = (time.perf_counter() - started) * 1000.0
     prediction = Prediction(
         original_filename=display_filename(upload.filename),
@@ -151,6 +154,10 @@ def create_prediction(upload: FileStorage | None, *, source: str, top_k: int) ->
         source=source,
         verdict=verdict.verdict,
         vehicle_score=verdict.vehicle_score,
+        groups=outcome.groups,
+        answer_level=answer["level"] if answer else None,
+        answer_label=answer["label"] if answer else None,
+        answer_score=answer["score"] if answer else None,
     )
     db.session.add(prediction)
     db.session.commit()

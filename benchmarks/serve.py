@@ -275,8 +275,8 @@ def measure_floor(model_dir: Path, payloads: list[tuple[str, bytes]], threads: i
         p50/p95 of decode + resize + classifier invocation, plus the vehicle gate when the app runs one.
     """
     from app import create_app
-    from app.classifier import get_classifier
-    from app.imaging import decode_upload
+    from app.serving import get_classifier
+    from app.inference.imaging import decode_upload
 
     app = create_app({"MODEL_DIR": str(model_dir), "DATABASE_URL": "sqlite://", "SECRET_KEY": secrets.token_hex(32),
                       "INFERENCE_THREADS": threads, "BATCH_MAX_SIZE": 1, "MODEL_VARIANT": "float32"})
@@ -310,7 +310,7 @@ def measure_batch_invocation(model_dir: Path, batch_sizes: list[int], threads: i
     Returns:
         ``{str(batch size): median ms per image}``.
     """
-    from app.classifier import load_classifier
+    from app.inference.classifier import load_classifier
 
     classifier = load_classifier(model_dir, num_threads=threads)
     batches = {size: np.random.default_rng(size).uniform(0, 255, (size, *classifier.image_size, 3))
@@ -347,7 +347,7 @@ def like_for_like(results: dict, concurrency: str) -> dict[str, float] | None:
 
 def app_configurations(args: argparse.Namespace) -> dict[str, tuple[str, dict[str, str]]]:
     """The app runs: key -> (label, settings). The first is the app as shipped (defaults)."""
-    from training.quantize import LITERT_VARIANTS
+    from app.inference.artifact import LITERT_VARIANTS
 
     # The load generator is one client: limits are raised rather than switched off, so their checks still
     # run on every request as in production.

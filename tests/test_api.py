@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 
+import pytest
 from sqlalchemy import select
 
 from app.extensions import db
@@ -23,7 +24,10 @@ def test_create_prediction(client, app, make_image):
     body = response.json
     assert response.headers["Location"] == f"/api/v1/predictions/{body['id']}"
     assert set(body) == {"id", "created_at", "model", "predictions", "image", "latency_ms", "verdict",
-                         "vehicle_score"}
+                         "vehicle_score", "groups", "answer"}
+    # The colours model has no groupings and no threshold: its own class always answers.
+    assert body["groups"] == {} and body["answer"] == {"level": "class", "label": "green",
+                                                       "score": pytest.approx(body["predictions"][0]["score"])}
     assert body["model"] == {"name": "colors", "version": "0.0.1-test"}
     assert [p["label"] for p in body["predictions"]][0] == "green"
     assert len(body["predictions"]) == 3  # TOP_K 5, capped at the model's 3 classes

@@ -16,8 +16,8 @@ import time
 import numpy as np
 import pytest
 
-from app.batching import MicroBatcher
-from app.classifier import load_classifier
+from app.inference.batching import MicroBatcher
+from app.inference.classifier import load_classifier
 from support import COLOR_LABELS
 
 
@@ -165,7 +165,7 @@ def test_the_app_with_batching_on_answers_concurrent_uploads(color_artifact, tmp
     from flask_migrate import upgrade
 
     from app import create_app
-    from app.classifier import get_classifier
+    from app.serving import get_classifier
 
     app = create_app({"TESTING": True, "MODEL_DIR": str(color_artifact), "SECRET_KEY": "test-secret",
                       "DATABASE_URL": f"sqlite:///{tmp_path / 'batched.db'}", "INFERENCE_THREADS": 1,

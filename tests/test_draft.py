@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.classifier import load_classifier
-from app.imaging import decode_upload, fit_to_input, scale_factors
+from app.inference.classifier import load_classifier
+from app.inference.imaging import decode_upload, fit_to_input, scale_factors
 from support import encode, stanford_photos
 
 pytestmark = pytest.mark.slow

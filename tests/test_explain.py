@@ -54,7 +54,7 @@ def photo_with_square(left: int, top: int, side: int = 16, colour=(230, 20, 20),
 
 @pytest.mark.parametrize("left, top", [(2, 3), (28, 4), (5, 30), (30, 29), (16, 16)])
 def test_heatmap_is_high_on_the_region_that_decides(region_artifact, left, top):
-    from app.classifier import load_classifier
+    from app.inference.classifier import load_classifier
 
     classifier = load_classifier(region_artifact, runtime="keras")
     photo = photo_with_square(left, top)

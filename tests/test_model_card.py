@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from support import encode
+from training.cli import reproduce_command
 from trust_support import dispose, make_app, post_image
 
 FIGURES = ("training_curves.png", "confusion_matrix.png", "confidence.png", "robustness.png")
@@ -44,6 +45,7 @@ def reported_artifact(color_artifact, tmp_path):
                                        "train": {"head_epochs": 7, "augment": True}},
                             "wall_time_s": 600.0},
     })
+    metadata["training_config"]["command"] = reproduce_command(metadata["training_config"])
     path.write_text(json.dumps(metadata))
     return artifact
 

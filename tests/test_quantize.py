@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.classifier import ArtifactError, load_classifier
+from app.inference.classifier import ArtifactError, load_classifier
 from support import COLOR_RGB, encode, export
 from training.quantize import LITERT_VARIANTS, quantize_artifact
 

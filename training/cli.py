@@ -1,4 +1,4 @@
-"""Command line: ``python -m training train|evaluate|export|group|tools|quantize|gate|tune|visualize``.
+"""Command line: ``python -m training train|evaluate|export|group|tools|quantize|gate|groups|tune|visualize``.
 
 Every ``train`` option is also a configuration key (shown in brackets in ``--help``); an option given
 on the command line beats the ``--config`` file, which beats the defaults in :mod:`training.config`.
@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from training.gate import add_gate_parser
+from training.groups import add_groups_parser
 from training.quantize import add_quantize_parser
 from training.tools import add_tools_parser
 from training.tune import add_tune_parser
@@ -41,16 +42,31 @@ TRAIN_OPTIONS: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
         ("--dropout", "model.dropout", {"type": float, "help": "dropout before the classifier (default 0.2)"}),
         ("--l2", "model.l2", {"type": float, "help": "L2 penalty on the classifier kernel (default 0)"}),
         ("--hidden-units", "model.hidden_units", {"type": int, "help": "ReLU layer before the classifier (default 0: none)"}),
+        ("--tta", "model.tta", {"choices": ["none", "flip"],
+                                "help": "test-time augmentation the app applies: flip averages the photo "
+                                "and its mirror image (one batch-of-2 invocation)"}),
     ],
     "training": [
         ("--epochs", "train.head_epochs", {"type": int, "help": "phase 1 epochs: head on the frozen backbone"}),
+        ("--head-on-features", "train.head_on_features", {"action": "store_const", "const": True,
+                                                          "help": "phase 1 on backbone features computed once "
+                                                          "(many head epochs for the price of one; flips are "
+                                                          "the only augmentation it sees)"}),
         ("--fine-tune-epochs", "train.fine_tune_epochs", {"type": int, "help": "phase 2 epochs (0 skips it)"}),
         ("--unfreeze-blocks", "train.unfreeze_blocks", {"type": int, "metavar": "N",
                                                         "help": "top backbone blocks trained in phase 2"}),
+        ("--train-batchnorm", "train.train_batchnorm", {"action": "store_const", "const": True,
+                                                        "help": "phase 2 also trains BatchNormalization "
+                                                        "(batch statistics); best with batches of 32 or more"}),
+        ("--ema", "train.ema", {"type": float, "metavar": "MOMENTUM",
+                                "help": "keep an exponential moving average of the weights, e.g. 0.999"}),
         ("--lr", "train.head_lr", {"type": float, "help": "phase 1 learning rate"}),
         ("--fine-tune-lr", "train.fine_tune_lr", {"type": float, "help": "phase 2 learning rate (lower)"}),
         ("--batch-size", "train.batch_size", {"type": int}),
-        ("--optimizer", "train.optimizer", {"choices": ["adam", "sgd", "rmsprop"]}),
+        ("--optimizer", "train.optimizer", {"choices": ["adam", "adamw", "sgd", "rmsprop"],
+                                            "help": "sgd uses Nesterov momentum 0.9"}),
+        ("--weight-decay", "train.weight_decay", {"type": float, "help": "decoupled weight decay (adamw, sgd)"}),
+        ("--clipnorm", "train.clipnorm", {"type": float, "help": "clip gradients to this global norm"}),
         ("--schedule", "train.schedule", {"choices": ["plateau", "cosine"],
                                           "help": "ReduceLROnPlateau or per-step cosine decay"}),
         ("--warmup-epochs", "train.warmup_epochs", {"type": int, "help": "phase 2 linear warm-up (cosine only)"}),
@@ -60,8 +76,16 @@ TRAIN_OPTIONS: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
                                                        "help": "do not weight classes by inverse frequency"}),
         ("--no-augment", "augment.enabled", {"action": "store_const", "const": False,
                                              "help": "train without augmentation"}),
-        ("--mixed-precision", "train.mixed_precision", {"action": "store_const", "const": True,
-                                                        "help": "bfloat16 compute (helps on GPUs; slower on most CPUs)"}),
+        ("--mixup", "augment.mixup", {"type": float, "metavar": "ALPHA",
+                                      "help": "mix image pairs and their labels, weight ~ Beta(ALPHA, ALPHA)"}),
+        ("--cutmix", "augment.cutmix", {"type": float, "metavar": "ALPHA",
+                                        "help": "paste a rectangle of another image, area ~ Beta(ALPHA, ALPHA)"}),
+        ("--precision", "train.precision", {"choices": ["float32", "mixed_float16", "mixed_bfloat16"],
+                                            "help": "compute precision: mixed_float16 pays on GPUs, both mixed "
+                                            "policies are slower on most CPUs; the exported model is float32"}),
+        ("--distribute", "train.distribute", {"choices": ["none", "mirrored"],
+                                              "help": "mirrored: data-parallel over every local GPU "
+                                              "(tf.distribute.MirroredStrategy)"}),
         ("--adversarial", "train.adversarial_epsilon", {"type": float, "metavar": "EPS",
                                                        "help": "also train on an FGSM copy of every batch, "
                                                        "EPS in pixel units 0..255 (default 0: off)"}),
@@ -85,8 +109,11 @@ def _add_train_parser(subparsers) -> None:
         "train", help="train a classifier and write the artifact the app loads",
         description="Two-phase transfer learning (head on the frozen backbone, then the top blocks), "
                     "evaluation on val, export to --out. Options override the --config file; the "
-                    "[bracketed] name is the configuration key each option sets.")
+                    "[bracketed] name is the configuration key each option sets. Every epoch is "
+                    "checkpointed with its optimizer state: --resume RUN continues a stopped run.")
     parser.add_argument("--config", metavar="FILE", help="JSON or YAML configuration (see training/configs/)")
+    parser.add_argument("--resume", metavar="RUN", help="continue the run folder RUN from its last finished "
+                        "epoch, with its own config.yaml (other options are ignored)")
     for group_name, options in TRAIN_OPTIONS.items():
         group = parser.add_argument_group(group_name)
         for flag, key, kwargs in options:
@@ -99,6 +126,11 @@ def _run_train(args: argparse.Namespace) -> int:
     from training.config import resolve
     from training.train import run_training
 
+    if args.resume:
+        from training.train import resume_training
+
+        resume_training(args.resume)
+        return 0
     overrides = {key: getattr(args, key) for options in TRAIN_OPTIONS.values() for _, key, _ in options}
     config = resolve(args.config, overrides)
     run_training(config)
@@ -216,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tools_parser(subparsers)
     add_quantize_parser(subparsers)
     add_gate_parser(subparsers)
+    add_groups_parser(subparsers)
     add_tune_parser(subparsers)
     add_visualize_parser(subparsers)
     return parser
@@ -229,3 +262,47 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def reproduce_command(training_config: dict[str, Any]) -> str | None:
+    """The ``python -m training train`` command line that reproduces the recorded configuration.
+
+    Only options that differ from the defaults are written. The export records it in the metadata
+    (``training_config.command``), where the model card shows it without importing this package.
+
+    Args:
+        training_config: The ``training_config`` section of the metadata (its ``config`` is read).
+
+    Returns:
+        The command, or ``None`` when no configuration was recorded.
+    """
+    config = training_config.get("config") if isinstance(training_config, dict) else None
+    if not isinstance(config, dict):
+        return None
+    from training.config import DEFAULTS
+    parts = ["python -m training train"]
+    for options in TRAIN_OPTIONS.values():
+        for flag, key, kwargs in options:
+            value, default = _lookup(config, key), _lookup(DEFAULTS, key)
+            if value is None or value == default:
+                continue
+            if "const" in kwargs:  # a switch such as --no-augment
+                if value == kwargs["const"]:
+                    parts.append(flag)
+                continue
+            shown = " ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+            parts.append(f"{flag} {_quote(shown)}")
+    return " \\\n    ".join(parts)
+
+
+def _lookup(config: dict[str, Any], dotted: str) -> Any:
+    value: Any = config
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _quote(text: str) -> str:
+    return f"'{text}'" if any(ch in text for ch in " '\"$") else text

@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
         "dropout": 0.2,
         "l2": 0.0,
         "hidden_units": 0,          # a ReLU layer before the classifier; 0 = linear head
+        "tta": "none",              # none | flip: the app averages the photo and its mirror image
     },
     "augment": {                    # defaults follow the first prototypes' ImageDataGenerator settings
         "enabled": True,
@@ -45,17 +46,24 @@ DEFAULTS: dict[str, Any] = {
         "brightness": 0.2,
         "contrast": 0.2,
         "fill_mode": "reflect",
+        "mixup": 0.0,               # Beta(a, a) mixing of image pairs and their labels; 0 = off
+        "cutmix": 0.0,              # Beta(a, a) area of a pasted rectangle from another image; 0 = off
     },
     "train": {
         "batch_size": 32,
-        "optimizer": "adam",
+        "optimizer": "adam",        # adam | adamw | sgd (momentum 0.9, Nesterov) | rmsprop
+        "weight_decay": 0.0,        # decoupled weight decay (adamw, sgd)
+        "clipnorm": None,           # clip each gradient to this global norm; null = off
         "label_smoothing": 0.0,
         "class_weights": True,
         "head_epochs": 5,           # phase 1: new head on the frozen backbone
+        "head_on_features": False,  # phase 1 on cached backbone features (fast; flips only as augmentation)
         "head_lr": 1.0e-3,
         "fine_tune_epochs": 10,     # phase 2: top blocks unfrozen; 0 skips the phase
         "fine_tune_lr": 1.0e-4,
         "unfreeze_blocks": 4,
+        "train_batchnorm": False,   # phase 2 also updates BatchNormalization (batch statistics and scale)
+        "ema": 0.0,                 # exponential moving average of the weights (e.g. 0.999); 0 = off
         "schedule": "plateau",      # plateau (ReduceLROnPlateau) | cosine (per-step cosine decay)
         "warmup_epochs": 0,         # phase 2 linear warm-up (cosine schedule only)
         "monitor": "val_accuracy",
@@ -64,10 +72,14 @@ DEFAULTS: dict[str, Any] = {
         "reduce_lr_factor": 0.3,
         "min_lr": 1.0e-6,
         "adversarial_epsilon": 0.0,  # FGSM copy of every batch, pixel units 0..255; 0 = off
-        "mixed_precision": False,   # bfloat16 compute; the exported model is float32 either way
+        "precision": "float32",     # float32 | mixed_float16 (GPUs) | mixed_bfloat16; export is float32
+        "distribute": "none",       # none | mirrored (tf.distribute.MirroredStrategy over the local GPUs)
         "runs_dir": "runs",
         "verbose": 1,
     },
+    # {name: folder,label CSV}: label groupings (make, segment) measured on val after training and stored
+    # in the artifact (training/groups.py); null for none.
+    "groups": None,
     "export": {
         "out": None,
         "litert": True,
@@ -139,6 +151,22 @@ def resolve(config_file: str | Path | None = None, overrides: dict[str, Any] | N
             nested = {part: nested}
         config = merge(config, nested)
     return config
+
+
+def complete(document: dict[str, Any]) -> dict[str, Any]:
+    """Bring a configuration saved by an earlier version up to today's keys (for ``--resume`` and ``export``).
+
+    Args:
+        document: A resolved configuration read back from a run folder.
+
+    Returns:
+        The same configuration with renamed keys updated and keys added since filled from the defaults.
+    """
+    document = copy.deepcopy(document)
+    train = document.get("train", {})
+    if "mixed_precision" in train:  # a boolean before ``precision`` named the policy
+        train["precision"] = "mixed_bfloat16" if train.pop("mixed_precision") else "float32"
+    return merge(DEFAULTS, document)
 
 
 def save_config(config: dict[str, Any], path: str | Path) -> Path:

@@ -29,11 +29,21 @@ TOP_CONFUSIONS = 30
 
 
 def predict(model, paths: list[str], labels: list[int], *, num_classes: int, image_size: tuple[int, int],
-            resize_mode: str, batch_size: int = 32) -> np.ndarray:
-    """Class probabilities for ``paths``, fed exactly as in training (no augmentation)."""
+            resize_mode: str, batch_size: int = 32, tta: str = "none") -> np.ndarray:
+    """Class probabilities for ``paths``, fed exactly as in training (no augmentation).
+
+    With ``tta="flip"`` each photo's probabilities are the mean over it and its mirror image, as the
+    app computes them for an artifact whose metadata says so.
+    """
     ds = make_dataset(paths, labels, num_classes=num_classes, image_size=image_size, resize_mode=resize_mode,
-                      batch_size=batch_size, cache=False)
-    return np.asarray(model.predict(ds.map(lambda x, y: x), verbose=0), dtype="float64")
+                      batch_size=batch_size, cache=False).map(lambda x, y: x)
+    probabilities = np.asarray(model.predict(ds, verbose=0), dtype="float64")
+    if tta == "flip":
+        mirrored = np.asarray(model.predict(ds.map(lambda x: x[:, :, ::-1, :]), verbose=0), dtype="float64")
+        probabilities = (probabilities + mirrored) / 2.0
+    elif tta != "none":
+        raise ValueError(f"unknown tta {tta!r}; use none or flip")
+    return probabilities
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -232,7 +242,8 @@ def plot_history(history_csv: Path, path: Path) -> bool:
 
 def evaluate_model(model, class_names: list[str], paths: list[str], labels: list[int], *,
                    image_size: tuple[int, int], resize_mode: str, report_dir: str | Path, batch_size: int = 32,
-                   split_name: str = "val", target_precision: float = 0.95) -> dict[str, Any]:
+                   split_name: str = "val", target_precision: float = 0.95, tta: str = "none"
+                   ) -> dict[str, Any]:
     """Predict ``paths`` and write the report.
 
     Args:
@@ -246,6 +257,7 @@ def evaluate_model(model, class_names: list[str], paths: list[str], labels: list
         batch_size: Prediction batch size.
         split_name: Recorded in ``metrics.json``.
         target_precision: For the confidence threshold.
+        tta: ``none`` or ``flip`` (see :func:`predict`).
 
     Returns:
         ``{"metrics": {...}, "confidence": {...}}`` as also written to ``metrics.json``.
@@ -254,13 +266,15 @@ def evaluate_model(model, class_names: list[str], paths: list[str], labels: list
     report_dir.mkdir(parents=True, exist_ok=True)
     num_classes = len(class_names)
     probabilities = predict(model, paths, labels, num_classes=num_classes, image_size=image_size,
-                            resize_mode=resize_mode, batch_size=batch_size)
+                            resize_mode=resize_mode, batch_size=batch_size, tta=tta)
     y_true = np.asarray(labels)
     y_pred = probabilities.argmax(axis=1)
     matrix = confusion_matrix(y_true, y_pred, num_classes)
     report = classification_report(matrix, class_names)
     metrics: dict[str, Any] = {"split": split_name, "num_images": int(len(y_true)),
                                "accuracy": float((y_pred == y_true).mean())}
+    if tta != "none":
+        metrics["tta"] = tta
     if num_classes > 5:
         top5 = np.argsort(-probabilities, axis=1)[:, :5]
         metrics["top5_accuracy"] = float((top5 == y_true[:, None]).any(axis=1).mean())
@@ -330,7 +344,7 @@ def evaluate_artifact(model_dir: str | Path, data_path: str | Path, *, split: st
     result = evaluate_model(model, class_names, part.paths, part.labels,
                             image_size=tuple(metadata["image_size"]), resize_mode=metadata["resize_mode"],
                             report_dir=model_dir / "report", batch_size=batch_size, split_name=split,
-                            target_precision=target_precision)
+                            target_precision=target_precision, tta=metadata.get("tta", "none"))
     if fgsm:
         from training.robustness import evaluate_robustness
 

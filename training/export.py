@@ -1,17 +1,8 @@
 """Write a trained Keras classifier as the artifact folder the web app loads.
 
-An artifact folder holds:
-
-* ``model.keras``    - the source of truth; takes float32 RGB pixels in [0, 255], shape
-  ``(None, height, width, 3)``, with the backbone preprocessing inside the model, and returns
-  softmax probabilities ``(None, num_classes)``.
-* ``model.tflite``   - the same network exported for the LiteRT runtime (float32), the fast
-  serving copy.
-* ``labels.json``    - the class names, in output-index order.
-* ``metadata.json``  - everything the app needs to feed the model (``image_size``,
-  ``resize_mode``) plus provenance: name, version, backbone, metrics, data and training config.
-
-The format is versioned by ``format_version`` so that readers can refuse what they do not know.
+The folder format (file names, ``metadata.json`` schema, LiteRT variants) is defined once, with its
+reader, in :mod:`app.inference.artifact`; this module writes it. The format is versioned by
+``format_version`` so that readers can refuse what they do not know.
 """
 
 from __future__ import annotations
@@ -23,12 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-ARTIFACT_FORMAT_VERSION = 1
-KERAS_FILE = "model.keras"
-LITERT_FILE = "model.tflite"
-LABELS_FILE = "labels.json"
-METADATA_FILE = "metadata.json"
-RESIZE_MODES = ("center_crop", "stretch", "pad")
+from app.inference.artifact import (ARTIFACT_FORMAT_VERSION, HEAD_FILE, KERAS_FILE, LABELS_FILE,  # noqa: F401
+                                    LITERT_FILE, LITERT_VARIANTS, METADATA_FILE, RESIZE_MODES)
 
 
 def build_metadata(
@@ -86,6 +73,11 @@ def build_metadata(
         "files": {"keras": KERAS_FILE, "litert": LITERT_FILE, "labels": LABELS_FILE},
     }
     metadata.update(extra or {})
+    if isinstance(metadata["training_config"].get("config"), dict):
+        from training.cli import reproduce_command  # the option table lives with the command line
+
+        metadata["training_config"] = {**metadata["training_config"],
+                                       "command": reproduce_command(metadata["training_config"])}
     return metadata
 
 

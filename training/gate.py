@@ -12,7 +12,7 @@ sample pictures and faces) are stopped.
         --non-cars ../shared/datasets/cars-vs-planes/val/planes --non-cars ../shared/datasets/cars-vs-planes/train/planes \\
         --out model_artifacts/vehicle-gate
 
-The scores are computed with the app's own gate code (:class:`app.trust.VehicleGate`) on the exported
+The scores are computed with the app's own gate code (:class:`app.inference.gate.VehicleGate`) on the exported
 file, so the measurement is of exactly what is served.
 """
 
@@ -143,7 +143,7 @@ def rates(scores: dict[str, float], threshold: float) -> dict[str, Any]:
 def write_gate(model_file: Path, out: Path, *, alpha: float, quantization: str, threshold: float,
                measurement: dict[str, Any]) -> Path:
     """Write the gate artifact folder: ``model.tflite`` + ``metadata.json``."""
-    from app.trust import GATE_KIND, GATE_METADATA_FILE, GATE_MODEL_FILE
+    from app.inference.gate import GATE_KIND, GATE_METADATA_FILE, GATE_MODEL_FILE
 
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_file, out / GATE_MODEL_FILE)
@@ -184,7 +184,7 @@ def build_gate(*, cars: list[Path], held_out_cars: list[Path], non_cars: list[Pa
     Returns:
         The measurement written into the metadata.
     """
-    from app.trust import GATE_MODEL_FILE, VehicleGate
+    from app.inference.gate import GATE_MODEL_FILE, VehicleGate
 
     model = build_imagenet_mobilenet(alpha)
     with tempfile.TemporaryDirectory() as work:

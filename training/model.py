@@ -2,8 +2,9 @@
 
 ``build_model`` wraps a registry backbone as ``input (float32 RGB 0..255) -> preprocessing -> backbone
 (run in inference mode) -> global average pooling -> dropout -> dense softmax``. Phase 1 trains the head
-on the frozen backbone; :func:`unfreeze_model` then opens the top N blocks for phase 2, keeping every
-BatchNormalization layer frozen, because small batches would wreck its ImageNet statistics.
+on the frozen backbone; :func:`unfreeze_model` then opens the top N blocks (or all of them) for phase 2,
+keeping every BatchNormalization layer frozen unless asked otherwise, because small batches would wreck
+its ImageNet statistics.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def _copy_backbone_weights(backbone: keras.Model, model_path: str) -> None:
 
 def build_model(backbone_name: str, num_classes: int, *, weights: str | None = "imagenet",
                 image_size: tuple[int, int] | None = None, dropout: float = 0.2, l2: float = 0.0,
-                hidden_units: int = 0, name: str = "classifier") -> keras.Model:
+                hidden_units: int = 0, train_batchnorm: bool = False, name: str = "classifier") -> keras.Model:
     """Build the classifier with a frozen backbone.
 
     Args:
@@ -54,6 +55,8 @@ def build_model(backbone_name: str, num_classes: int, *, weights: str | None = "
         l2: L2 penalty on the classifier kernel.
         hidden_units: Width of a ReLU layer between pooling and the classifier (0: none). It lets a
             coarse label be a union of scattered feature clusters (premium = many unrelated models).
+        train_batchnorm: Let BatchNormalization use batch statistics once its layers are unfrozen;
+            otherwise a pretrained backbone keeps its ImageNet statistics throughout.
         name: Keras model name.
 
     Returns:
@@ -75,7 +78,8 @@ def build_model(backbone_name: str, num_classes: int, *, weights: str | None = "
     # Pretrained: training=False keeps BatchNormalization in inference mode in both phases, so its
     # ImageNet statistics survive small fine-tuning batches. From scratch there are no statistics to
     # keep, and the layers must learn them.
-    x = backbone(x, training=False) if is_pretrained(weights) else backbone(x)
+    # A frozen layer runs in inference mode anyway, so the phase-1 head never moves the statistics.
+    x = backbone(x, training=False) if is_pretrained(weights) and not train_batchnorm else backbone(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     regularizer = keras.regularizers.L2(l2) if l2 else None
     if hidden_units:
@@ -97,22 +101,25 @@ def unfreeze_model(model: keras.Model, backbone_name: str, blocks: int, *, freez
     Args:
         model: From :func:`build_model`.
         backbone_name: Registry name, for the block layout.
-        blocks: How many blocks, counted from the top; a number above the block count opens them all.
+        blocks: How many blocks, counted from the top; a number above the block count opens them all,
+            the stem included (a full fine-tune).
         freeze_batchnorm: Keep BatchNormalization layers frozen (pretrained backbones); a backbone
             trained from scratch needs them trainable.
 
     Returns:
-        The names of the unfrozen blocks, top first.
+        The names of the unfrozen blocks, top first (``stem`` last when it opened).
     """
     backbone = model.get_layer(BACKBONE_LAYER)
     names = block_names(backbone, get_backbone(backbone_name).block_pattern)
     ordered = list(dict.fromkeys(n for n in names if n is not None))
-    chosen = set(ordered[-blocks:]) if blocks > 0 else set()
+    chosen: set[str | None] = set(ordered[-blocks:]) if blocks > 0 else set()
+    if blocks > len(ordered):
+        chosen.add(None)  # more blocks than there are: the stem before the first block opens too
     backbone.trainable = bool(chosen)
     for layer, block in zip(backbone.layers, names):
         is_norm = isinstance(layer, keras.layers.BatchNormalization)
         layer.trainable = block in chosen and not (is_norm and freeze_batchnorm)
-    return [b for b in reversed(ordered) if b in chosen]
+    return [b for b in reversed(ordered) if b in chosen] + (["stem"] if None in chosen else [])
 
 
 def count_params(model: keras.Model) -> dict[str, int]:

@@ -155,10 +155,67 @@ def build_augmenter(settings: dict[str, Any], seed: int | None = None) -> keras.
     return keras.Sequential(layers, name="augmentation")
 
 
+def _beta(shape, alpha: float) -> tf.Tensor:
+    """Samples of Beta(alpha, alpha), from two Gamma draws (tf.random has no Beta)."""
+    first = tf.random.gamma(shape, alpha)
+    second = tf.random.gamma(shape, alpha)
+    return first / (first + second)
+
+
+def mix_batch(images: tf.Tensor, labels: tf.Tensor, weights: tf.Tensor | None, *, mixup: float,
+              cutmix: float) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | None]:
+    """Mix each image of a batch with its partner in reversed batch order (mixup or cutmix).
+
+    The batch was shuffled, so the reversed order is a random pairing. With both methods on, each batch
+    uses one of them at random.
+
+    Args:
+        images: ``(N, H, W, 3)`` float32.
+        labels: ``(N, C)`` one-hot (or smoothed) targets.
+        weights: ``(N,)`` sample weights, or ``None``.
+        mixup: Beta parameter of the mixup weight; 0 = off.
+        cutmix: Beta parameter of the cutmix area; 0 = off.
+
+    Returns:
+        The mixed ``(images, labels, weights)``; labels and weights are mixed in the proportions of the pixels.
+    """
+    count = tf.shape(images)[0]
+    partner_images, partner_labels = tf.reverse(images, [0]), tf.reverse(labels, [0])
+
+    def apply_mixup():
+        keep = _beta([count], mixup)
+        return images * keep[:, None, None, None] + partner_images * (1.0 - keep[:, None, None, None]), keep
+
+    def apply_cutmix():
+        height, width = tf.shape(images)[1], tf.shape(images)[2]
+        side = tf.sqrt(1.0 - _beta([count], cutmix))
+        box_h = tf.cast(tf.round(side * tf.cast(height, tf.float32)), tf.int32)
+        box_w = tf.cast(tf.round(side * tf.cast(width, tf.float32)), tf.int32)
+        top = tf.cast(tf.random.uniform([count]) * tf.cast(height - box_h + 1, tf.float32), tf.int32)
+        left = tf.cast(tf.random.uniform([count]) * tf.cast(width - box_w + 1, tf.float32), tf.int32)
+        rows, cols = tf.range(height)[None, :], tf.range(width)[None, :]
+        in_rows = (rows >= top[:, None]) & (rows < (top + box_h)[:, None])
+        in_cols = (cols >= left[:, None]) & (cols < (left + box_w)[:, None])
+        pasted = tf.cast(in_rows[:, :, None] & in_cols[:, None, :], tf.float32)[..., None]
+        keep = 1.0 - tf.reduce_mean(pasted, axis=[1, 2, 3])
+        return images * (1.0 - pasted) + partner_images * pasted, keep
+
+    if mixup and cutmix:
+        mixed, keep = tf.cond(tf.random.uniform([]) < 0.5, apply_mixup, apply_cutmix)
+    elif mixup:
+        mixed, keep = apply_mixup()
+    else:
+        mixed, keep = apply_cutmix()
+    mixed_labels = labels * keep[:, None] + partner_labels * (1.0 - keep[:, None])
+    if weights is None:
+        return mixed, mixed_labels, None
+    return mixed, mixed_labels, weights * keep + tf.reverse(weights, [0]) * (1.0 - keep)
+
+
 def make_dataset(paths: list[str], labels: list[int], *, num_classes: int, image_size: tuple[int, int],
                  resize_mode: str, batch_size: int, training: bool = False,
                  augmenter: keras.Sequential | None = None, sample_weights: dict[int, float] | None = None,
-                 cache: bool = True, seed: int = 42) -> tf.data.Dataset:
+                 cache: bool = True, seed: int = 42, mixup: float = 0.0, cutmix: float = 0.0) -> tf.data.Dataset:
     """Build the batched dataset of ``(float32 images 0..255, one-hot labels[, sample weights])``.
 
     Args:
@@ -173,6 +230,8 @@ def make_dataset(paths: list[str], labels: list[int], *, num_classes: int, image
         sample_weights: ``{class index: weight}``; adds a third element per batch.
         cache: Keep the decoded, resized uint8 images in memory.
         seed: Shuffle seed.
+        mixup: Beta parameter for mixup of training batches (0: off); see :func:`mix_batch`.
+        cutmix: Beta parameter for cutmix of training batches (0: off).
 
     Returns:
         The ``tf.data.Dataset``.
@@ -198,9 +257,12 @@ def make_dataset(paths: list[str], labels: list[int], *, num_classes: int, image
             images = augmenter(images, training=True)
             images = tf.clip_by_value(images, 0.0, 255.0)
         one_hot = tf.one_hot(label_ids, num_classes)
-        if weight_table is None:
+        weights = None if weight_table is None else tf.gather(weight_table, label_ids)
+        if training and (mixup or cutmix):
+            images, one_hot, weights = mix_batch(images, one_hot, weights, mixup=mixup, cutmix=cutmix)
+        if weights is None:
             return images, one_hot
-        return images, one_hot, tf.gather(weight_table, label_ids)
+        return images, one_hot, weights
 
     ds = ds.map(to_model_inputs, num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)

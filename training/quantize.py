@@ -10,7 +10,7 @@ next to the float32 ``model.tflite`` on the same inputs. The file is written onl
 is at most ``--max-drop`` points (default 0.5) below float32's; the comparison is recorded in
 ``metadata.json`` under ``litert_variants`` either way. The app serves a variant with ``MODEL_VARIANT``.
 
-This module's top level imports only the standard library: the app reads :data:`LITERT_VARIANTS` from it.
+The variant file names belong to the artifact format (:data:`app.inference.artifact.LITERT_VARIANTS`).
 """
 
 from __future__ import annotations
@@ -23,10 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from training.export import KERAS_FILE, LABELS_FILE, LITERT_FILE, METADATA_FILE, write_json
-
-# Variant name -> file in the artifact folder. float32 is the copy every export writes.
-LITERT_VARIANTS = {"float32": LITERT_FILE, "float16": "model.fp16.tflite", "int8": "model.int8.tflite"}
+from training.export import KERAS_FILE, LABELS_FILE, LITERT_FILE, LITERT_VARIANTS, METADATA_FILE, write_json
 QUANTIZED = ("float16", "int8")
 DEFAULT_MAX_DROP_POINTS = 0.5
 
@@ -57,7 +54,7 @@ class LiteRTScorer:
     """Runs a ``.tflite`` file on batches with the app's own LiteRT runtime (one thread, as a worker would)."""
 
     def __init__(self, path: Path):
-        from app.classifier import LiteRTRuntime  # measured exactly as served
+        from app.inference.runtimes import LiteRTRuntime  # measured exactly as served
 
         self._runtime = LiteRTRuntime(path, num_threads=1)
 

@@ -7,7 +7,9 @@ by ``--out`` receives only what the app needs plus ``report/``.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import json
 import math
 import shutil
 import time
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from training import data as data_lib
 from training import evaluate as evaluate_lib
@@ -29,14 +32,22 @@ from training.robustness import enable_adversarial_training
 HISTORY_FILE = "history.csv"
 
 
-def _optimizer(name: str, learning_rate) -> keras.optimizers.Optimizer:
+def _optimizer(train_cfg: dict[str, Any], learning_rate) -> keras.optimizers.Optimizer:
+    """The configured optimizer, with optional weight EMA and gradient clipping."""
+    name = train_cfg["optimizer"]
+    common: dict[str, Any] = {"clipnorm": train_cfg.get("clipnorm")}
+    if train_cfg.get("ema"):
+        common.update(use_ema=True, ema_momentum=float(train_cfg["ema"]))
+    decay = train_cfg.get("weight_decay") or None
     if name == "adam":
-        return keras.optimizers.Adam(learning_rate)
+        return keras.optimizers.Adam(learning_rate, **common)
+    if name == "adamw":
+        return keras.optimizers.AdamW(learning_rate, weight_decay=decay or 0.004, **common)
     if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
+        return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True, weight_decay=decay, **common)
     if name == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate)
-    raise ValueError(f"unknown optimizer {name!r}; use adam, sgd or rmsprop")
+        return keras.optimizers.RMSprop(learning_rate, **common)
+    raise ValueError(f"unknown optimizer {name!r}; use adam, adamw, sgd or rmsprop")
 
 
 def _compile(model: keras.Model, train_cfg: dict[str, Any], learning_rate, num_classes: int) -> None:
@@ -44,7 +55,7 @@ def _compile(model: keras.Model, train_cfg: dict[str, Any], learning_rate, num_c
     if num_classes > 5:
         metrics.append(keras.metrics.TopKCategoricalAccuracy(k=5, name="top5"))
     model.compile(
-        optimizer=_optimizer(train_cfg["optimizer"], learning_rate),
+        optimizer=_optimizer(train_cfg, learning_rate),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=train_cfg["label_smoothing"]),
         metrics=metrics,
     )
@@ -68,17 +79,35 @@ def _learning_rate(train_cfg: dict[str, Any], peak: float, epochs: int, steps_pe
     return keras.optimizers.schedules.CosineDecay(peak, decay_steps, alpha=alpha)
 
 
-def _callbacks(run_dir: Path, phase: str, train_cfg: dict[str, Any]) -> tuple[list[keras.callbacks.Callback], Path]:
-    """Early stopping, best checkpoint, LR schedule, CSV and TensorBoard logs for one phase."""
+def _callbacks(run_dir: Path, phase: str, train_cfg: dict[str, Any], best_so_far: float | None = None
+               ) -> tuple[list[keras.callbacks.Callback], Path]:
+    """Backup, early stopping, best checkpoint, LR schedule, CSV and TensorBoard logs for one phase.
+
+    Args:
+        run_dir: The run folder.
+        phase: ``head`` or ``fine_tune``.
+        train_cfg: The ``train`` section.
+        best_so_far: The monitored value of the phase's best epoch before a resume, so the best
+            checkpoint is only replaced by a better epoch.
+
+    Returns:
+        The callbacks and the path of the phase's best checkpoint.
+    """
     monitor = train_cfg["monitor"]
     checkpoint = run_dir / "checkpoints" / f"{phase}.best.weights.h5"
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     callbacks: list[keras.callbacks.Callback] = [
+        # Every epoch, with the optimizer state and the epoch number: what --resume continues from.
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup" / phase), save_freq="epoch"),
         keras.callbacks.EarlyStopping(monitor=monitor, patience=train_cfg["early_stopping_patience"],
                                       restore_best_weights=True, verbose=1),
-        # Weights only: the optimizer state would double the file and is never resumed from.
+    ]
+    if train_cfg.get("ema"):
+        # Validation and the checkpoints below see the averaged weights, the ones that get exported.
+        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    callbacks += [
         keras.callbacks.ModelCheckpoint(str(checkpoint), monitor=monitor, save_best_only=True,
-                                        save_weights_only=True, verbose=0),
+                                        save_weights_only=True, verbose=0, initial_value_threshold=best_so_far),
         keras.callbacks.CSVLogger(str(run_dir / HISTORY_FILE), append=True),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard" / phase), histogram_freq=0,
                                     write_graph=False, profile_batch=0),
@@ -104,6 +133,36 @@ def _best(history: keras.callbacks.History, monitor: str) -> float:
     return max(values) if "acc" in monitor else -min(values)
 
 
+def _logged_epochs(run_dir: Path, monitor: str) -> list[dict[str, float]]:
+    """The epochs already in the run's ``history.csv`` (epoch number and the monitored value)."""
+    history = run_dir / HISTORY_FILE
+    if not history.exists():
+        return []
+    with open(history, encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return [{"epoch": int(row["epoch"]), "value": float(row[monitor])} for row in rows
+            if row.get("epoch", "").isdigit() and row.get(monitor) not in (None, "")]
+
+
+def _strategy(train_cfg: dict[str, Any]):
+    """The ``tf.distribute`` strategy for ``train.distribute`` (the default one for ``none``)."""
+    import tensorflow as tf
+
+    if train_cfg["distribute"] == "mirrored":
+        strategy = tf.distribute.MirroredStrategy()
+        print(f"distribute: MirroredStrategy over {strategy.num_replicas_in_sync} device(s)")
+        return strategy
+    if train_cfg["distribute"] != "none":
+        raise ValueError(f"unknown distribute {train_cfg['distribute']!r}; use none or mirrored")
+    return tf.distribute.get_strategy()
+
+
+def _set_precision(precision: str) -> None:
+    if precision not in ("float32", "mixed_float16", "mixed_bfloat16"):
+        raise ValueError(f"unknown precision {precision!r}; use float32, mixed_float16 or mixed_bfloat16")
+    keras.mixed_precision.set_global_policy(precision)
+
+
 def run_training(config: dict[str, Any]) -> dict[str, Any]:
     """Train, evaluate on val and export, as configured.
 
@@ -113,19 +172,49 @@ def run_training(config: dict[str, Any]) -> dict[str, Any]:
     Returns:
         ``{"run_dir", "artifact", "metrics", "wall_time_s"}``.
     """
-    started = time.monotonic()
-    data_cfg, model_cfg, train_cfg, export_cfg = (config[k] for k in ("data", "model", "train", "export"))
-    if not data_cfg["path"]:
+    if not config["data"]["path"]:
         raise ValueError("no data folder: pass --data or set data.path in the config")
-    keras.utils.set_random_seed(config["seed"])
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(train_cfg["runs_dir"]) / f"{config['name']}-{stamp}"
+    run_dir = Path(config["train"]["runs_dir"]) / f"{config['name']}-{stamp}"
     run_dir.mkdir(parents=True, exist_ok=False)
     save_config(config, run_dir / "config.yaml")
+    return _train_in(run_dir, config, resumed=False)
 
+
+def resume_training(run_dir: str | Path) -> dict[str, Any]:
+    """Continue a stopped run from its last finished epoch, optimizer state included.
+
+    Args:
+        run_dir: A run folder written by :func:`run_training`; its ``config.yaml`` is used as it is.
+
+    Returns:
+        As :func:`run_training`.
+    """
+    from training.config import complete, load_config_file
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
+    config = complete(load_config_file(run_dir / "config.yaml"))
+    return _train_in(run_dir, config, resumed=True)
+
+
+def _train_in(run_dir: Path, config: dict[str, Any], *, resumed: bool) -> dict[str, Any]:
+    """Run (or continue) both phases in ``run_dir`` and write the artifact."""
+    started = time.monotonic()
+    data_cfg, model_cfg, train_cfg = (config[k] for k in ("data", "model", "train"))
+    keras.utils.set_random_seed(config["seed"])
     dataset = data_lib.load_dataset(data_cfg["path"], label_map=data_cfg["label_map"], split=data_cfg["split"],
                                     seed=config["seed"], max_per_class=data_cfg["max_per_class"])
-    data_lib.write_split_file(dataset, run_dir / "splits.csv")
+    split_file = run_dir / "splits.csv"
+    if resumed:
+        rebuilt = data_lib.write_split_file(dataset, run_dir / "splits.rebuilt.csv")
+        same = rebuilt.read_text(encoding="utf-8") == split_file.read_text(encoding="utf-8")
+        rebuilt.unlink()
+        if not same:
+            raise ValueError(f"the data under {data_cfg['path']} no longer matches {split_file}")
+    else:
+        data_lib.write_split_file(dataset, split_file)
     num_classes = len(dataset.class_names)
     entry = get_backbone(model_cfg["backbone"])
     image_size = tuple(model_cfg["image_size"] or entry.image_size)
@@ -133,61 +222,180 @@ def run_training(config: dict[str, Any]) -> dict[str, Any]:
     if not len(val_split):
         raise ValueError("the validation split is empty; add images or change data.split")
     print(f"data: {num_classes} classes, {len(train_split)} train / {len(val_split)} val / "
-          f"{len(dataset.splits['test'])} test images; run folder {run_dir}")
+          f"{len(dataset.splits['test'])} test images; run folder {run_dir}" + (" (resumed)" if resumed else ""))
 
     weights = data_lib.class_weights(train_split.labels, num_classes) if train_cfg["class_weights"] else None
     common = dict(num_classes=num_classes, image_size=image_size, resize_mode=model_cfg["resize_mode"],
                   batch_size=train_cfg["batch_size"], cache=data_cfg["cache"], seed=config["seed"])
+    augment_cfg = config["augment"]
     train_ds = make_dataset(train_split.paths, train_split.labels, training=True,
-                            augmenter=build_augmenter(config["augment"], seed=config["seed"]),
-                            sample_weights=weights, **common)
+                            augmenter=build_augmenter(augment_cfg, seed=config["seed"]), sample_weights=weights,
+                            mixup=augment_cfg["mixup"] if augment_cfg["enabled"] else 0.0,
+                            cutmix=augment_cfg["cutmix"] if augment_cfg["enabled"] else 0.0, **common)
     val_ds = make_dataset(val_split.paths, val_split.labels, **common)
 
-    if train_cfg["mixed_precision"]:
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    model = build_model(model_cfg["backbone"], num_classes, weights=model_cfg["weights"], image_size=image_size,
-                        name=config["name"], **head_options(model_cfg))
+    _set_precision(train_cfg["precision"])
+    strategy = _strategy(train_cfg)
+    with strategy.scope():
+        model = build_model(model_cfg["backbone"], num_classes, weights=model_cfg["weights"],
+                            image_size=image_size, name=config["name"],
+                            train_batchnorm=bool(train_cfg["train_batchnorm"]), **head_options(model_cfg))
     enable_adversarial_training(model, train_cfg["adversarial_epsilon"])
     monitor = train_cfg["monitor"]
     steps_per_epoch = math.ceil(len(train_split) / train_cfg["batch_size"])
+    state_file = run_dir / "phases.json"
+    finished: list[dict[str, Any]] = json.loads(state_file.read_text()) if state_file.exists() else []
+    logged = _logged_epochs(run_dir, monitor)
     phases: list[dict[str, Any]] = []
     epoch = 0
     verbose = train_cfg["verbose"]
 
-    if train_cfg["head_epochs"] > 0:
-        _compile(model, train_cfg, _learning_rate(train_cfg, train_cfg["head_lr"], train_cfg["head_epochs"],
-                                                  steps_per_epoch, 0), num_classes)
-        print(f"phase 1 (head, frozen backbone): {count_params(model)['trainable']:,} trainable parameters")
-        callbacks, checkpoint = _callbacks(run_dir, "head", train_cfg)
-        history = model.fit(train_ds, validation_data=val_ds, epochs=train_cfg["head_epochs"],
+    def run_phase(phase: str, epochs_wanted: int, learning_rate, describe: str, **record) -> None:
+        nonlocal epoch
+        done = next((p for p in finished if p["phase"] == phase), None)
+        checkpoint = run_dir / "checkpoints" / f"{phase}.best.weights.h5"
+        if done is not None:
+            # Finished before the resume: its best weights are what the next phase started from.
+            load_weights_into(model, checkpoint)
+            epoch = done["last_epoch"]
+            phases.append({**done, "checkpoint": checkpoint})
+            print(f"{phase}: finished before, {done['epochs']} epochs, best {monitor} {done['best']:.4f}")
+            return
+        with strategy.scope():
+            _compile(model, train_cfg, learning_rate, num_classes)
+        print(f"{describe}: {count_params(model)['trainable']:,} trainable parameters")
+        before = [row["value"] for row in logged if row["epoch"] >= epoch]
+        best_before = (max(before) if "acc" in monitor else min(before)) if before else None
+        callbacks, checkpoint = _callbacks(run_dir, phase, train_cfg, best_before)
+        history = model.fit(train_ds, validation_data=val_ds, epochs=epoch + epochs_wanted, initial_epoch=epoch,
                             callbacks=callbacks, verbose=verbose)
-        epoch = len(history.epoch)
-        phases.append({"phase": "head", "epochs": epoch, "best": _best(history, monitor), "checkpoint": checkpoint})
+        best = _best(history, monitor)
+        if best_before is not None:
+            best = max(best, best_before if "acc" in monitor else -best_before)
+        if checkpoint.exists():
+            load_weights_into(model, checkpoint)  # the phase's best epoch, before or after a resume
+        last_epoch = epoch + len(history.epoch) + sum(1 for row in logged if row["epoch"] >= epoch)
+        entry_record = {"phase": phase, "epochs": last_epoch - epoch, "last_epoch": last_epoch, "best": best,
+                        **record}
+        finished.append(entry_record)
+        state_file.write_text(json.dumps(finished, indent=2))
+        phases.append({**entry_record, "checkpoint": checkpoint})
+        epoch = last_epoch
+
+    if train_cfg["head_epochs"] > 0 and train_cfg["head_on_features"]:
+        done = next((p for p in finished if p["phase"] == "head"), None)
+        checkpoint = run_dir / "checkpoints" / "head.best.weights.h5"
+        if done is None:
+            best = train_head_on_features(model, train_split, val_split, config, weights, run_dir)
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            model.save_weights(str(checkpoint))
+            done = {"phase": "head", "epochs": train_cfg["head_epochs"], "last_epoch": 0, "best": best,
+                    "on_features": True}
+            finished.append(done)
+            state_file.write_text(json.dumps(finished, indent=2))
+        else:
+            load_weights_into(model, checkpoint)
+            print(f"head: finished before on cached features, best {monitor} {done['best']:.4f}")
+        phases.append({**done, "checkpoint": checkpoint})
+    elif train_cfg["head_epochs"] > 0:
+        run_phase("head", train_cfg["head_epochs"],
+                  _learning_rate(train_cfg, train_cfg["head_lr"], train_cfg["head_epochs"], steps_per_epoch, 0),
+                  "phase 1 (head, frozen backbone)")
 
     if train_cfg["fine_tune_epochs"] > 0 and train_cfg["unfreeze_blocks"] > 0:
         opened = unfreeze_model(model, model_cfg["backbone"], train_cfg["unfreeze_blocks"],
-                                freeze_batchnorm=is_pretrained(model_cfg["weights"]))
-        _compile(model, train_cfg, _learning_rate(train_cfg, train_cfg["fine_tune_lr"],
-                                                  train_cfg["fine_tune_epochs"], steps_per_epoch,
-                                                  train_cfg["warmup_epochs"]), num_classes)
-        print(f"phase 2 (fine-tune blocks {', '.join(opened)}): "
-              f"{count_params(model)['trainable']:,} trainable parameters")
-        total = epoch + train_cfg["fine_tune_epochs"]
-        callbacks, checkpoint = _callbacks(run_dir, "fine_tune", train_cfg)
-        history = model.fit(train_ds, validation_data=val_ds, epochs=total, initial_epoch=epoch,
-                            callbacks=callbacks, verbose=verbose)
-        phases.append({"phase": "fine_tune", "epochs": len(history.epoch), "best": _best(history, monitor),
-                       "checkpoint": checkpoint, "blocks": opened})
+                                freeze_batchnorm=is_pretrained(model_cfg["weights"])
+                                and not train_cfg["train_batchnorm"])
+        run_phase("fine_tune", train_cfg["fine_tune_epochs"],
+                  _learning_rate(train_cfg, train_cfg["fine_tune_lr"], train_cfg["fine_tune_epochs"],
+                                 steps_per_epoch, train_cfg["warmup_epochs"]),
+                  f"phase 2 (fine-tune blocks {', '.join(opened)})", blocks=opened)
 
     if not phases:
         raise ValueError("nothing to train: head_epochs and fine_tune_epochs are both 0")
-    # Early stopping restored the best epoch of the last phase; an earlier phase may still have been better.
+    # Each phase ended on its own best epoch; an earlier phase may still have been better.
     best_phase = max(phases, key=lambda p: p["best"])
     if best_phase is not phases[-1] and best_phase["checkpoint"].exists():
         load_weights_into(model, best_phase["checkpoint"])
         print(f"kept the {best_phase['phase']} phase weights (better {monitor})")
-
+    if resumed:
+        started -= _previous_wall_time(run_dir)
     return finish_run(model, config, dataset, run_dir, phases, started)
+
+
+def _pooled_features(model: keras.Model, dataset, *, mirrored: bool = False) -> np.ndarray:
+    """The pooled backbone features of every image of ``dataset`` (optionally of its mirror images)."""
+    extractor = keras.Model(model.inputs, model.get_layer("pool").output)
+    images = dataset.map(lambda x, *rest: x[:, :, ::-1, :] if mirrored else x)
+    return np.asarray(extractor.predict(images, verbose=0), dtype="float32")
+
+
+def train_head_on_features(model: keras.Model, train_split, val_split, config: dict[str, Any],
+                           class_weights: dict[int, float] | None, run_dir: Path) -> float:
+    """Phase 1 on cached features: the backbone runs once over the photos, then only the head trains.
+
+    A frozen backbone gives the same features every epoch, so the head can see many epochs for the price
+    of one forward pass (plus one over the mirror images when flips are part of the augmentation); the
+    other augmentations are given up in exchange. The trained layers are copied into ``model``.
+
+    Args:
+        model: From :func:`training.model.build_model`; its head layers are updated in place.
+        train_split: Training photos and labels.
+        val_split: Validation photos and labels (early stopping and the returned score).
+        config: The resolved configuration.
+        class_weights: ``{class index: weight}`` or ``None``.
+        run_dir: Where ``head_features_history.csv`` goes.
+
+    Returns:
+        The best validation accuracy of the head.
+    """
+    model_cfg, train_cfg = config["model"], config["train"]
+    num_classes = int(model.output.shape[-1])
+    image_size = tuple(model.input.shape[1:3])
+    plain = dict(num_classes=num_classes, image_size=image_size, resize_mode=model_cfg["resize_mode"],
+                 batch_size=train_cfg["batch_size"], cache=False)
+    started = time.monotonic()
+    train_ds = make_dataset(train_split.paths, train_split.labels, **plain)
+    features = [_pooled_features(model, train_ds)]
+    labels = [np.asarray(train_split.labels)]
+    if config["augment"]["enabled"] and config["augment"]["horizontal_flip"]:
+        features.append(_pooled_features(model, train_ds, mirrored=True))
+        labels.append(labels[0])
+    x_train, y_train = np.concatenate(features), np.concatenate(labels)
+    x_val = _pooled_features(model, make_dataset(val_split.paths, val_split.labels, **plain))
+    y_val = np.asarray(val_split.labels)
+    print(f"phase 1 (head on cached features): {len(x_train)} training feature vectors in "
+          f"{time.monotonic() - started:.0f} s")
+
+    inputs = keras.Input(shape=(x_train.shape[1],), name="features")
+    x = inputs
+    head_layers = [layer for layer in model.layers[model.layers.index(model.get_layer("pool")) + 1:]]
+    for layer in head_layers:
+        x = layer.__class__.from_config(layer.get_config())(x)
+    head = keras.Model(inputs, x)
+    _compile(head, {**train_cfg, "ema": 0.0}, train_cfg["head_lr"], num_classes)
+    history = head.fit(
+        x_train, keras.utils.to_categorical(y_train, num_classes),
+        sample_weight=None if class_weights is None else np.asarray([class_weights[int(c)] for c in y_train]),
+        validation_data=(x_val, keras.utils.to_categorical(y_val, num_classes)),
+        epochs=train_cfg["head_epochs"], batch_size=train_cfg["batch_size"], shuffle=True,
+        verbose=2 if train_cfg["verbose"] else 0,
+        callbacks=[keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=max(5, train_cfg["head_epochs"] // 5),
+                                                 restore_best_weights=True),
+                   keras.callbacks.CSVLogger(str(run_dir / "head_features_history.csv"))])
+    for layer, trained in zip(head_layers, head.layers[1:]):
+        layer.set_weights(trained.get_weights())
+    best = float(max(history.history["val_accuracy"]))
+    print(f"phase 1 done in {time.monotonic() - started:.0f} s: val accuracy {best:.4f}")
+    return best
+
+
+def _previous_wall_time(run_dir: Path) -> float:
+    """Seconds the run spent before this resume: from its creation to its last logged epoch."""
+    history = run_dir / HISTORY_FILE
+    if not history.exists():
+        return 0.0
+    return max(0.0, history.stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime)
 
 
 def finish_run(model: keras.Model, config: dict[str, Any], dataset: data_lib.Dataset, run_dir: Path,
@@ -221,7 +429,7 @@ def finish_run(model: keras.Model, config: dict[str, Any], dataset: data_lib.Dat
     evaluation = evaluate_lib.evaluate_model(
         clean, dataset.class_names, val_split.paths, val_split.labels, image_size=image_size,
         resize_mode=model_cfg["resize_mode"], batch_size=train_cfg["batch_size"], report_dir=report_dir,
-        split_name="val", target_precision=export_cfg["target_precision"])
+        split_name="val", target_precision=export_cfg["target_precision"], tta=model_cfg.get("tta", "none"))
     wall_time = time.monotonic() - started
 
     summary = data_lib.summarize(dataset)
@@ -230,6 +438,7 @@ def finish_run(model: keras.Model, config: dict[str, Any], dataset: data_lib.Dat
         "phases": [{k: (str(v) if isinstance(v, Path) else v) for k, v in p.items()} for p in phases],
         "parameters": count_params(clean),
         "wall_time_s": round(wall_time, 1),
+        "device": describe_device(),
         "run_dir": str(run_dir),
     }
     metadata = export_lib.build_metadata(
@@ -238,11 +447,30 @@ def finish_run(model: keras.Model, config: dict[str, Any], dataset: data_lib.Dat
         preprocessing=describe_preprocessing(entry.preprocessing), metrics=evaluation["metrics"],
         dataset=summary, training_config=training_record,
         label_map=Path(data_cfg["label_map"]).name if data_cfg["label_map"] else None,
-        extra={"confidence": evaluation["confidence"]})
+        extra={"confidence": evaluation["confidence"], "tta": model_cfg.get("tta", "none")})
     export_lib.export_artifact(clean, dataset.class_names, metadata, out_dir, litert=export_cfg["litert"])
+    if config.get("groups"):
+        from training.groups import add_groups
+
+        add_groups(out_dir, config["groups"], data_cfg["path"], target_precision=export_cfg["target_precision"],
+                   batch_size=train_cfg["batch_size"])
     print(f"artifact written to {out_dir} in {wall_time:.0f} s: "
           + ", ".join(f"{k} {v:.4f}" for k, v in evaluation["metrics"].items() if isinstance(v, float)))
     return {"run_dir": run_dir, "artifact": out_dir, "metrics": evaluation["metrics"], "wall_time_s": wall_time}
+
+
+def describe_device() -> str:
+    """What the run trained on, for the metadata: the GPUs TensorFlow sees, else the CPU and its cores."""
+    import os
+    import platform
+
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
+        return f"{len(gpus)} GPU: " + ", ".join(names)
+    return f"CPU ({platform.processor() or platform.machine()}), {os.cpu_count()} cores"
 
 
 def export_run(run_dir: str | Path, out: str | Path | None = None) -> dict[str, Any]:
@@ -258,10 +486,10 @@ def export_run(run_dir: str | Path, out: str | Path | None = None) -> dict[str, 
     Returns:
         As :func:`run_training`; ``wall_time_s`` then counts from the run folder's creation.
     """
-    from training.config import load_config_file
+    from training.config import complete, load_config_file
 
     run_dir = Path(run_dir)
-    config = load_config_file(run_dir / "config.yaml")
+    config = complete(load_config_file(run_dir / "config.yaml"))
     if out is not None:
         config["export"]["out"] = str(out)
     data_cfg, model_cfg = config["data"], config["model"]

@@ -325,7 +325,7 @@ def _keras_classes():
         def _compile(self, model: keras.Model, learning_rate: float, label_smoothing: float) -> None:
             from training.train import _optimizer
 
-            model.compile(optimizer=_optimizer(self.config["train"]["optimizer"], learning_rate),
+            model.compile(optimizer=_optimizer(self.config["train"], learning_rate),
                           loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
                           metrics=["accuracy"])
 

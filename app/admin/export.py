@@ -23,7 +23,7 @@ from .queries import ReviewFilters, SORT_COLUMNS, filtered
 CHUNK_ROWS = 1000
 PREDICTION_COLUMNS = ("id", "created_at", "source", "original_filename", "sha256", "width", "height",
                       "content_type", "model_name", "model_version", "top_label", "top_score", "verdict",
-                      "vehicle_score", "latency_ms",
+                      "vehicle_score", "answer_level", "answer_label", "answer_score", "latency_ms",
                       "corrected_label", "model_was_right", "corrected_by", "corrected_at", "top_k")
 CORRECTION_COLUMNS = ("prediction_id", "path", "label", "model_label", "model_version", "sha256",
                       "corrected_by", "corrected_at")
@@ -69,7 +69,9 @@ def prediction_rows(filters: ReviewFilters, low_confidence_below: float) -> Iter
     statement = (select(Prediction.id, Prediction.created_at, Prediction.source, Prediction.original_filename,
                         Prediction.sha256, Prediction.width, Prediction.height, Prediction.content_type,
                         Prediction.model_name, Prediction.model_version, Prediction.top_label,
-                        Prediction.top_score, Prediction.verdict, Prediction.vehicle_score, Prediction.latency_ms,
+                        Prediction.top_score, Prediction.verdict, Prediction.vehicle_score,
+                        Prediction.answer_level, Prediction.answer_label, Prediction.answer_score,
+                        Prediction.latency_ms,
                         Correction.new_label, Correction.old_label,
                         AdminUser.username, Correction.updated_at, Prediction.top_k)
                  .select_from(Prediction)
@@ -82,10 +84,11 @@ def prediction_rows(filters: ReviewFilters, low_confidence_below: float) -> Iter
     result = db.session.execute(statement.execution_options(yield_per=CHUNK_ROWS))
     for row in result:
         (pid, created, source, filename, sha, width, height, ctype, mname, mversion, label, score, verdict,
-         vehicle_score, latency, new_label, old_label, who, when, top_k) = row
+         vehicle_score, answer_level, answer_label, answer_score, latency, new_label, old_label, who, when, top_k) = row
         was_right = "" if new_label is None else ("yes" if new_label == old_label else "no")
         yield csv_line((pid, _iso(created), source, filename or "", sha, width, height, ctype, mname, mversion,
                         label, f"{score:.6f}", verdict or "", "" if vehicle_score is None else f"{vehicle_score:.4f}",
+                        answer_level or "", answer_label or "", "" if answer_score is None else f"{answer_score:.6f}",
                         f"{latency:.1f}", new_label or "", was_right, who or "", _iso(when),
                         json.dumps(top_k, separators=(",", ":"))))
 

@@ -16,10 +16,11 @@ from sqlalchemy.orm import contains_eager, defer
 
 from ..extensions import db
 from ..models import SOURCES, Correction, Prediction
-from ..trust import VERDICTS
+from ..inference.gate import VERDICTS
 
 PAGE_SIZES = (25, 50, 100, 200)
 STATUSES = ("corrected", "uncorrected", "confirmed", "wrong")
+NO_ANSWER = "none"  # the answer-level filter value for predictions no level was sure of
 SORT_COLUMNS = {
     "created_at": Prediction.created_at,
     "top_label": Prediction.top_label,
@@ -64,7 +65,8 @@ class ReviewFilters:
         label: Exact top label.
         model_version: Exact model version.
         source: ``web`` or ``api``.
-        verdict: ``ok``, ``uncertain`` or ``not_a_car`` (see :mod:`app.trust`).
+        verdict: ``ok``, ``uncertain`` or ``not_a_car`` (see :mod:`app.inference.gate`).
+        answer_level: ``class``, a grouping name, or ``none`` (no level was sure).
         score_min: Lowest top score included.
         score_max: Highest top score included.
         low_confidence: Only top scores below the low-confidence threshold.
@@ -82,6 +84,7 @@ class ReviewFilters:
     model_version: str = ""
     source: str = ""
     verdict: str = ""
+    answer_level: str = ""
     score_min: float | None = None
     score_max: float | None = None
     low_confidence: bool = False
@@ -104,6 +107,7 @@ class ReviewFilters:
             model_version=args.get("model_version", "").strip()[:64],
             source=args.get("source", "") if args.get("source") in SOURCES else "",
             verdict=args.get("verdict", "") if args.get("verdict") in VERDICTS else "",
+            answer_level=args.get("answer_level", "").strip()[:64],
             score_min=_parse_score(args.get("score_min")),
             score_max=_parse_score(args.get("score_max")),
             low_confidence=args.get("low_confidence") in ("1", "on", "true", "y"),
@@ -176,6 +180,10 @@ def filtered(statement: Select, filters: ReviewFilters, low_confidence_below: fl
         conditions.append(Prediction.source == filters.source)
     if filters.verdict:
         conditions.append(Prediction.verdict == filters.verdict)
+    if filters.answer_level == NO_ANSWER:
+        conditions.append(Prediction.answer_level.is_(None))
+    elif filters.answer_level:
+        conditions.append(Prediction.answer_level == filters.answer_level)
     if filters.score_min is not None:
         conditions.append(Prediction.top_score >= filters.score_min)
     if filters.score_max is not None:
@@ -307,4 +315,6 @@ def filter_choices() -> dict[str, list[str]]:
     """Distinct model versions and top labels for the filter inputs (both read from indexes)."""
     versions = db.session.scalars(select(Prediction.model_version).distinct().order_by(Prediction.model_version))
     labels = db.session.scalars(select(Prediction.top_label).distinct().order_by(Prediction.top_label))
-    return {"versions": list(versions), "labels": list(labels)}
+    levels = db.session.scalars(select(Prediction.answer_level).where(Prediction.answer_level.is_not(None))
+                                .distinct().order_by(Prediction.answer_level))
+    return {"versions": list(versions), "labels": list(labels), "answer_levels": [*levels, NO_ANSWER]}

@@ -11,7 +11,7 @@ from flask_login import current_user, login_user, logout_user
 from sqlalchemy import select
 from sqlalchemy.orm import defer, joinedload
 
-from ..classifier import get_classifier
+from ..serving import get_classifier
 from ..extensions import db, limiter
 from ..models import AdminUser, Correction, Prediction, utcnow
 from . import bp

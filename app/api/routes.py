@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Response, current_app, jsonify, request, url_for
 
-from ..classifier import get_classifier
+from ..serving import get_classifier
 from ..extensions import db
 from ..models import Prediction
 from ..services import create_prediction, parse_top_k, single_upload
@@ -67,7 +67,8 @@ def explanation(prediction_id: int):
     TensorFlow, 503 without ``model.keras``, 409 when the served model does not know the label.
     """
     from ..errors import error_response
-    from ..explain import ExplanationUnavailable, explanation_png
+    from ..explanations import explanation_png
+    from ..inference.explain import ExplanationUnavailable
 
     prediction = db.get_or_404(Prediction, prediction_id)
     try:

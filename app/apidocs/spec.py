@@ -46,7 +46,7 @@ SCHEMAS: dict[str, Any] = {
     },
     "Prediction": {
         "type": "object",
-        "required": ["id", "created_at", "model", "predictions", "image", "latency_ms"],
+        "required": ["id", "created_at", "model", "predictions", "image", "latency_ms", "groups", "answer"],
         "properties": {
             "id": {"type": "integer", "minimum": 1},
             "created_at": {"type": "string", "format": "date-time", "description": "UTC, milliseconds."},
@@ -75,6 +75,35 @@ SCHEMAS: dict[str, Any] = {
                                        "predictions stored before verdicts existed."},
             "vehicle_score": {"type": ["number", "null"], "minimum": 0, "maximum": 1,
                               "description": "The vehicle gate's probability of a vehicle; null without a gate."},
+            "groups": {"type": "object", "additionalProperties": {"type": "array", "items": ref("GroupScore"),
+                                                                  "minItems": 1, "maxItems": 3},
+                       "description": "Per label grouping of the model (e.g. `make`, `segment`), its best group "
+                                      "labels (all of them when there are no more than 3), best first; a group's "
+                                      "score is the sum of its classes' probabilities. `{}` for a model without "
+                                      "groupings and for predictions stored before groups existed."},
+            "answer": {"oneOf": [ref("LevelAnswer"), {"type": "null"}],
+                       "description": "The most specific level whose score clears that level's confidence "
+                                      "threshold: `class`, then the groupings from the most to the least "
+                                      "specific. Null when the verdict is `not_a_car`, when no level is sure, "
+                                      "and for predictions stored before answers existed."},
+        },
+    },
+    "GroupScore": {
+        "type": "object",
+        "required": ["label", "score"],
+        "properties": {
+            "label": {"type": "string", "description": "Group label, e.g. `Audi` or `premium`."},
+            "score": {"type": "number", "minimum": 0, "maximum": 1.000001,
+                      "description": "Summed probability of the group's classes."},
+        },
+    },
+    "LevelAnswer": {
+        "type": "object",
+        "required": ["level", "label", "score"],
+        "properties": {
+            "level": {"type": "string", "description": "`class` (the model's own labels) or a grouping name."},
+            "label": {"type": "string"},
+            "score": {"type": "number", "minimum": 0, "maximum": 1.000001},
         },
     },
     "BatchResult": {

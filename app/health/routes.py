@@ -8,7 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import metrics
-from ..classifier import get_classifier
+from ..serving import get_classifier
 from ..extensions import db
 from . import bp
 

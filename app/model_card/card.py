@@ -37,48 +37,6 @@ def read_json(path: Path) -> dict[str, Any]:
     return document if isinstance(document, dict) else {}
 
 
-def training_command(training_config: dict[str, Any]) -> str | None:
-    """The ``python -m training train`` command line that reproduces the recorded configuration.
-
-    Only options that differ from the defaults are written. Needs the training package's own option
-    table (a training install); ``None`` on a serving-only install.
-    """
-    config = training_config.get("config") if isinstance(training_config, dict) else None
-    if not isinstance(config, dict):
-        return None
-    try:
-        from training.cli import TRAIN_OPTIONS
-        from training.config import DEFAULTS
-    except ImportError:  # serving-only install: no PyYAML / training dependencies
-        return None
-    parts = ["python -m training train"]
-    for options in TRAIN_OPTIONS.values():
-        for flag, key, kwargs in options:
-            value, default = _lookup(config, key), _lookup(DEFAULTS, key)
-            if value is None or value == default:
-                continue
-            if "const" in kwargs:  # a switch such as --no-augment
-                if value == kwargs["const"]:
-                    parts.append(flag)
-                continue
-            shown = " ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
-            parts.append(f"{flag} {_quote(shown)}")
-    return " \\\n    ".join(parts)
-
-
-def _lookup(config: dict[str, Any], dotted: str) -> Any:
-    value: Any = config
-    for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
-def _quote(text: str) -> str:
-    return f"'{text}'" if any(ch in text for ch in " '\"$") else text
-
-
 def visuals(folder: Path) -> dict[str, Any]:
     """The pictures listed in ``report/visualize.json`` that exist there, grouped by kind.
 
@@ -108,8 +66,8 @@ def build_card(classifier, gate=None) -> dict[str, Any]:
     """Everything the model card page shows, from the artifact of ``classifier``.
 
     Args:
-        classifier: The served :class:`app.classifier.Classifier`.
-        gate: The loaded :class:`app.trust.VehicleGate`, or ``None``.
+        classifier: The served :class:`app.inference.classifier.Classifier`.
+        gate: The loaded :class:`app.inference.gate.VehicleGate`, or ``None``.
 
     Returns:
         A dictionary for the template (missing parts are empty, never an error).
@@ -134,6 +92,23 @@ def build_card(classifier, gate=None) -> dict[str, Any]:
         "dataset": {key: dataset.get(key) for key in ("root", "num_classes", "counts", "label_map",
                                                       "file_list_sha256") if dataset.get(key) is not None},
         "training": metadata.get("training_config") or {},
-        "command": training_command(metadata.get("training_config") or {}),
+        "command": (metadata.get("training_config") or {}).get("command"),
         "gate": gate.metadata if gate is not None else None,
+        "groups": group_sections(metadata, folder),
+        "levels": read_json(folder / "groups.json").get("levels") or [],
     }
+
+
+def group_sections(metadata: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
+    """Per label grouping (most specific first): its size, accuracy, threshold and curve points."""
+    sections = []
+    for name, group in (metadata.get("groups") or {}).items():
+        confidence = group.get("confidence") or {}
+        figure = f"confidence_{name}.png"
+        sections.append({
+            "name": name, "num_labels": len(group.get("labels") or []),
+            "accuracy": (group.get("metrics") or {}).get("accuracy"), "confidence": confidence,
+            "curve": [p for p in confidence.get("curve") or [] if p.get("threshold") in CURVE_POINTS_SHOWN],
+            "figure": figure if (folder / figure).is_file() else None,
+        })
+    return sorted(sections, key=lambda s: (-s["num_labels"], s["name"]))

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from flask import abort, render_template, send_from_directory
 
-from ..classifier import get_classifier
-from ..trust import get_vehicle_gate
+from ..serving import get_classifier, get_vehicle_gate
 from . import bp
 from .card import SERVABLE_SUFFIXES, build_card, report_dir
 

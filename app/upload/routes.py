@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from flask import Response, current_app, jsonify, redirect, render_template, request, url_for
 
-from ..classifier import get_classifier
+from ..serving import get_classifier
 from ..extensions import db
-from ..imaging import ImageRejected
+from ..inference.imaging import ImageRejected
 from ..models import Prediction
 from ..services import create_prediction, single_upload
 from . import bp
 from .forms import UploadForm
+from .headline import headline
 
 
 @bp.get("/")
@@ -56,7 +57,7 @@ def create_photo():
 def result(prediction_id: int):
     """A stored prediction: thumbnail, top-k with confidence bars, model, time taken."""
     prediction = db.get_or_404(Prediction, prediction_id)
-    return render_template("upload/result.html", prediction=prediction)
+    return render_template("upload/result.html", prediction=prediction, headline=headline(prediction))
 
 
 @bp.get("/predictions/<int:prediction_id>/thumbnail.jpg")

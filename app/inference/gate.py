@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flask import Flask, current_app
 from PIL import Image
 
-from .classifier import ArtifactError, LiteRTRuntime, litert_available
-from .config import REPO_ROOT
+from .answers import threshold_of
+from .artifact import REPO_ROOT, ArtifactError
 from .imaging import fit_to_input
+from .runtimes import LiteRTRuntime, litert_available
 
 VERDICTS = ("ok", "uncertain", "not_a_car")
 GATE_MODEL_FILE = "model.tflite"
@@ -129,8 +129,7 @@ def decide(answers: list[dict[str, Any]], *, threshold: float | None, vehicle_sc
 
 def confidence_threshold(metadata: dict[str, Any]) -> float | None:
     """The classifier's confidence threshold from its metadata, ``None`` when absent or unusable."""
-    value = (metadata.get("confidence") or {}).get("threshold")
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return threshold_of(metadata.get("confidence"))
 
 
 def judge(answers: list[dict[str, Any]], metadata: dict[str, Any], gate: VehicleGate | None,
@@ -152,16 +151,20 @@ def judge(answers: list[dict[str, Any]], metadata: dict[str, Any], gate: Vehicle
     return Verdict(verdict=verdict, vehicle_score=vehicle_score, threshold=threshold)
 
 
-def load_vehicle_gate(app: Flask) -> VehicleGate | None:
-    """Load the gate named by ``VEHICLE_GATE_DIR`` (``none`` turns it off) once per process.
+def load_vehicle_gate(configured: str | None, num_threads: int | None = None) -> VehicleGate | None:
+    """Load the gate named by the ``VEHICLE_GATE_DIR`` setting (``none`` turns it off).
 
     The default (setting unset) is the shipped gate when it is present; a folder named explicitly must
     load, so a typo fails at start-up instead of silently answering without the check.
 
+    Args:
+        configured: The setting's value (a folder, relative to the repository or absolute).
+        num_threads: Threads per inference.
+
     Returns:
         The gate, or ``None`` when it is off.
     """
-    configured = (app.config.get("VEHICLE_GATE_DIR") or "").strip()
+    configured = (configured or "").strip()
     if configured.lower() == "none":
         return None
     if not configured:
@@ -169,10 +172,4 @@ def load_vehicle_gate(app: Flask) -> VehicleGate | None:
             return None
         configured = str(SHIPPED_GATE_DIR)
     folder = Path(configured)
-    return VehicleGate(folder if folder.is_absolute() else REPO_ROOT / folder,
-                       num_threads=app.config.get("INFERENCE_THREADS"))
-
-
-def get_vehicle_gate() -> VehicleGate | None:
-    """The vehicle gate of the current app (``None`` when it is off)."""
-    return current_app.extensions.get("vehicle_gate")
+    return VehicleGate(folder if folder.is_absolute() else REPO_ROOT / folder, num_threads=num_threads)

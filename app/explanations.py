@@ -1,0 +1,70 @@
+"""Heatmaps of stored predictions: computed from the stored thumbnail, cached as PNG files.
+
+The original upload is never stored, so the heatmap is computed from what is kept: the stored thumbnail
+(up to 320 pixels, larger than any model input here), fitted to the model input exactly as the upload
+was. It explains the prediction's answer (its top class when it has none) and is cached as a PNG
+(``EXPLANATION_CACHE_DIR``, by default under the instance folder), one file per prediction and model
+version.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+from flask import current_app
+from PIL import Image
+
+from .inference.artifact import CLASS_LEVEL
+from .inference.classifier import Classifier
+from .inference.explain import explain_image
+from .serving import get_classifier
+
+CACHE_FOLDER = "explanations"
+
+
+def cache_path(prediction: Any, classifier: Classifier) -> Path:
+    """Where the heatmap PNG of ``prediction`` under the served model version is cached."""
+    version = re.sub(r"[^A-Za-z0-9._-]", "_", f"{classifier.name}-{classifier.version}")
+    folder = current_app.config.get("EXPLANATION_CACHE_DIR") or Path(current_app.instance_path) / CACHE_FOLDER
+    return Path(folder) / f"{prediction.id}-{prediction.sha256[:16]}-{version}.png"
+
+
+def explained_answer(prediction: Any) -> tuple[str, str]:
+    """``(level, label)`` a prediction's heatmap explains: its answer, else its top class."""
+    answer = getattr(prediction, "answer", None)
+    if answer:
+        return answer["level"], answer["label"]
+    return CLASS_LEVEL, prediction.top_label
+
+
+def explanation_png(prediction: Any) -> bytes:
+    """The heatmap PNG for a stored prediction, from the cache or computed now and cached.
+
+    Args:
+        prediction: A :class:`app.models.Prediction`.
+
+    Returns:
+        PNG bytes, the size of the stored thumbnail.
+
+    Raises:
+        ExplanationUnavailable: As :func:`app.inference.explain.explain_image`.
+    """
+    classifier = get_classifier()
+    path = cache_path(prediction, classifier)
+    if path.is_file():
+        return path.read_bytes()
+    level, label = explained_answer(prediction)
+    with Image.open(io.BytesIO(prediction.thumbnail)) as thumbnail:
+        image, _ = explain_image(classifier, thumbnail.convert("RGB"), level, label)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False)
+    data = buffer.getvalue()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{threading.get_ident()}.tmp")
+    partial.write_bytes(data)
+    partial.replace(path)  # atomic: a concurrent reader never sees half a file
+    return data

@@ -1,0 +1,16 @@
+"""How a photo becomes an answer: the model side of the app, with no web framework and no database.
+
+Read in this order:
+
+* :mod:`.artifact`   - the artifact folder format (files, ``metadata.json`` with label ``groups``) and its reader;
+* :mod:`.imaging`    - uploaded bytes -> a checked RGB image -> model-sized pixels;
+* :mod:`.runtimes`   - LiteRT / Keras: pixels -> probabilities (and the last feature map);
+* :mod:`.batching`   - optional micro-batching of concurrent calls into one invocation;
+* :mod:`.classifier` - a loaded artifact: photo -> top classes, group scores;
+* :mod:`.gate`       - the "is this a car at all?" gate and the verdict;
+* :mod:`.answers`    - the most specific level the model can stand behind (class, make, segment);
+* :mod:`.explain`    - "why this answer?": class activation maps with NumPy.
+
+Everything here takes plain inputs and returns plain results; ``app/services.py`` and the blueprints
+put them behind HTTP and into the database. The import-linter contracts in ``.importlinter`` keep it so.
+"""

@@ -1,0 +1,113 @@
+"""From class probabilities to an answer at every level: the class, and each label grouping (make, segment).
+
+A group's score is the sum of its member classes' probabilities. The answer is the most specific level
+whose best score clears that level's confidence threshold (chosen on the validation split at the target
+precision): first the model's own classes, then the groupings from the most to the least specific
+(more group labels = more specific). No answer when the photo is not a car or when no level is sure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .artifact import CLASS_LEVEL
+
+GROUP_TOP_K = 3
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """One label grouping of a model, ready to sum probabilities.
+
+    Attributes:
+        name: The grouping's name (``make``, ``segment``).
+        labels: Group labels, in the order of the matrix columns.
+        matrix: ``(num_classes, num_groups)`` 0/1, one 1 per row.
+        threshold: Confidence threshold of the group's top score, ``None`` when the metadata has none.
+    """
+
+    name: str
+    labels: tuple[str, ...]
+    matrix: np.ndarray
+    threshold: float | None
+
+    def members(self, label: str) -> np.ndarray:
+        """Indices of the classes that make up group ``label``."""
+        return np.flatnonzero(self.matrix[:, self.labels.index(label)])
+
+
+def threshold_of(confidence: Any) -> float | None:
+    """The ``threshold`` of a confidence section, ``None`` when absent or unusable."""
+    value = (confidence or {}).get("threshold") if isinstance(confidence, dict) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def groupings(metadata: dict[str, Any], labels: list[str]) -> list[Grouping]:
+    """The artifact's groupings (already checked by the reader), most specific first.
+
+    Args:
+        metadata: The artifact's metadata.
+        labels: The model's labels in output order.
+
+    Returns:
+        One :class:`Grouping` per entry of ``metadata["groups"]``, by descending number of group labels
+        (ties by name, so the order never depends on the file).
+    """
+    result = []
+    for name, group in (metadata.get("groups") or {}).items():
+        names = tuple(group["labels"])
+        matrix = np.zeros((len(labels), len(names)), dtype=np.float32)
+        column = {label: i for i, label in enumerate(names)}
+        for row, label in enumerate(labels):
+            matrix[row, column[group["of"][label]]] = 1.0
+        result.append(Grouping(name, names, matrix, threshold_of(group.get("confidence"))))
+    return sorted(result, key=lambda g: (-len(g.labels), g.name))
+
+
+def group_scores(probabilities: np.ndarray, groups: list[Grouping], top_k: int = GROUP_TOP_K
+                 ) -> dict[str, list[dict[str, Any]]]:
+    """Per grouping, the best group labels with their summed probability.
+
+    Args:
+        probabilities: ``(num_classes,)`` class probabilities of one image.
+        groups: From :func:`groupings`.
+        top_k: How many group labels to keep (all of them when a grouping has no more than that).
+
+    Returns:
+        ``{name: [{"label", "score"}, ...]}``, best first.
+    """
+    scores = {}
+    for group in groups:
+        sums = np.asarray(probabilities, dtype=np.float64) @ group.matrix
+        best = np.argsort(-sums, kind="stable")[:top_k]
+        scores[group.name] = [{"label": group.labels[i], "score": float(sums[i])} for i in best]
+    return scores
+
+
+def choose_answer(top: dict[str, Any], class_threshold: float | None, scores: dict[str, list[dict[str, Any]]],
+                  groups: list[Grouping], verdict: str) -> dict[str, Any] | None:
+    """The most specific level that is sure enough.
+
+    Args:
+        top: The best class ``{"label", "score"}``.
+        class_threshold: The classes' confidence threshold (``None``: the class level always answers).
+        scores: From :func:`group_scores`.
+        groups: From :func:`groupings`, most specific first.
+        verdict: The prediction's verdict; ``not_a_car`` never gets an answer.
+
+    Returns:
+        ``{"level", "label", "score"}`` or ``None``.
+    """
+    if verdict == "not_a_car":
+        return None
+    if class_threshold is None or top["score"] >= class_threshold:
+        return {"level": CLASS_LEVEL, "label": top["label"], "score": float(top["score"])}
+    for group in groups:
+        best = scores[group.name][0]
+        # A grouping without a threshold was never measured on val: it cannot vouch for an answer.
+        if group.threshold is not None and best["score"] >= group.threshold:
+            return {"level": group.name, "label": best["label"], "score": float(best["score"])}
+    return None

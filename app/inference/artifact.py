@@ -1,0 +1,145 @@
+"""The model artifact format: file names, the ``metadata.json`` schema, and the one reader that checks it.
+
+An artifact folder holds:
+
+* ``model.keras``    - the source of truth; float32 RGB pixels in [0, 255], shape ``(None, height, width, 3)``,
+  with the backbone preprocessing inside the model; softmax probabilities ``(None, num_classes)`` out.
+* ``model.tflite``   - the same network for the LiteRT runtime (float32), the fast serving copy. When the
+  head is explainable it has a second output: the last convolutional feature map.
+* ``model.fp16.tflite`` / ``model.int8.tflite`` - optional quantised copies (:data:`LITERT_VARIANTS`).
+* ``head.npz``       - optional: the dense layer after that feature map (``kernel``, ``bias``, and for a
+  grouped model the 0/1 ``group_matrix`` that sums fine classes), for class activation maps.
+* ``labels.json``    - the class names, in output-index order.
+* ``metadata.json``  - what the app needs to feed the model (``image_size``, ``resize_mode``), the
+  confidence threshold, optional label ``groups`` and provenance.
+
+``groups`` maps a grouping name to ``{"labels": [...], "of": {fine label: group label}, "confidence":
+{...}}``: every fine label belongs to exactly one group label of each grouping.
+
+The training package writes artifacts with these names and checks them with :func:`check_groups`, so
+writer and reader cannot drift apart. This module imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+ARTIFACT_FORMAT_VERSION = 1
+KERAS_FILE = "model.keras"
+LITERT_FILE = "model.tflite"
+LABELS_FILE = "labels.json"
+METADATA_FILE = "metadata.json"
+HEAD_FILE = "head.npz"
+RESIZE_MODES = ("center_crop", "stretch", "pad")
+# Variant name -> file in the artifact folder. float32 is the copy every export writes.
+LITERT_VARIANTS = {"float32": LITERT_FILE, "float16": "model.fp16.tflite", "int8": "model.int8.tflite"}
+CLASS_LEVEL = "class"  # the answer level of the model's own labels
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ArtifactError(RuntimeError):
+    """A model artifact that cannot be served; the message is one line naming the path and the fix."""
+
+
+def train_hint(folder: Path) -> str:
+    """The command that writes an artifact at ``folder`` (relative to the repository when inside it)."""
+    try:
+        out = folder.resolve().relative_to(REPO_ROOT)
+    except ValueError:
+        out = folder
+    return ("python -m training train --config training/configs/stanford196_mobilenet.yaml "
+            f"--data ../shared/datasets/stanford-cars --out {out}")
+
+
+def broken(folder: Path, problem: str) -> ArtifactError:
+    """The error for an artifact folder with ``problem``, with the command that rewrites it."""
+    return ArtifactError(f"model artifact at {folder} is broken: {problem}; re-export it with "
+                         f"`{train_hint(folder)}` or set MODEL_DIR to a good artifact folder")
+
+
+def read_artifact(model_dir: str | Path) -> tuple[dict[str, Any], list[str]]:
+    """Read and check ``metadata.json`` and ``labels.json`` of an artifact folder.
+
+    Args:
+        model_dir: Artifact folder.
+
+    Returns:
+        ``(metadata, labels)``.
+
+    Raises:
+        ArtifactError: The folder or a file is missing, unreadable or inconsistent.
+    """
+    folder = Path(model_dir)
+    if not folder.is_dir():
+        raise ArtifactError(f"model artifact not found at {folder}: train one with `{train_hint(folder)}` "
+                            f"or set MODEL_DIR to an artifact folder")
+    documents = {}
+    for filename in (METADATA_FILE, LABELS_FILE):
+        try:
+            documents[filename] = json.loads((folder / filename).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise broken(folder, f"{filename} is missing") from None
+        except (OSError, ValueError) as exc:
+            raise broken(folder, f"{filename} is unreadable ({exc.__class__.__name__})") from None
+    metadata, labels = documents[METADATA_FILE], documents[LABELS_FILE]
+    if not isinstance(metadata, dict) or metadata.get("format_version") != ARTIFACT_FORMAT_VERSION:
+        raise broken(folder, f"metadata.json format_version is not {ARTIFACT_FORMAT_VERSION}")
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        raise broken(folder, "labels.json is not a non-empty list of names")
+    size = metadata.get("image_size")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise broken(folder, "metadata.json image_size is not [height, width]")
+    if metadata.get("resize_mode", "center_crop") not in RESIZE_MODES:
+        raise broken(folder, f"metadata.json resize_mode is not one of {', '.join(RESIZE_MODES)}")
+    try:
+        check_groups(metadata.get("groups") or {}, labels)
+    except ValueError as exc:
+        raise broken(folder, f"metadata.json groups: {exc}") from None
+    return metadata, labels
+
+
+def check_groups(groups: Any, labels: list[str]) -> None:
+    """Check the ``groups`` section of ``metadata.json`` against the model's labels.
+
+    Args:
+        groups: The section as read (``{name: {"labels", "of", "confidence"}}``).
+        labels: The model's labels.
+
+    Raises:
+        ValueError: A grouping is malformed, misses a fine label, names an unknown one, or maps a fine
+            label to a group label it does not list.
+    """
+    if not isinstance(groups, dict):
+        raise ValueError("is not an object of named groupings")
+    fine = set(labels)
+    for name, group in groups.items():
+        if not isinstance(name, str) or not name or name == CLASS_LEVEL:
+            raise ValueError(f"grouping name {name!r} is empty or reserved")
+        if not isinstance(group, dict):
+            raise ValueError(f"{name} is not an object")
+        names, of = group.get("labels"), group.get("of")
+        if not (isinstance(names, list) and names and all(isinstance(x, str) for x in names)):
+            raise ValueError(f"{name}.labels is not a non-empty list of names")
+        if len(set(names)) != len(names):
+            raise ValueError(f"{name}.labels lists a group label twice")
+        if not isinstance(of, dict):
+            raise ValueError(f"{name}.of is not an object")
+        missing = [label for label in labels if label not in of]
+        if missing:
+            raise ValueError(f"{name} leaves {len(missing)} label(s) without a group, e.g. {missing[0]!r}")
+        unknown = [label for label in of if label not in fine]
+        if unknown:
+            raise ValueError(f"{name} maps {unknown[0]!r}, which is not one of the model's labels")
+        known = set(names)
+        strays = [label for label, target in of.items() if target not in known]
+        if strays:
+            raise ValueError(f"{name} maps {strays[0]!r} to {of[strays[0]]!r}, which is not in {name}.labels")
+        empty = known - set(of.values())
+        if empty:
+            raise ValueError(f"{name}.labels has {sorted(empty)[0]!r}, which no label maps to")
+        confidence = group.get("confidence", {})
+        if not isinstance(confidence, dict):
+            raise ValueError(f"{name}.confidence is not an object")

@@ -1,0 +1,204 @@
+"""A loaded artifact: labels, metadata, groupings and a runtime that maps pixels to probabilities.
+
+:func:`load_classifier` reads and checks an artifact folder (:mod:`.artifact`), picks and warms a runtime
+(:mod:`.runtimes`) and returns a :class:`Classifier`, which turns one photo into a :class:`Outcome`:
+the top classes, the group scores and the full probability vector.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .answers import Grouping, group_scores, groupings
+from .artifact import (KERAS_FILE, LITERT_FILE, LITERT_VARIANTS, ArtifactError, broken, read_artifact)
+from .batching import MicroBatcher
+from .imaging import fit_to_input
+from .runtimes import KerasRuntime, LiteRTRuntime, litert_available, resolve_runtime
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the model says about one photo.
+
+    Attributes:
+        top_k: The best classes, ``[{"label", "score"}, ...]`` best first.
+        groups: Per grouping, the best group labels (:func:`.answers.group_scores`).
+        probabilities: ``(num_classes,)`` float32, for explanations and tests.
+    """
+
+    top_k: list[dict[str, Any]]
+    groups: dict[str, list[dict[str, Any]]]
+    probabilities: np.ndarray
+
+
+class Classifier:
+    """A loaded artifact: labels, metadata and a runtime that maps pixels to probabilities."""
+
+    def __init__(self, model_dir: Path, metadata: dict[str, Any], labels: list[str], runtime,
+                 variant: str = "float32"):
+        self.model_dir = model_dir
+        self.metadata = metadata
+        self.labels = labels
+        self.variant = variant  # which LiteRT file serves: float32, float16 or int8
+        self._runtime = runtime
+        self.engine = runtime  # the runtime itself, also when ``_runtime`` is a micro-batcher around it
+        self.groupings: list[Grouping] = groupings(metadata, labels)
+
+    @property
+    def name(self) -> str:
+        """Model name from the metadata (the folder name when absent)."""
+        return str(self.metadata.get("name") or self.model_dir.name)
+
+    @property
+    def version(self) -> str:
+        """Model version from the metadata."""
+        return str(self.metadata.get("version") or "unversioned")
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """Model input ``(height, width)``."""
+        height, width = self.metadata["image_size"]
+        return int(height), int(width)
+
+    @property
+    def resize_mode(self) -> str:
+        """How photos are fitted to the input: ``center_crop``, ``stretch`` or ``pad``."""
+        return str(self.metadata.get("resize_mode") or "center_crop")
+
+    @property
+    def runtime(self) -> str:
+        """``"litert"`` or ``"keras"``."""
+        return self._runtime.name
+
+    def predict_batch(self, pixels: np.ndarray) -> np.ndarray:
+        """Class probabilities for a batch of model-sized RGB images.
+
+        Args:
+            pixels: ``(N, H, W, 3)`` uint8 or float32 in 0..255.
+
+        Returns:
+            ``(N, num_classes)`` float32 probabilities.
+        """
+        batch = np.ascontiguousarray(pixels, dtype=np.float32)
+        expected = (*self.image_size, 3)
+        if batch.ndim != 4 or batch.shape[1:] != expected:
+            raise ValueError(f"expected pixels of shape (N, {expected[0]}, {expected[1]}, 3), got {batch.shape}")
+        return self._runtime(batch)
+
+    def classify(self, image: Image.Image, top_k: int = 5) -> list[dict[str, Any]]:
+        """Top-``k`` labels for one RGB image, best first.
+
+        Args:
+            image: RGB image of any size; it is fitted to the input as the metadata says.
+            top_k: How many answers to return (capped at the number of classes).
+
+        Returns:
+            ``[{"label": str, "score": float}, ...]`` sorted by descending score.
+        """
+        return self.predict(image, top_k).top_k
+
+    def predict(self, image: Image.Image, top_k: int = 5) -> Outcome:
+        """The top classes and the group scores of one RGB image.
+
+        Args:
+            image: RGB image of any size; it is fitted to the input as the metadata says.
+            top_k: How many classes to return (capped at the number of classes).
+
+        Returns:
+            The :class:`Outcome`.
+        """
+        pixels = fit_to_input(image, self.image_size, self.resize_mode)
+        probabilities = self.predict_batch(pixels[np.newaxis])[0]
+        k = max(1, min(int(top_k), len(self.labels)))
+        best = np.argsort(-probabilities, kind="stable")[:k]
+        top = [{"label": self.labels[i], "score": float(probabilities[i])} for i in best]
+        return Outcome(top, group_scores(probabilities, self.groupings), probabilities)
+
+    def describe(self) -> dict[str, Any]:
+        """Metadata, labels, runtime and the LiteRT copy served, for the API and the CLI."""
+        return {"name": self.name, "version": self.version, "runtime": self.runtime,
+                "variant": self.variant if self.runtime == "litert" else None,
+                "metadata": self.metadata, "labels": self.labels}
+
+
+def load_classifier(model_dir: str | Path, runtime: str = "auto", num_threads: int | None = None, *,
+                    variant: str = "float32", batch_max_size: int = 1,
+                    batch_timeout_ms: float = 2.0) -> Classifier:
+    """Load an artifact folder and warm the model up with one inference.
+
+    Args:
+        model_dir: Artifact folder written by ``training.export.export_artifact``.
+        runtime: ``auto`` (LiteRT when possible), ``litert`` or ``keras``.
+        num_threads: Threads per inference; ``None`` lets the runtime decide.
+        variant: LiteRT file to serve: ``float32`` (``model.tflite``), or ``float16`` / ``int8`` written
+            by ``python -m training quantize``.
+        batch_max_size: Above 1, concurrent calls are merged into batches of up to this many images
+            (:class:`.batching.MicroBatcher`).
+        batch_timeout_ms: How long a batch waits for more calls after its first.
+
+    Returns:
+        A ready :class:`Classifier`.
+
+    Raises:
+        ArtifactError: The artifact is missing, broken, or the chosen runtime cannot load it.
+    """
+    if variant not in LITERT_VARIANTS:
+        raise ArtifactError(f"MODEL_VARIANT={variant!r} is not one of {', '.join(LITERT_VARIANTS)}")
+    folder = Path(model_dir)
+    metadata, labels = read_artifact(folder)
+    chosen = resolve_runtime(folder, runtime)
+    image_size = tuple(metadata["image_size"])
+    if variant != "float32" and chosen != "litert":
+        raise ArtifactError(f"MODEL_VARIANT={variant} is a LiteRT file: it needs MODEL_RUNTIME=auto or litert "
+                            "with ai-edge-litert installed, or set MODEL_VARIANT=float32")
+    if chosen == "litert":
+        if not litert_available():
+            raise ArtifactError("MODEL_RUNTIME=litert needs the ai-edge-litert package: "
+                                "pip install -r requirements.txt, or set MODEL_RUNTIME=keras")
+        filename = LITERT_VARIANTS[variant]
+        path = folder / filename
+        if not path.is_file() and variant != "float32":
+            raise ArtifactError(
+                f"model artifact at {folder} has no {filename} for MODEL_VARIANT={variant} (it is written only "
+                f"when it stays as accurate as float32): run `python -m training quantize {folder} --data DIR "
+                f"--quantize {variant}`, or set MODEL_VARIANT=float32")
+        if not path.is_file():
+            raise broken(folder, f"{LITERT_FILE} is missing for MODEL_RUNTIME=litert")
+        try:
+            engine = LiteRTRuntime(path, num_threads)
+        except Exception as exc:
+            raise broken(folder, f"{filename} does not load ({_first_line(exc)})") from None
+    else:
+        if importlib.util.find_spec("tensorflow") is None:
+            raise ArtifactError(f"serving {folder} with Keras needs TensorFlow: pip install -r "
+                                f"requirements-train.txt, or serve an artifact that has {LITERT_FILE}")
+        path = folder / KERAS_FILE
+        if not path.is_file():
+            raise broken(folder, f"{KERAS_FILE} is missing")
+        try:
+            engine = KerasRuntime(path, image_size, num_threads)
+        except Exception as exc:
+            raise broken(folder, f"{KERAS_FILE} does not load ({_first_line(exc)})") from None
+    if engine.output_width != len(labels):
+        raise broken(folder, f"the model outputs {engine.output_width} classes but labels.json "
+                              f"has {len(labels)}")
+    classifier = Classifier(folder, metadata, labels, engine, variant)
+    try:  # warm-up: allocates tensors / traces the graph before the first request
+        classifier.predict_batch(np.zeros((1, *image_size, 3), dtype=np.float32))
+    except Exception as exc:
+        raise broken(folder, f"the warm-up inference failed ({_first_line(exc)})") from None
+    if batch_max_size > 1:
+        # Wrapped after the warm-up, so that no collector thread starts in a preloading gunicorn master.
+        classifier._runtime = MicroBatcher(engine, batch_max_size, batch_timeout_ms)
+    return classifier
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {text[0]}" if text else exc.__class__.__name__
