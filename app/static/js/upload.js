@@ -7,7 +7,7 @@
   "use strict";
   const form = document.getElementById("upload-form");
   if (!form) return;
-  const input = form.querySelector("input[type=file]");
+  const input = form.querySelector("input[name=image]");  // not the camera input, which has no name
   const folderButton = document.getElementById("pick-folder");
   const cameraButton = document.getElementById("camera-button");
   const cameraInput = document.getElementById("camera-input");
