@@ -48,6 +48,8 @@ TRIALS_PLOT = "trials.png"
 BEST_CONFIG = "best.yaml"
 # Augmentation settings scaled by the searched strength; flips and the fill mode are kept as configured.
 SCALED_AUGMENT_KEYS = ("rotation", "width_shift", "height_shift", "shear", "zoom", "brightness", "contrast")
+# The augment settings that shape a cached view (batch-level mixing such as mixup never reaches it).
+EXTRACTION_AUGMENT_KEYS = ("enabled", *SCALED_AUGMENT_KEYS, "horizontal_flip", "fill_mode")
 # (name, what it sets in the configuration) for every searched value, in the order of trials.csv.
 SEARCHED = (
     ("head_lr", "train.head_lr"),
@@ -209,7 +211,8 @@ def build_cache(config: dict[str, Any], bottom, strengths: list[float], *,
     if cache_dir is not None:
         key = {"files": data_lib.file_list_hash(dataset), "backbone": model_cfg["backbone"],
                "weights": str(model_cfg["weights"]), "image_size": list(image_size),
-               "resize_mode": model_cfg["resize_mode"], "cut": cut, "augment": config["augment"],
+               "resize_mode": model_cfg["resize_mode"], "cut": cut,
+               "augment": {k: v for k, v in config["augment"].items() if k in EXTRACTION_AUGMENT_KEYS},
                "seed": config["seed"]}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         folder = Path(cache_dir) / digest
