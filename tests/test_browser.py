@@ -55,9 +55,9 @@ def test_upload_a_real_car_photo_in_chromium(server, tmp_path):
         for event in ("drop", "paste"):  # both fill the form's file input and show a preview
             page.evaluate(DISPATCH_IMAGE_EVENT, event)
             expect(page.locator("#file-name")).to_contain_text(f"{event}.png")
-            assert page.locator("input[type=file]").evaluate("i => i.files[0].name") == f"{event}.png"
+            assert page.locator("#image").evaluate("i => i.files[0].name") == f"{event}.png"
         expect(page.locator("#preview")).to_be_visible()
-        page.set_input_files("input[type=file]", str(photo))
+        page.set_input_files("#image", str(photo))
         expect(page.locator("#preview")).to_be_visible()  # instant preview from upload.js
         page.click("#submit-button")
         page.wait_for_url(f"{base}/predictions/*")
@@ -82,3 +82,33 @@ def test_upload_a_real_car_photo_in_chromium(server, tmp_path):
             "SELECT source, original_filename, top_label, model_name FROM predictions WHERE public_id = ?",
             (public_id,)).fetchone()
     assert row == ("web", photo.name, labels[0], "colors")
+
+
+def test_take_a_photo_sends_the_camera_picture_through_the_form(server, tmp_path):
+    """The camera control's picture (here an iPhone-style HEIC file) lands in the form's image field."""
+    require_chromium()
+    import phone_files
+
+    base, database = server
+    photo = tmp_path / "IMG_0007.HEIC"
+    photo.write_bytes(phone_files.photo("HEIF", "green"))
+    from playwright.sync_api import expect
+
+    with chromium_page(420, 800) as (page, console_errors):
+        page.goto(f"{base}/")
+        camera = page.locator("#camera-input")
+        assert camera.get_attribute("capture") == "environment" and camera.get_attribute("accept") == "image/*"
+        expect(page.locator("#camera-button")).to_be_visible()
+        expect(page.locator("#camera-button")).to_contain_text("Take a photo")
+        camera.set_input_files(str(photo))
+        assert page.locator("#image").evaluate("i => i.files[0].name") == "IMG_0007.HEIC"
+        expect(page.locator("#file-name")).to_contain_text("IMG_0007.HEIC")
+        page.click("#submit-button")
+        page.wait_for_url(f"{base}/predictions/*")
+        assert page.locator(".prediction .label").all_inner_texts()[0] == "green"
+        prediction_id = int(page.url.rsplit("/", 1)[-1])
+
+    with sqlite3.connect(database) as connection:
+        row = connection.execute("SELECT source, content_type, original_filename FROM predictions WHERE id = ?",
+                                 (prediction_id,)).fetchone()
+    assert row == ("web", "image/heic", "IMG_0007.HEIC")

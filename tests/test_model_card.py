@@ -111,3 +111,38 @@ def test_every_page_links_the_model_card(color_artifact, tmp_path, make_image, d
             assert 'href="/model/"' in page, path
     finally:
         dispose(application)
+
+
+def test_model_card_shows_what_the_network_looks_at(reported_artifact, database_url):
+    """The pictures listed by ``python -m training visualize`` in report/visualize.json, and only those."""
+    report = reported_artifact / "report"
+    for name in ("activations_0_conv1.png", "filters_0_conv1.png", "filters_1_conv9.png"):
+        Image.new("RGB", (200, 200), (90, 90, 90)).save(report / name)
+    (report / "visualize.json").write_text(json.dumps({"photo": "audi.jpg", "images": [
+        {"file": "activations_0_conv1.png", "kind": "activations", "layer": "conv1", "caption": "Early maps."},
+        {"file": "filters_0_conv1.png", "kind": "filters", "layer": "conv1", "caption": "Early patterns."},
+        {"file": "filters_1_conv9.png", "kind": "filters", "layer": "conv9", "caption": "Late patterns."},
+        {"file": "../secret.txt", "kind": "filters", "caption": "climbs out"},
+        {"file": "missing.png", "kind": "filters", "caption": "not written"},
+        {"file": "confusion_matrix.png", "kind": "other", "caption": "unknown kind"}]}))
+    application = make_app(reported_artifact, database_url)
+    try:
+        client = application.test_client()
+        page = client.get("/model/").get_data(as_text=True)
+        section = page[page.index('id="visualize"'):]
+        for name in ("activations_0_conv1.png", "filters_0_conv1.png", "filters_1_conv9.png"):
+            assert f'src="/model/report/{name}"' in section
+            assert client.get(f"/model/report/{name}").mimetype == "image/png"
+        assert "Early maps." in section and "Late patterns." in section and "(audi.jpg)" in section
+        assert "secret" not in section and "missing.png" not in section and "unknown kind" not in section
+    finally:
+        dispose(application)
+
+
+def test_model_card_without_visualize_pictures_has_no_such_section(reported_artifact, database_url):
+    application = make_app(reported_artifact, database_url)
+    try:
+        page = application.test_client().get("/model/").get_data(as_text=True)
+    finally:
+        dispose(application)
+    assert 'id="visualize"' not in page

@@ -65,7 +65,7 @@ def test_several_photos_heatmap_and_model_card_in_chromium(trust_server, tmp_pat
     with chromium_page(1100, 900) as (page, console_errors):
         page.goto(f"{trust_server}/")
         expect(page.locator("#model-card-link")).to_be_visible()
-        page.set_input_files("input[type=file]", [str(p) for p in chosen])
+        page.set_input_files("#image", [str(p) for p in chosen])
         expect(page.locator("#file-name")).to_contain_text(f"{len(chosen)} photos chosen")
         expect(page.locator("#submit-button")).to_have_value(f"Classify {len(chosen)} photos")
         page.click("#submit-button")

@@ -1,4 +1,4 @@
-"""Command line: ``python -m training train|evaluate|tools|gate``.
+"""Command line: ``python -m training train|evaluate|export|group|tools|quantize|gate|groups|tune|visualize``.
 
 Every ``train`` option is also a configuration key (shown in brackets in ``--help``); an option given
 on the command line beats the ``--config`` file, which beats the defaults in :mod:`training.config`.
@@ -15,6 +15,8 @@ from training.gate import add_gate_parser
 from training.groups import add_groups_parser
 from training.quantize import add_quantize_parser
 from training.tools import add_tools_parser
+from training.tune import add_tune_parser
+from training.visualize import add_visualize_parser
 
 # (flag, config key, argparse keyword arguments) for every training option, by help group.
 TRAIN_OPTIONS: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
@@ -249,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_gate_parser(subparsers)
     add_groups_parser(subparsers)
     add_refresh_parser(subparsers)
+    add_tune_parser(subparsers)
+    add_visualize_parser(subparsers)
     return parser
 
 

@@ -246,8 +246,9 @@ PATHS: dict[str, Any] = {
             "operationId": "createPrediction",
             "tags": ["predictions"],
             "summary": "Classify a photo",
-            "description": "Upload one image (JPEG, PNG, WebP or GIF, first frame). The content decides "
-                           "the format, not the file name. The prediction is stored and returned.",
+            "description": "Upload one image (JPEG, PNG, WebP, GIF, HEIC/HEIF or AVIF; of an animation "
+                           "or image sequence the first image). The content decides the format, not "
+                           "the file name. The prediction is stored and returned.",
             "parameters": [TOP_K_QUERY],
             "requestBody": multipart_body("image", {**FILE, "description": "The photo."}),
             "responses": {
@@ -256,7 +257,7 @@ PATHS: dict[str, Any] = {
                 "400": error("No file, an empty file, or `top_k` outside 1..20 or different in the "
                              "query and the form."),
                 "413": error("Body over `MAX_CONTENT_LENGTH` or image over `MAX_IMAGE_PIXELS`."),
-                "415": error("Not an image, or not JPEG, PNG, WebP or GIF."),
+                "415": error("Not an image, or not JPEG, PNG, WebP, GIF, HEIC/HEIF or AVIF."),
                 "422": error("Truncated or corrupt image."),
                 "429": TOO_MANY,
                 "503": DATABASE_DOWN,
@@ -268,8 +269,9 @@ PATHS: dict[str, Any] = {
             "operationId": "createPredictionBatch",
             "tags": ["predictions"],
             "summary": "Classify several photos in one request",
-            "description": "Repeated multipart fields `images` (at most 32). Each file is classified and "
-                           "stored on its own; one bad file never fails the others.",
+            "description": "Repeated multipart fields `images` (at most 32; the same formats as "
+                           "`createPrediction`). Each file is classified and stored on its own; one bad "
+                           "file never fails the others.",
             "parameters": [TOP_K_QUERY],
             "requestBody": multipart_body("images", {"type": "array", "minItems": 1, "maxItems": 32, "items": FILE,
                                                      "description": "The photos."}),

@@ -1,9 +1,10 @@
 """Turn uploaded bytes into a model-ready RGB image, safely, in memory.
 
-Only JPEG, PNG, WebP and GIF are opened, recognised by their content (never by the file name or the
-claimed type). The header size is checked before any pixel is decoded, so a tiny file that claims a
-huge canvas costs nothing; PNG chunk checksums are verified first, and of an animated image only the
-first frame is decoded. Large JPEGs are decoded at a reduced DCT scale
+Only JPEG, PNG, WebP, GIF, HEIC/HEIF (phone cameras, through ``pillow-heif``) and AVIF (Pillow's own
+decoder) are opened, recognised by their content (never by the file name or the claimed type). The
+header size is checked before any pixel is decoded, so a tiny file that claims a huge canvas costs
+nothing; PNG chunk checksums are verified first, and of an animated image or an image sequence only
+the first (primary) image is decoded. Large JPEGs are decoded at a reduced DCT scale
 (``Image.draft``) but never below twice the size the model needs, which keeps the final resize exact
 enough while skipping most of the decoding work.
 
@@ -23,12 +24,25 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
+# Depth maps, auxiliary images and embedded thumbnails are never used: not reading them is less work
+# and less parser surface. libheif applies the container's rotation and mirroring itself (and resets
+# the EXIF orientation to 1), so HEIF images come out upright like the others.
+pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "HEIF", "AVIF")
 # MPO is what Pillow calls a JPEG with extra frames (many phone cameras): a JPEG to everyone else.
 CONTENT_TYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp",
-                 "GIF": "image/gif"}
+                 "GIF": "image/gif", "HEIF": "image/heif", "AVIF": "image/avif"}
+# What the file pickers are told to offer (the server still decides by content).
+ACCEPTED_CONTENT_TYPES = tuple(sorted(set(CONTENT_TYPES.values()) | {"image/heic"}))
+FORMAT_NAMES = "JPEG, PNG, WebP, GIF, HEIC/HEIF or AVIF"
+# ISO base media files (HEIF, AVIF) start with an ``ftyp`` box naming their brands. HEVC-coded brands
+# are what iPhones write and are served as image/heic; the generic still-image brands as image/heif.
+HEIC_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"}
+HEIF_BRANDS = HEIC_BRANDS | {b"mif1", b"msf1", b"mif2", b"avif", b"avis"}
 JPEG_FORMATS = ("JPEG", "MPO")
 THUMBNAIL_MAX_SIDE = 320
 THUMBNAIL_QUALITY = 85
@@ -207,10 +221,14 @@ def decode_upload(data: bytes, *, max_pixels: int, target: tuple[int, int] | Non
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise _too_many_pixels(max_pixels) from None
         except UnidentifiedImageError:
+            declared = declared_isobmff_size(data)
+            if declared and declared[0] * declared[1] > max_pixels:
+                # libavif refuses canvases over its own limit before Pillow sees a size: still 413.
+                raise _too_many_pixels(max_pixels, *declared) from None
             if looks_like_allowed_format(data):
                 raise _corrupt() from None
             raise ImageRejected(415, "unsupported_media_type",
-                                "The file is not an image in a supported format (JPEG, PNG, WebP or GIF)."
+                                f"The file is not an image in a supported format ({FORMAT_NAMES})."
                                 ) from None
         except Exception:  # a header Pillow recognises but cannot parse
             raise _corrupt() from None
@@ -229,6 +247,8 @@ def decode_upload(data: bytes, *, max_pixels: int, target: tuple[int, int] | Non
         if orientation in TRANSPOSING_ORIENTATIONS:
             width, height = height, width
         content_type = CONTENT_TYPES[img.format]
+        if img.format == "HEIF" and _major_brand(data) in HEIC_BRANDS:
+            content_type = "image/heic"
         try:
             if img.format in JPEG_FORMATS and target is not None:
                 _apply_draft(img, target, resize_mode)
@@ -305,8 +325,41 @@ def fit_to_input(img: Image.Image, target: tuple[int, int], resize_mode: str = "
 
 
 def looks_like_allowed_format(data: bytes) -> bool:
-    """Whether ``data`` starts like a JPEG, PNG, GIF or WebP file."""
-    return data.startswith(SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+    """Whether ``data`` starts like a JPEG, PNG, GIF, WebP, HEIF or AVIF file."""
+    return (data.startswith(SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+            or _major_brand(data) in HEIF_BRANDS)
+
+
+def _major_brand(data: bytes) -> bytes | None:
+    """The major brand of an ISO base media file (``heic``, ``avif`` ...), ``None`` for anything else."""
+    if len(data) >= 12 and data[4:8] == b"ftyp":
+        return data[8:12]
+    return None
+
+
+def declared_isobmff_size(data: bytes, search_bytes: int = 65536) -> tuple[int, int] | None:
+    """The width and height of the first ``ispe`` (image spatial extent) box of a HEIF or AVIF file.
+
+    Only used to tell a refused giant canvas (413) from a corrupt file (422) when the decoder library
+    would not open the file at all; the box is looked up by its type in the file's first bytes, which
+    is enough for the metadata that writers put up front.
+
+    Args:
+        data: The uploaded bytes.
+        search_bytes: How far into the file to look.
+
+    Returns:
+        ``(width, height)``, or ``None`` when the data is not such a file or has no readable box.
+    """
+    if _major_brand(data) not in HEIF_BRANDS:
+        return None
+    position = data.find(b"ispe", 0, search_bytes)
+    # Box layout: size (4) "ispe" (4) version and flags (4) width (4) height (4).
+    if position < 4 or position + 16 > len(data):
+        return None
+    width = int.from_bytes(data[position + 8:position + 12], "big")
+    height = int.from_bytes(data[position + 12:position + 16], "big")
+    return (width, height) if width and height else None
 
 
 def jpeg_data_complete(data: bytes) -> bool:

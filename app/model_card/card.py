@@ -15,6 +15,9 @@ REPORT_FIGURES = (
     ("robustness.png", "Accuracy under FGSM perturbations of growing size."),
     ("fgsm_examples.png", "FGSM examples: the photo, the perturbation (magnified) and the perturbed photo."),
 )
+# Index written by ``python -m training visualize``: activation and filter-pattern grids with captions.
+VISUALS_FILE = "visualize.json"
+VISUAL_KINDS = ("activations", "filters")
 SERVABLE_SUFFIXES = (".png", ".csv", ".txt", ".json")
 CONFUSIONS_SHOWN = 10
 CURVE_POINTS_SHOWN = (0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
@@ -32,6 +35,31 @@ def read_json(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return document if isinstance(document, dict) else {}
+
+
+def visuals(folder: Path) -> dict[str, Any]:
+    """The pictures listed in ``report/visualize.json`` that exist there, grouped by kind.
+
+    Args:
+        folder: The artifact's report folder.
+
+    Returns:
+        ``{"photo": name or None, "activations": [...], "filters": [...]}``; each item has ``file``,
+        ``layer`` and ``caption``. Names that are not plain PNG files of the folder are left out.
+    """
+    index = read_json(folder / VISUALS_FILE)
+    shown: dict[str, Any] = {"photo": index.get("photo") if isinstance(index.get("photo"), str) else None,
+                             **{kind: [] for kind in VISUAL_KINDS}}
+    for item in index.get("images") or []:
+        if not isinstance(item, dict) or item.get("kind") not in VISUAL_KINDS:
+            continue
+        name = item.get("file")
+        if not isinstance(name, str) or Path(name).name != name or not name.endswith(".png"):
+            continue
+        if (folder / name).is_file():
+            shown[item["kind"]].append({"file": name, "layer": str(item.get("layer") or ""),
+                                        "caption": str(item.get("caption") or "")})
+    return shown
 
 
 def build_card(classifier, gate=None) -> dict[str, Any]:
@@ -59,6 +87,7 @@ def build_card(classifier, gate=None) -> dict[str, Any]:
         "curve": curve,
         "confusions": (report.get("top_confusions") or [])[:CONFUSIONS_SHOWN],
         "figures": [(name, caption) for name, caption in REPORT_FIGURES if (folder / name).is_file()],
+        "visuals": visuals(folder),
         "robustness": robustness,
         "dataset": {key: dataset.get(key) for key in ("root", "num_classes", "counts", "label_map",
                                                       "file_list_sha256") if dataset.get(key) is not None},

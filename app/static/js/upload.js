@@ -7,8 +7,10 @@
   "use strict";
   const form = document.getElementById("upload-form");
   if (!form) return;
-  const input = form.querySelector("input[type=file]");
+  const input = form.querySelector("input[name=image]");  // not the camera input, which has no name
   const folderButton = document.getElementById("pick-folder");
+  const cameraButton = document.getElementById("camera-button");
+  const cameraInput = document.getElementById("camera-input");
   const zone = document.getElementById("drop-zone");
   const preview = document.getElementById("preview");
   const hint = document.getElementById("drop-hint");
@@ -21,7 +23,7 @@
   const submitLabel = submitButton.value;
   const PARALLEL_UPLOADS = 2;
   const MAX_RETRIES = 5;
-  const IMAGE_NAME = /\.(jpe?g|png|webp|gif)$/i;
+  const IMAGE_NAME = /\.(jpe?g|png|webp|gif|hei[cf]|avif)$/i;
   const VERDICT_TEXT = {ok: "", uncertain: "not sure", not_a_car: "not a car"};
   const VERDICT_BADGE = {uncertain: "text-bg-info", not_a_car: "text-bg-warning"};
   let previewUrl = null;
@@ -41,7 +43,7 @@
   }
 
   function useFile(file) {
-    if (!file || !file.type.startsWith("image/")) return false;
+    if (!isImage(file)) return false;
     const transfer = new DataTransfer();
     transfer.items.add(file);
     input.files = transfer.files;
@@ -214,6 +216,16 @@
   input.addEventListener("change", function () {
     if (input.files.length > 1) useFiles(input.files);
     else if (input.files.length) useFile(input.files[0]) || showPreview(input.files[0]);
+  });
+  // A format this browser cannot show (HEIC outside Safari): keep the file, show its name only.
+  preview.addEventListener("error", function () {
+    preview.classList.add("d-none");
+    hint.classList.remove("d-none");
+  });
+  cameraButton.classList.remove("d-none");
+  cameraInput.addEventListener("change", function () {
+    if (cameraInput.files.length) useFile(cameraInput.files[0]);
+    cameraInput.value = "";  // taking the same photo again must fire "change" again
   });
   folderButton.addEventListener("click", function () {
     // A detached picker: a second file input in the form would be posted with it.
