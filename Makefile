@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export MODEL_DIR ?= model_artifacts/default
 
-.PHONY: run test bench bench-input bench-admin install install-dev clean help
+.PHONY: run test cluster cluster-test bench bench-input bench-admin install install-dev clean help
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -34,6 +34,14 @@ run: install  ## Serve the default model at http://127.0.0.1:$(PORT)/
 
 test: install-dev  ## Run the whole test suite
 	$(BIN)/python -m pytest
+
+cluster: install  ## nginx :$(PORT) -> 2 gunicorn -> PostgreSQL + Redis, on 127.0.0.1 (Ctrl-C stops)
+	scripts/cluster-packages.sh
+	$(BIN)/python scripts/cluster.py up --port $(PORT)
+
+cluster-test: install  ## Load via nginx, 32 slow clients, an instance killed; one line
+	scripts/cluster-packages.sh
+	$(BIN)/python scripts/cluster.py test
 
 bench: install-dev  ## Serving benchmark: this app vs a model.predict-per-request baseline
 	$(BIN)/python -m benchmarks.serve

@@ -35,6 +35,7 @@ def create_app(config: type | Mapping[str, Any] | None = None) -> Flask:
     register_logging(app)
     register_metrics(app)
     register_extensions(app)
+    register_url_converters(app)
     load_classifier_into(app)
     load_vehicle_gate_into(app)
     register_blueprints(app)
@@ -43,6 +44,7 @@ def create_app(config: type | Mapping[str, Any] | None = None) -> Flask:
     register_commands(app)
     register_security_headers(app)
     register_proxy_fix(app)
+    register_complete_bodies(app)
     return app
 
 
@@ -59,12 +61,14 @@ def load_config(app: Flask, overrides: type | Mapping[str, Any] | None) -> None:
 def register_extensions(app: Flask) -> None:
     """Bind the extensions and tune SQLite connections."""
     uri = app.config["SQLALCHEMY_DATABASE_URI"]
-    if uri.startswith("sqlite:///"):
+    if uri.startswith("sqlite:///") or app.config["RATELIMIT_STORAGE_URI"].startswith(f"sqlite:///{app.instance_path}"):
         os.makedirs(app.instance_path, exist_ok=True)
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     csrf.init_app(app)
     bootstrap.init_app(app)
+    from . import ratelimits  # noqa: F401  (registers the sqlite:// counter store before the limiter reads its URI)
+
     limiter.init_app(app)
     login_manager.init_app(app)
     if uri.startswith("sqlite"):
@@ -89,6 +93,14 @@ def install_sqlite_pragmas(engine, *, wal: bool, busy_timeout_ms: int) -> None:
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = NORMAL")  # durable enough with WAL, far fewer fsyncs
         cursor.close()
+
+
+def register_url_converters(app: Flask) -> None:
+    """``<public_id:...>`` for predictions in public URLs, ``<row_id:...>`` for database ids in admin URLs."""
+    from .routing import PublicIdConverter, RowIdConverter
+
+    app.url_map.converters["public_id"] = PublicIdConverter
+    app.url_map.converters["row_id"] = RowIdConverter
 
 
 def load_classifier_into(app: Flask) -> None:
@@ -177,3 +189,10 @@ def register_proxy_fix(app: Flask) -> None:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+
+
+def register_complete_bodies(app: Flask) -> None:
+    """A body that stops before its ``Content-Length`` is refused, never classified and stored."""
+    from .routing import CompleteBodies
+
+    app.wsgi_app = CompleteBodies(app.wsgi_app)

@@ -8,7 +8,7 @@ from flask import current_app
 from werkzeug.datastructures import FileStorage
 
 from .extensions import db
-from .inference.imaging import ImageRejected
+from .inference.imaging import ImageRejected, declared_pixels
 from .services import create_prediction, display_filename
 
 BATCH_MAX_IMAGES = 32
@@ -21,6 +21,10 @@ def classify_batch(files: list[FileStorage], *, top_k: int) -> dict[str, Any]:
         files: The uploaded files, in the order sent.
         top_k: Answers per prediction.
 
+    The batch has a pixel budget (``BATCH_MAX_PIXELS``, summed over its photos as their headers declare
+    them): a photo that would go over it is answered 413 without being decoded, so a request's work is
+    bounded however many huge images it holds.
+
     Returns:
         ``{"results": [...], "succeeded": n, "failed": m}``, one result per file in order.
 
@@ -32,10 +36,20 @@ def classify_batch(files: list[FileStorage], *, top_k: int) -> dict[str, Any]:
     if len(files) > BATCH_MAX_IMAGES:
         raise ImageRejected(400, "too_many_images",
                             f"{len(files)} images were sent; a batch holds at most {BATCH_MAX_IMAGES}.")
+    budget = current_app.config["BATCH_MAX_PIXELS"]
+    spent = 0
     results = []
     for index, upload in enumerate(files):
         entry: dict[str, Any] = {"index": index, "filename": display_filename(upload.filename)}
         try:
+            pixels = declared_pixels(upload.stream)
+            if pixels > current_app.config["MAX_IMAGE_PIXELS"]:
+                pixels = 0  # refused from its header alone (413 image_too_large), nothing decoded
+            if spent + pixels > budget:
+                raise ImageRejected(413, "batch_pixel_budget",
+                                    f"This image ({pixels:,} pixels) would take the batch over its budget of "
+                                    f"{budget:,} pixels in all; send it in another request.")
+            spent += pixels
             prediction = create_prediction(upload, source="api", top_k=top_k)
         except ImageRejected as exc:
             entry.update(status=exc.status, error={"status": exc.status, "code": exc.code, "message": exc.message})

@@ -84,7 +84,7 @@ def register_admin_commands(app: Flask) -> None:
             raise click.ClickException(f"no admin {username!r}; create it with create-admin")
         admin.set_password(read_password())
         db.session.commit()
-        click.echo(f"password of {admin.username} changed")
+        click.echo(f"password of {admin.username} changed; its sessions were ended")
 
     @app.cli.command("export-corrections")
     @click.argument("out_dir", type=click.Path(file_okay=False))

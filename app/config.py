@@ -97,14 +97,25 @@ class Config:
     BOOTSTRAP_SERVE_LOCAL = Setting(parse_bool, True, "Serve Bootstrap from the app instead of a CDN.")
     VEHICLE_GATE_DIR = Setting(str, None, "Vehicle gate artifact (\"not a car\" check); default the shipped "
                                           "`model_artifacts/vehicle-gate` when present; `none` turns it off.")
-    EXPLANATION_CACHE_DIR = Setting(str, None, "Where Grad-CAM heatmaps are cached; default "
+    EXAMPLES_DIR = Setting(str, "examples", "Folder of example photos offered on the upload page (JPEG, PNG or "
+                                            "WebP); relative paths are taken from the repository root; "
+                                            "`none` hides the row.")
+    EXPLANATION_CACHE_DIR = Setting(str, None, "Where the answer heatmaps are cached; default "
                                                "`<instance>/explanations`.")
     RATELIMIT_ENABLED = Setting(parse_bool, True, "Apply the per-client request limits below.")
     RATELIMIT_UPLOAD = Setting(str, "60 per minute", "Uploads per client address (page and API together), "
                                                      "e.g. `10 per minute;500 per day`.")
     RATELIMIT_API = Setting(str, "300 per minute", "Requests per client address to `/api/v1`, any method.")
-    RATELIMIT_STORAGE_URI = Setting(str, "memory://", "Where rate-limit counters live: `memory://` (per "
-                                                      "worker) or a shared store such as `redis://host:6379`.")
+    RATELIMIT_FEEDBACK = Setting(str, "20 per minute;200 per day", "Answers to \"Was this right?\" per client "
+                                                                 "address (page and API together).")
+    RATELIMIT_STORAGE_URI = Setting(str, None, "Where rate-limit counters live; default a SQLite file shared by "
+                                               "the machine's workers (next to a SQLite database, else "
+                                               "`<instance>/ratelimits.db`). `redis://host:6379` shares them "
+                                               "between machines; `memory://` counts per worker.")
+    RATELIMIT_PIXELS_PER_UPLOAD = Setting(int, 12_000_000, "An upload counts once against `RATELIMIT_UPLOAD` per "
+                                                           "this many pixels (a 40-megapixel photo counts 4 times).")
+    BATCH_MAX_PIXELS = Setting(int, 100_000_000, "Pixels one batch request may decode in all; its later photos "
+                                                 "beyond this get 413 (each one still within `MAX_IMAGE_PIXELS`).")
     PREFERRED_URL_SCHEME = Setting(str, "http", "`https` when served over TLS: external URLs use it and the "
                                                 "session cookie gets the Secure flag.")
     ADMIN_LOGIN_RATE_LIMIT = Setting(str, "5 per minute", "Failed admin sign-ins allowed per client address "
@@ -199,6 +210,17 @@ def public_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return shown
 
 
+def default_ratelimit_storage(database_url: str, instance_path: str) -> str:
+    """A SQLite file every worker of this machine shares: beside a SQLite database, else in the instance
+    folder. An in-memory database (one process) counts in memory too."""
+    if database_url.startswith("sqlite:///") and ":memory:" not in database_url:
+        database = Path(database_url[len("sqlite:///"):])
+        return f"sqlite:///{database.with_name(database.stem + '-ratelimits.db')}"
+    if database_url.startswith("sqlite"):
+        return "memory://"
+    return f"sqlite:///{Path(instance_path) / 'ratelimits.db'}"
+
+
 def finalize(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
     """Fill the defaults that depend on where the app lives.
 
@@ -218,12 +240,18 @@ def finalize(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
     if config["DATABASE_URL"].startswith("postgres://"):
         config["DATABASE_URL"] = "postgresql://" + config["DATABASE_URL"][len("postgres://"):]
     config["SQLALCHEMY_DATABASE_URI"] = config["DATABASE_URL"]
+    if not config.get("RATELIMIT_STORAGE_URI"):
+        config["RATELIMIT_STORAGE_URI"] = default_ratelimit_storage(config["DATABASE_URL"], instance_path)
     # Without a driver SQLAlchemy picks psycopg2; the one installed (requirements.txt) is psycopg 3.
     if config["DATABASE_URL"].startswith("postgresql://"):
         config["SQLALCHEMY_DATABASE_URI"] = "postgresql+psycopg://" + config["DATABASE_URL"][len("postgresql://"):]
     if not config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         # A pooled connection dies with a server restart; test it on checkout rather than answer 503 once.
         config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    examples = (config.get("EXAMPLES_DIR") or "none").strip()
+    if examples.lower() != "none" and not Path(examples).is_absolute():
+        examples = str(REPO_ROOT / examples)
+    config["EXAMPLES_DIR"] = examples
     model_dir = Path(config["MODEL_DIR"])
     config["MODEL_DIR"] = str(model_dir if model_dir.is_absolute() else REPO_ROOT / model_dir)
     if config.get("INFERENCE_THREADS") is None:

@@ -23,6 +23,7 @@ from .inference.imaging import ImageRejected
 
 CODES = {
     400: "bad_request",
+    401: "authentication_required",
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
@@ -54,7 +55,16 @@ def wants_json() -> bool:
 DATABASE_RETRY_AFTER_S = 5
 
 
-def error_response(status: int, code: str, message: str, retry_after_s: int | None = None):
+def json_error(status: int, code: str, message: str, retry_after_s: int | None = None):
+    """The one JSON error body, ``{"error": {"status", "code", "message"[, "retry_after"]}}``, and its status."""
+    body = {"status": status, "code": code, "message": message}
+    if retry_after_s is not None:
+        body["retry_after"] = retry_after_s
+    return jsonify(error=body), status
+
+
+def error_response(status: int, code: str, message: str, retry_after_s: int | None = None,
+                   headers: dict[str, str] | None = None):
     """Render one error as JSON or HTML, depending on the request.
 
     Args:
@@ -62,29 +72,48 @@ def error_response(status: int, code: str, message: str, retry_after_s: int | No
         code: Stable machine-readable code.
         message: Plain-language explanation for a person.
         retry_after_s: Seconds after which repeating the request should work (``Retry-After``).
+        headers: Further response headers (``Allow`` of a 405).
 
     Returns:
         A ``(body, status, headers)`` tuple Flask turns into the response.
     """
-    headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else {}
+    headers = dict(headers or {})
+    if retry_after_s is not None:
+        headers["Retry-After"] = str(retry_after_s)
     if wants_json():
-        body = {"status": status, "code": code, "message": message}
-        if retry_after_s is not None:
-            body["retry_after"] = retry_after_s
-        return jsonify(error=body), status, headers
+        return (*json_error(status, code, message, retry_after_s), headers)
     return render_template("errors/error.html", status=status, code=code, message=message), status, headers
 
 
 def handle_http_exception(exc: HTTPException):
-    """Routing and protocol errors (404, 405, 413 ...) with a plain-language message."""
+    """Routing and protocol errors (404, 405, 413 ...) with a plain-language message.
+
+    A 405 keeps the ``Allow`` header that lists the methods the address does accept.
+    """
     status = exc.code or 500
+    code = CODES.get(status, exc.name.lower().replace(" ", "_"))
     if status == 413:
-        limit = request.max_content_length
-        message = (f"The upload is too large; the limit is {limit / (1024 * 1024):g} MB."
-                   if limit else MESSAGES[413])
+        code, message = too_large(request.content_length, request.max_content_length)
     else:
         message = MESSAGES.get(status) or exc.description or exc.name
-    return error_response(status, CODES.get(status, exc.name.lower().replace(" ", "_")), message)
+    headers = {key: value for key, value in exc.get_headers() if key == "Allow"}
+    return error_response(status, code, message, headers=headers)
+
+
+def too_large(content_length: int | None, limit: int | None) -> tuple[str, str]:
+    """Code and message of a 413: the body over ``MAX_CONTENT_LENGTH``, or a form too elaborate to parse.
+
+    Werkzeug answers both with the same exception; a body within the size limit can only have hit the
+    form limits (``MAX_FORM_PARTS`` parts, ``MAX_FORM_MEMORY_SIZE`` bytes in one text field).
+    """
+    if limit and (content_length is None or content_length > limit):
+        return CODES[413], f"The upload is too large; the limit is {limit / (1024 * 1024):g} MB."
+    if not limit:
+        return CODES[413], MESSAGES[413]
+    parts = current_app.config.get("MAX_FORM_PARTS") or 1000
+    memory = current_app.config.get("MAX_FORM_MEMORY_SIZE") or 500_000
+    return ("form_too_large", f"The form has more than {parts:,} parts or a text field over {memory // 1000:,} kB; "
+                              "an upload needs the photo and at most a few short fields.")
 
 
 def handle_csrf_error(exc: CSRFError):

@@ -1,17 +1,30 @@
-"""Database models: one row per prediction served (web page or API), admin accounts, corrections."""
+"""Database models: one row per prediction served (web page, example photo or API), admin accounts, corrections,
+and visitors' answers to "Was this right?"."""
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import hmac
+import secrets
 from typing import Any
 
+from flask import abort
 from flask_login import UserMixin
 from sqlalchemy import CheckConstraint, Index
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .extensions import db
 
-SOURCES = ("web", "api")
+# Where a prediction came from: a photo sent from the page, one of the page's example photos, or the API.
+SOURCES = ("web", "example", "api")
+# A visitor's answer: the model was right, wrong (with the true label), the photo is not a car, or the
+# visitor could not tell the true label.
+FEEDBACK_VERDICTS = ("right", "wrong", "not_a_car", "unknown")
+# The answers that say the model's top label was not the photo's.
+FEEDBACK_WRONG = ("wrong", "not_a_car", "unknown")
+# Bytes of randomness in a prediction's public id (128 bits: no one finds another upload by guessing).
+PUBLIC_ID_BYTES = 16
 
 
 def utcnow() -> dt.datetime:
@@ -19,20 +32,29 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def new_public_id() -> str:
+    """A fresh public id: :data:`PUBLIC_ID_BYTES` random bytes as 22 URL-safe characters."""
+    return secrets.token_urlsafe(PUBLIC_ID_BYTES)
+
+
 class Prediction(db.Model):
     """A classified upload: image facts, a small thumbnail, the model used and its answers."""
 
     __tablename__ = "predictions"
     __table_args__ = (
-        CheckConstraint("source IN ('web', 'api')", name="ck_predictions_source"),
+        CheckConstraint("source IN ('web', 'example', 'api')", name="ck_predictions_source"),
         Index("ix_predictions_created_at", "created_at"),
         Index("ix_predictions_sha256", "sha256"),
         Index("ix_predictions_top_label", "top_label"),
         Index("ix_predictions_verdict", "verdict"),
+        Index("ix_predictions_public_id", "public_id", unique=True),
         Index("ix_predictions_answer_level", "answer_level"),
     )
 
-    id = db.Column(db.Integer, primary_key=True)
+    id = db.Column(db.Integer, primary_key=True)  # internal: the admin pages and exports only
+    # What every public URL and the API call the prediction; unguessable, so an upload stays private
+    # to whoever has its link.
+    public_id = db.Column(db.String(32), nullable=False, default=new_public_id, server_default="")
     created_at = db.Column(db.DateTime(timezone=True), nullable=False, default=utcnow)
     original_filename = db.Column(db.String(255), nullable=True)
     sha256 = db.Column(db.String(64), nullable=False)
@@ -74,7 +96,7 @@ class Prediction(db.Model):
     def to_dict(self) -> dict[str, Any]:
         """The API representation of this prediction."""
         return {
-            "id": self.id,
+            "id": self.public_id,
             "created_at": self.created_at_utc.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "model": {"name": self.model_name, "version": self.model_version},
             "predictions": self.top_k,
@@ -90,6 +112,18 @@ class Prediction(db.Model):
         return f"<Prediction {self.id} {self.top_label!r} {self.top_score:.3f}>"
 
 
+def prediction_or_404(public_id: str) -> Prediction:
+    """The prediction a public URL or the API names by its ``public_id``; 404 when there is none.
+
+    Every public route looks predictions up here, never by the integer id, so no upload can be reached
+    by counting.
+    """
+    prediction = db.session.scalar(db.select(Prediction).where(Prediction.public_id == public_id))
+    if prediction is None:
+        abort(404)
+    return prediction
+
+
 # The admin review page's covering indexes (migration 0002 explains them), declared here too so that
 # the schema and the migrations stay comparable.
 Index("ix_predictions_review_by_score", Prediction.top_score, Prediction.created_at, Prediction.model_version,
@@ -100,8 +134,23 @@ Index("ix_predictions_review_by_label", Prediction.top_label, Prediction.created
       Prediction.model_version, Prediction.source, Prediction.original_filename)
 
 
+def new_session_token() -> str:
+    """A fresh random session token (256 bits, URL-safe)."""
+    return secrets.token_urlsafe(32)
+
+
+@functools.cache
+def _unknown_user_hash() -> str:
+    """A hash of a random password, made once per process like a real account's (same method and cost)."""
+    return generate_password_hash(secrets.token_urlsafe(16), method="scrypt")
+
+
 class AdminUser(UserMixin, db.Model):
-    """An operator who may review and correct predictions; the password is stored only as a hash."""
+    """An operator who may review and correct predictions; the password is stored only as a hash.
+
+    The session cookie names the account and its current ``session_token``. Signing out and changing
+    the password draw a new token, which ends every session of the account, copied cookies included.
+    """
 
     __tablename__ = "admin_users"
     __table_args__ = (Index("ix_admin_users_username", "username", unique=True),)
@@ -112,10 +161,37 @@ class AdminUser(UserMixin, db.Model):
     is_active = db.Column(db.Boolean, nullable=False, default=True)
     created_at = db.Column(db.DateTime(timezone=True), nullable=False, default=utcnow)
     last_login_at = db.Column(db.DateTime(timezone=True), nullable=True)
+    session_token = db.Column(db.String(64), nullable=False, default=new_session_token, server_default="")
+
+    @classmethod
+    def authenticate(cls, username: str, password: str) -> "AdminUser | None":
+        """The active account with this username and password, or None.
+
+        An unknown username costs a password check too, against a throw-away hash, so that the time
+        of a failed sign-in does not tell which usernames exist.
+        """
+        admin = db.session.scalar(db.select(cls).where(cls.username == username))
+        if admin is None:
+            check_password_hash(_unknown_user_hash(), password)
+            return None
+        return admin if admin.check_password(password) and admin.is_active else None
+
+    def get_id(self) -> str:
+        """What the session cookie stores: the account id and its session token."""
+        return f"{self.id}:{self.session_token}"
+
+    def session_matches(self, token: str) -> bool:
+        """Whether ``token`` is this account's current session token (constant-time comparison)."""
+        return bool(self.session_token) and hmac.compare_digest(self.session_token.encode(), token.encode())
+
+    def end_sessions(self) -> None:
+        """Draw a new session token: every cookie issued so far stops working."""
+        self.session_token = new_session_token()
 
     def set_password(self, password: str) -> None:
-        """Hash ``password`` with scrypt and keep only the hash."""
+        """Hash ``password`` with scrypt and keep only the hash; the account's sessions end."""
         self.password_hash = generate_password_hash(password, method="scrypt")
+        self.end_sessions()
 
     def check_password(self, password: str) -> bool:
         """Whether ``password`` matches the stored hash (constant-time comparison)."""
@@ -158,3 +234,52 @@ class Correction(db.Model):
 
     def __repr__(self) -> str:
         return f"<Correction {self.prediction_id} {self.old_label!r} -> {self.new_label!r}>"
+
+
+class Feedback(db.Model):
+    """A visitor's answer to "Was this right?" for one prediction; never taken as ground truth.
+
+    ``client_key`` tells visitors apart for the one-answer rule (a keyed hash of the browser session, or
+    of the address for API clients); ``client_hash`` is a keyed hash of the address. Raw addresses and
+    session ids are never stored.
+    """
+
+    __tablename__ = "feedback"
+    __table_args__ = (
+        CheckConstraint("verdict IN ('right', 'wrong', 'not_a_car', 'unknown')", name="ck_feedback_verdict"),
+        CheckConstraint("(verdict = 'wrong') = (label IS NOT NULL)", name="ck_feedback_label"),
+        Index("ix_feedback_prediction_client", "prediction_id", "client_key", unique=True),
+        Index("ix_feedback_verdict", "verdict"),
+    )
+
+    id = db.Column(db.Integer, primary_key=True)
+    prediction_id = db.Column(db.Integer, db.ForeignKey("predictions.id", name="fk_feedback_prediction_id",
+                                                        ondelete="CASCADE"), nullable=False)
+    verdict = db.Column(db.String(16), nullable=False)
+    label = db.Column(db.String(255), nullable=True)
+    created_at = db.Column(db.DateTime(timezone=True), nullable=False, default=utcnow)
+    client_hash = db.Column(db.String(64), nullable=False)
+    client_key = db.Column(db.String(64), nullable=False)
+
+    prediction = db.relationship(Prediction, backref=db.backref("feedback", lazy="select", passive_deletes=True,
+                                                                order_by="Feedback.id"))
+
+    @property
+    def says_wrong(self) -> bool:
+        """True when the visitor said the top label was not the photo's."""
+        return self.verdict in FEEDBACK_WRONG
+
+    def to_dict(self) -> dict[str, Any]:
+        """The API representation (no client hashes)."""
+        stamp = self.created_at
+        stamp = stamp.replace(tzinfo=dt.timezone.utc) if stamp.tzinfo is None else stamp
+        return {
+            "id": self.id,
+            "prediction_id": self.prediction.public_id,  # the id the client knows; the integer stays inside
+            "verdict": self.verdict,
+            "label": self.label,
+            "created_at": stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        }
+
+    def __repr__(self) -> str:
+        return f"<Feedback {self.prediction_id} {self.verdict} {self.label!r}>"

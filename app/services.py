@@ -76,6 +76,28 @@ def parse_top_k(raw: str | None, default: int) -> int:
     return value
 
 
+def requested_top_k(form, args, default: int) -> int:
+    """``top_k`` from the form or the query string; both may carry it, but not with different values.
+
+    Args:
+        form: The request's form fields.
+        args: The request's query string.
+        default: Value used when neither carries it.
+
+    Returns:
+        An integer within :data:`TOP_K_RANGE`.
+
+    Raises:
+        ImageRejected: 400 when a value is not an integer in range, or the two disagree.
+    """
+    sent = [raw for raw in (form.get("top_k"), args.get("top_k")) if raw is not None and raw.strip()]
+    values = {parse_top_k(raw, default) for raw in sent}
+    if len(values) > 1:
+        raise ImageRejected(400, "conflicting_top_k",
+                            "top_k was sent in the form and the query string with different values; send it once.")
+    return values.pop() if values else parse_top_k(None, default)
+
+
 def single_upload(files, field: str = "image") -> FileStorage | None:
     """The one file sent in ``field``; several files there are refused rather than silently dropped.
 
@@ -111,7 +133,7 @@ def create_prediction(upload: FileStorage | None, *, source: str, top_k: int) ->
 
     Args:
         upload: The multipart file (``None`` when the field was missing).
-        source: ``"web"`` or ``"api"``.
+        source: ``"web"``, ``"example"`` or ``"api"``.
         top_k: Number of answers to keep.
 
     Returns:

@@ -60,12 +60,13 @@ def wait_until_ready(url: str, server: subprocess.Popen, timeout: float = 60) ->
 
 
 @contextlib.contextmanager
-def gunicorn_server(model_dir: Path, database: Path, **settings: str) -> Iterator[str]:
+def gunicorn_server(model_dir: Path, database: Path, ready_timeout: float = 60, **settings: str) -> Iterator[str]:
     """Migrate ``database``, serve ``model_dir`` with gunicorn on a free port, stop it afterwards.
 
     Args:
         model_dir: Artifact folder to serve.
         database: SQLite file (created and migrated here).
+        ready_timeout: Seconds the server may take to answer ``/readyz`` (a big model on a busy machine needs more).
         settings: Further environment variables for the app.
 
     Yields:
@@ -83,7 +84,7 @@ def gunicorn_server(model_dir: Path, database: Path, **settings: str) -> Iterato
                                text=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_until_ready(f"{base}/readyz", process)
+        wait_until_ready(f"{base}/readyz", process, timeout=ready_timeout)
         yield base
     finally:
         process.terminate()

@@ -92,7 +92,7 @@ def random_artifact(artifacts_root) -> Path:
 
 
 @pytest.fixture
-def app(color_artifact, database_url):
+def app(color_artifact, database_url, tmp_path):
     """The app on a fresh database, schema made by the migration, CSRF on as in production."""
     from flask_migrate import upgrade
 
@@ -105,6 +105,8 @@ def app(color_artifact, database_url):
         "SECRET_KEY": "test-secret",
         "INFERENCE_THREADS": 1,
         "RATELIMIT_ENABLED": False,  # tests fire hundreds of requests from one address
+        # Per test, also when the database is a PostgreSQL schema (the default would be the instance folder).
+        "RATELIMIT_STORAGE_URI": f"sqlite:///{tmp_path / 'ratelimits.db'}",
     })
     with application.app_context():
         upgrade()

@@ -44,7 +44,9 @@ def test_every_admin_url_redirects_browsers_and_answers_401_to_json_clients(app,
         assert browser.headers["Location"] == expected, (method, path)
         api = client.open(path, method=method, headers={"Accept": "application/json"})
         assert api.status_code == 401, (method, path)
-        assert api.get_json() == {"error": "authentication required", "status": 401}
+        error = api.get_json()["error"]  # the shape of every other JSON error
+        assert set(error) == {"status", "code", "message"}, (method, path)
+        assert (error["status"], error["code"]) == (401, "authentication_required"), (method, path)
 
 
 def test_login_then_every_admin_get_page_opens(app, client, prediction_id):

@@ -10,6 +10,7 @@ import pytest
 
 from app.inference.answers import choose_answer, group_scores, groupings
 from app.inference.artifact import ArtifactError, check_groups, read_artifact
+from support import REPO_ROOT
 
 LABELS = ["Audi A4", "Audi A6", "BMW X5", "BMW M3", "Fiat Panda"]
 MAKE = {"Audi A4": "Audi", "Audi A6": "Audi", "BMW X5": "BMW", "BMW M3": "BMW", "Fiat Panda": "Fiat"}
@@ -140,3 +141,27 @@ def test_a_grouping_without_threshold_never_answers():
 
 def test_without_a_class_threshold_the_class_always_answers():
     assert answer_for([0.3, 0.3, 0.2, 0.2, 0.0], class_threshold=None)["level"] == "class"
+
+
+def test_the_readme_level_table_is_the_shipped_report():
+    """The README's val figures per level are copied from the artifact's report, never typed by hand."""
+    report = REPO_ROOT / "model_artifacts" / "car-models-196" / "report" / "answers.md"
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- answers:car-models-196 -->\n")[1].split("<!-- /answers:car-models-196 -->")[0]
+    assert block == report.read_text(encoding="utf-8")
+    shipped = json.loads((report.parent.parent / "metadata.json").read_text(encoding="utf-8"))
+    assert [g.name for g in groupings(shipped, json.loads((report.parent.parent / "labels.json").read_text()))] \
+        == ["make", "segment"]
+
+
+def test_the_premium_basic_artifact_is_the_segment_grouping_of_car_models_196():
+    """Both sum the same probabilities over the same label map, so they must agree on val."""
+    artifacts = REPO_ROOT / "model_artifacts"
+    fine = json.loads((artifacts / "car-models-196" / "metadata.json").read_text(encoding="utf-8"))
+    coarse = json.loads((artifacts / "premium-basic" / "metadata.json").read_text(encoding="utf-8"))
+    segment = fine["groups"]["segment"]
+    assert json.loads((artifacts / "premium-basic" / "labels.json").read_text()) == segment["labels"]
+    assert coarse["label_map"] == segment["label_map"]
+    assert coarse["metrics"]["accuracy"] == pytest.approx(segment["metrics"]["accuracy"], abs=1e-9)
+    for key in ("threshold", "coverage", "accuracy"):
+        assert coarse["confidence"][key] == pytest.approx(segment["confidence"][key], abs=1e-6)

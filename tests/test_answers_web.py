@@ -101,8 +101,14 @@ def test_the_result_page_leads_with_the_answer_and_a_line_per_group(grouped_app)
 
 def test_csv_export_and_admin_filter_by_answer_level(grouped_app):
     client = grouped_app.test_client()
-    ids = {name: post_image(client, data, f"{name}.png").json["id"]
-           for name, data in {"red": stripes(RED), "cool": stripes(GREEN, BLUE)}.items()}
+    public_ids = {name: post_image(client, data, f"{name}.png").json["id"]
+                  for name, data in {"red": stripes(RED), "cool": stripes(GREEN, BLUE)}.items()}
+    from app.extensions import db
+    from app.models import Prediction
+
+    with grouped_app.app_context():  # the CSV lists the row ids
+        ids = {name: db.session.scalar(db.select(Prediction.id).filter_by(public_id=public_id))
+               for name, public_id in public_ids.items()}
     create_admin(grouped_app)
     login(client)
     rows = list(csv.DictReader(io.StringIO(client.get("/admin/predictions.csv").get_data(as_text=True))))

@@ -36,7 +36,7 @@ def test_create_prediction(client, app, make_image):
     assert body["created_at"].endswith("Z")
 
     with app.app_context():
-        row = db.session.get(Prediction, body["id"])
+        row = db.session.scalar(db.select(Prediction).filter_by(public_id=body["id"]))
         assert row.source == "api"
         assert row.top_label == "green" and row.top_score == body["predictions"][0]["score"]
         assert row.content_type == "image/jpeg" and row.original_filename == "car.jpg"
@@ -53,7 +53,8 @@ def test_read_back_gives_the_same_body(client, make_image):
 def test_top_k_from_form_or_query(client, make_image):
     assert len(post(client, make_image(), top_k="1").json["predictions"]) == 1
     assert len(post(client, make_image(), query="?top_k=2").json["predictions"]) == 2
-    assert len(post(client, make_image(), query="?top_k=1", top_k="2").json["predictions"]) == 2
+    assert len(post(client, make_image(), query="?top_k=2", top_k="2").json["predictions"]) == 2
+    assert post(client, make_image(), query="?top_k=1", top_k="2").status_code == 400  # they must agree
 
 
 def test_the_client_content_type_and_name_are_not_trusted(client, app, make_image):
@@ -62,7 +63,7 @@ def test_the_client_content_type_and_name_are_not_trusted(client, app, make_imag
         content_type="multipart/form-data")
     assert response.status_code == 201
     with app.app_context():
-        row = db.session.get(Prediction, response.json["id"])
+        row = db.session.scalar(db.select(Prediction).filter_by(public_id=response.json["id"]))
         assert row.content_type == "image/png"
         assert row.original_filename == "passwd.jpg"
 

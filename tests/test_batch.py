@@ -42,7 +42,7 @@ def test_each_file_gets_its_own_result_in_order(batch_app, make_image):
     assert body["results"][1]["error"]["code"] == "unsupported_media_type"
     assert body["results"][3]["error"]["code"] == "empty_file"
     with batch_app.app_context():
-        stored = db.session.execute(db.select(Prediction.id, Prediction.source)).all()
+        stored = db.session.execute(db.select(Prediction.public_id, Prediction.source)).all()
     assert sorted(stored) == sorted((p["id"], "api") for p in good)
 
 

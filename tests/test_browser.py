@@ -75,12 +75,12 @@ def test_upload_a_real_car_photo_in_chromium(server, tmp_path):
         shot.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000
-        prediction_id = int(page.url.rsplit("/", 1)[-1])
+        public_id = page.url.rsplit("/", 1)[-1]
 
     with sqlite3.connect(database) as connection:
         row = connection.execute(
-            "SELECT source, original_filename, top_label, model_name FROM predictions WHERE id = ?",
-            (prediction_id,)).fetchone()
+            "SELECT source, original_filename, top_label, model_name FROM predictions WHERE public_id = ?",
+            (public_id,)).fetchone()
     assert row == ("web", photo.name, labels[0], "colors")
 
 

@@ -26,8 +26,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 PASSWORD = "browser admin password"
 
 
-def upload(base: str, color: str) -> int:
-    """Classify a one-colour Pillow JPEG through the API, as a client would; returns the prediction id."""
+def upload(base: str, color: str) -> str:
+    """Classify a one-colour Pillow JPEG through the API, as a client would; returns its public id."""
     buffer = io.BytesIO()
     Image.new("RGB", (120, 90), COLOR_RGB[color]).save(buffer, format="JPEG")
     boundary = uuid.uuid4().hex
@@ -53,7 +53,10 @@ def create_admin_with_cli(database, model_dir) -> None:
 def test_admin_signs_in_filters_and_corrects_a_prediction(server, color_artifact):  # noqa: F811
     require_chromium()
     base, database = server
-    ids = {color: upload(base, color) for color in ("red", "green", "blue")}
+    public_ids = {color: upload(base, color) for color in ("red", "green", "blue")}
+    with sqlite3.connect(database) as connection:  # the admin pages use the row ids
+        ids = {color: connection.execute("SELECT id FROM predictions WHERE public_id = ?", (public_id,)).fetchone()[0]
+               for color, public_id in public_ids.items()}
     create_admin_with_cli(database, color_artifact)
     from playwright.sync_api import expect
 

@@ -63,8 +63,8 @@ def test_factory_loads_the_classifier_once_and_registers_everything(app):
     assert isinstance(classifier, Classifier)
     assert classifier.labels == ["red", "green", "blue"]
     rules = {rule.rule for rule in app.url_map.iter_rules()}
-    assert {"/", "/predictions/<int:prediction_id>", "/predictions/<int:prediction_id>/thumbnail.jpg",
-            "/api/v1/predictions", "/api/v1/predictions/<int:prediction_id>", "/api/v1/model",
+    assert {"/", "/predictions/<public_id:prediction_id>", "/predictions/<public_id:prediction_id>/thumbnail.jpg",
+            "/api/v1/predictions", "/api/v1/predictions/<public_id:prediction_id>", "/api/v1/model",
             "/healthz", "/readyz"} <= rules
     assert {"sqlalchemy", "migrate", "csrf", "bootstrap"} <= set(app.extensions)
     assert {"model-info", "classify", "db"} <= set(app.cli.commands)

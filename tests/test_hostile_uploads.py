@@ -66,7 +66,7 @@ def check_accepted(app, client, case, prediction: dict) -> None:
     from app.models import Prediction
 
     with app.app_context():
-        stored = db.session.get(Prediction, prediction["id"])
+        stored = db.session.scalar(db.select(Prediction).filter_by(public_id=prediction["id"]))
         name, thumbnail = stored.original_filename, stored.thumbnail
     if name is not None:
         assert len(name) <= 255 and "/" not in name and "\\" not in name and "\x00" not in name

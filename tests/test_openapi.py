@@ -59,6 +59,15 @@ def test_real_responses_match_the_schemas(client, spec, make_image):
     assert_matches(spec, "Prediction", created.get_json())
     assert_matches(spec, "Prediction", client.get(created.headers["Location"]).get_json())
     assert_matches(spec, "Model", client.get("/api/v1/model").get_json())
+    answer = {"verdict": "wrong", "label": "red"}
+    assert_matches(spec, "FeedbackRequest", answer)
+    feedback_url = f"/api/v1/predictions/{created.get_json()['id']}/feedback"
+    stored = client.post(feedback_url, json=answer)
+    assert stored.status_code == 201
+    assert_matches(spec, "Feedback", stored.get_json())
+    again = client.post(feedback_url, json={"verdict": "right"})
+    assert again.status_code == 409
+    assert_matches(spec, "Error", again.get_json())
     rejected = client.post("/api/v1/predictions", data={"image": (io.BytesIO(b"not an image"), "x.jpg")})
     assert rejected.status_code == 415
     assert_matches(spec, "Error", rejected.get_json())
@@ -76,6 +85,10 @@ def test_schemas_reject_what_the_api_never_sends(spec):
     """The schemas are strict enough to catch a broken body, so the test above can fail."""
     validator = Draft202012Validator({"$ref": "#/components/schemas/Prediction", "components": spec["components"]})
     assert not validator.is_valid({"id": 1, "predictions": [{"label": "red", "score": 2.0}]})
+    request = Draft202012Validator({"$ref": "#/components/schemas/FeedbackRequest", "components": spec["components"]})
+    assert request.is_valid({"verdict": "not_a_car"})
+    assert not request.is_valid({"verdict": "maybe"})
+    assert not request.is_valid({"verdict": "right", "extra": 1})
 
 
 def test_docs_page_renders_every_operation_without_scripts_or_cdn(client, spec):

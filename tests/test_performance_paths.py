@@ -129,7 +129,7 @@ def test_concurrent_uploads_each_store_their_own_thumbnail(app, make_image):
         thread.join(60)
     with app.app_context():
         for prediction_id, color in zip(ids, colors):
-            row = db.session.get(Prediction, prediction_id)
+            row = db.session.scalar(db.select(Prediction).filter_by(public_id=prediction_id))
             thumb = Image.open(io.BytesIO(row.thumbnail))
             assert thumb.size == (320, 229)
             mean = np.asarray(thumb.convert("RGB"), dtype=float).mean(axis=(0, 1))

@@ -52,16 +52,25 @@ def same_site_path(base: str, url: str) -> str | None:
     return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
-def url_map_pages(app, prediction_id: int) -> list[str]:
-    """Every GET rule of the app, with ``<int:...>`` arguments filled by a stored prediction's id."""
+def url_map_pages(app, public_id: str) -> list[str]:
+    """Every GET rule of the app, its id arguments filled with a stored prediction's: the public id in
+    public URLs, the row id in admin URLs."""
+    from app.extensions import db
+    from app.models import Prediction
+
+    with app.app_context():
+        row_id = db.session.scalar(db.select(Prediction.id).filter_by(public_id=public_id))
+    fill = {"PublicIdConverter": public_id, "RowIdConverter": row_id}
     paths = []
     for rule in app.url_map.iter_rules():
         if "GET" not in rule.methods or rule.endpoint == "static" or rule.rule.startswith("/api/"):
             continue
-        if any(converter != "IntegerConverter" for converter in
-               (type(c).__name__ for c in rule._converters.values())):
+        kinds = {name: type(converter).__name__ for name, converter in rule._converters.items()}
+        if any(kind not in fill for kind in kinds.values()):
             continue
-        paths.append(rule.build({name: prediction_id for name in rule.arguments}, append_unknown=False)[1])
+        paths.append(rule.build({name: fill[kinds[name]] for name in rule.arguments}, append_unknown=False)[1])
+    assert any("/admin/predictions/" in path for path in paths) and any(
+        path.startswith("/predictions/") for path in paths), paths
     return paths
 
 

@@ -85,8 +85,8 @@ def test_the_verdict_is_stored_with_the_prediction(thresholded_app, make_image):
     client = thresholded_app.test_client()
     ids = [post_image(client, make_image(color)).json["id"] for color in ("red", (128, 100, 100))]
     with thresholded_app.app_context():
-        verdicts = [db.session.get(Prediction, i).verdict for i in ids]
-        uncertain = db.session.execute(db.select(Prediction.id).filter_by(verdict="uncertain")).scalars().all()
+        verdicts = [db.session.scalar(db.select(Prediction).filter_by(public_id=i)).verdict for i in ids]
+        uncertain = db.session.execute(db.select(Prediction.public_id).filter_by(verdict="uncertain")).scalars().all()
     assert verdicts == ["ok", "uncertain"]
     assert uncertain == [ids[1]]
 
@@ -95,8 +95,14 @@ def test_admin_review_filters_on_the_verdict(thresholded_app, make_image):
     from admin_support import create_admin, login
 
     client = thresholded_app.test_client()
-    ids = {verdict: post_image(client, make_image(color)).json["id"]
-           for verdict, color in (("ok", "red"), ("uncertain", (128, 100, 100)))}
+    public_ids = {verdict: post_image(client, make_image(color)).json["id"]
+                  for verdict, color in (("ok", "red"), ("uncertain", (128, 100, 100)))}
+    from app.extensions import db
+    from app.models import Prediction
+
+    with thresholded_app.app_context():  # the admin table lists row ids
+        ids = {verdict: db.session.scalar(db.select(Prediction.id).filter_by(public_id=public_id))
+               for verdict, public_id in public_ids.items()}
     create_admin(thresholded_app)
     assert login(client).status_code == 302
 

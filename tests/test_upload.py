@@ -30,8 +30,8 @@ def test_post_redirects_to_the_result_page(client, app, make_image):
                                       "image": (io.BytesIO(data), "my car.jpg")},
                            content_type="multipart/form-data")
     assert response.status_code == 303
-    match = re.fullmatch(r"/predictions/(\d+)", response.headers["Location"])
-    prediction_id = int(match.group(1))
+    match = re.fullmatch(r"/predictions/([A-Za-z0-9_-]{22})", response.headers["Location"])
+    prediction_id = match.group(1)  # the public id: 128 random bits, never the row number
 
     result = client.get(response.headers["Location"])
     assert result.status_code == 200
@@ -44,7 +44,7 @@ def test_post_redirects_to_the_result_page(client, app, make_image):
     assert "my car.jpg" in page
 
     with app.app_context():
-        row = db.session.get(Prediction, prediction_id)
+        row = db.session.scalar(db.select(Prediction).filter_by(public_id=prediction_id))
         assert row.source == "web" and row.top_label == "blue"
 
     thumbnail = client.get(f"/predictions/{prediction_id}/thumbnail.jpg")
@@ -78,7 +78,7 @@ def test_the_several_photo_route_answers_json_and_logs_a_page_upload(client, app
     assert body["predictions"][0]["label"] == "green"
     assert response.headers["Location"] == f"/predictions/{body['id']}"
     with app.app_context():
-        assert db.session.get(Prediction, body["id"]).source == "web"
+        assert db.session.scalar(db.select(Prediction).filter_by(public_id=body["id"])).source == "web"
 
 
 def test_the_several_photo_route_needs_the_page_token_and_a_photo(client, app, make_image):

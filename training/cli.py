@@ -10,6 +10,7 @@ import argparse
 import sys
 from typing import Any
 
+from training.export import add_refresh_parser
 from training.gate import add_gate_parser
 from training.groups import add_groups_parser
 from training.quantize import add_quantize_parser
@@ -249,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_quantize_parser(subparsers)
     add_gate_parser(subparsers)
     add_groups_parser(subparsers)
+    add_refresh_parser(subparsers)
     add_tune_parser(subparsers)
     add_visualize_parser(subparsers)
     return parser

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -81,11 +82,96 @@ def build_metadata(
     return metadata
 
 
+def explainable_head(model) -> dict[str, Any] | None:
+    """The parts a class activation map needs, when the head after the last feature map allows one.
+
+    The head must be global average pooling, any dropout, one dense layer (softmax, or linear followed by
+    a softmax activation) and optionally a bias-free 0/1 dense layer summing classes into groups (the
+    grouped artifacts of ``python -m training group``). Then ``F @ kernel[:, k]`` is the exact map of
+    class ``k``; the head is re-run in NumPy on a probe image and must give the model's probabilities.
+
+    Args:
+        model: A built Keras classifier.
+
+    Returns:
+        ``{"feature_layer", "kernel", "bias", "group_matrix"}`` (``group_matrix`` ``None`` for a plain
+        classifier), or ``None`` for a head the map cannot explain.
+    """
+    import keras
+    import numpy as np
+
+    from app.inference.runtimes import feature_layer, outer_output
+
+    layer = feature_layer(model)
+    if layer is None:
+        return None
+    head = model.layers[model.layers.index(layer) + 1:]
+    if not head or not isinstance(head[0], keras.layers.GlobalAveragePooling2D):
+        return None
+    rest = [h for h in head[1:] if not isinstance(h, keras.layers.Dropout)]
+    dense = rest.pop(0) if rest and isinstance(rest[0], keras.layers.Dense) else None
+    if dense is None or not dense.use_bias:
+        return None
+    activation = getattr(dense.activation, "__name__", "")
+    if activation == "linear" and rest and isinstance(rest[0], keras.layers.Activation):
+        activation = getattr(rest.pop(0).activation, "__name__", "")
+    if activation != "softmax":
+        return None
+    group_matrix = None
+    if rest:
+        summing = rest.pop(0)
+        if rest or not isinstance(summing, keras.layers.Dense) or summing.use_bias:
+            return None
+        group_matrix = np.asarray(summing.get_weights()[0], dtype="float32")
+        if not np.isin(group_matrix, (0.0, 1.0)).all() or not (group_matrix.sum(axis=1) == 1).all():
+            return None
+    kernel, bias = (np.asarray(w, dtype="float32") for w in dense.get_weights())
+    # Check the NumPy head against the model itself on a probe image.
+    shape = (1, *model.inputs[0].shape[1:])
+    probe = np.linspace(0, 255, num=int(np.prod(shape)), dtype="float32").reshape(shape)
+    both = keras.Model(model.inputs, [model.outputs[0], outer_output(layer)])
+    with warnings.catch_warnings():  # a model saved with a list of inputs warns about a bare tensor
+        warnings.simplefilter("ignore", UserWarning)
+        expected, features = (np.asarray(t) for t in both(probe, training=False))
+    logits = features[0].mean(axis=(0, 1), dtype="float64") @ kernel + bias
+    probabilities = np.exp(logits - logits.max())
+    probabilities /= probabilities.sum()
+    if group_matrix is not None:
+        probabilities = probabilities @ group_matrix
+    if not np.allclose(probabilities, expected[0], atol=1e-4):
+        return None
+    return {"feature_layer": layer, "kernel": kernel, "bias": bias, "group_matrix": group_matrix}
+
+
+def serving_model(model, head: dict[str, Any] | None):
+    """The network the LiteRT files hold: ``model``, plus the feature map as a second output when explainable."""
+    if head is None:
+        return model
+    import keras
+
+    from app.inference.runtimes import outer_output
+
+    return keras.Model(model.inputs, [model.outputs[0], outer_output(head["feature_layer"])], name=model.name)
+
+
+def write_head(head: dict[str, Any], path: Path) -> Path:
+    """Write the dense head of :func:`explainable_head` as ``head.npz``."""
+    import numpy as np
+
+    arrays = {"kernel": head["kernel"], "bias": head["bias"]}
+    if head["group_matrix"] is not None:
+        arrays["group_matrix"] = head["group_matrix"]
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+    os.chmod(path, 0o644)
+    return path
+
+
 def export_litert(model, path: Path) -> Path:
     """Export ``model`` as a float32 LiteRT flatbuffer at ``path``.
 
     Args:
-        model: A built Keras model.
+        model: A built Keras model (pass it through :func:`serving_model` for the feature-map output).
         path: Destination ``.tflite`` file.
 
     Returns:
@@ -93,6 +179,48 @@ def export_litert(model, path: Path) -> Path:
     """
     model.export(str(path), format="litert", verbose=False)
     return path
+
+
+def refresh_serving_files(model_dir: str | Path) -> dict[str, Any]:
+    """Rewrite an artifact's LiteRT files and ``head.npz`` from its ``model.keras`` (the source of truth).
+
+    For artifacts written before the feature-map output existed: ``model.tflite`` and any quantised copy
+    already there are re-exported with it (same weights, same probabilities), and ``head.npz`` is added.
+
+    Args:
+        model_dir: Artifact folder.
+
+    Returns:
+        ``{"explainable": bool, "files": [written file names]}``.
+    """
+    import keras
+
+    from training.quantize import convert
+
+    folder = Path(model_dir)
+    model = keras.saving.load_model(folder / KERAS_FILE, compile=False)
+    head = explainable_head(model)
+    network = serving_model(model, head)
+    written = [export_litert(network, folder / LITERT_FILE).name]
+    for variant, filename in LITERT_VARIANTS.items():
+        if variant != "float32" and (folder / filename).is_file():
+            written.append(convert(network, variant, folder / filename).name)
+    metadata = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
+    if head is not None:
+        written.append(write_head(head, folder / HEAD_FILE).name)
+    elif (folder / HEAD_FILE).exists():
+        (folder / HEAD_FILE).unlink()
+    metadata["explanation"] = explanation_record(head)
+    write_json(folder / METADATA_FILE, metadata)
+    return {"explainable": head is not None, "files": written}
+
+
+def explanation_record(head: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``explanation`` entry of ``metadata.json``."""
+    if head is None:
+        return {"method": None, "reason": "the head is not global average pooling -> dense softmax"}
+    return {"method": "class_activation_map", "head": HEAD_FILE, "feature_layer": head["feature_layer"].name,
+            "feature_output": "second output of the LiteRT files"}
 
 
 def write_json(path: Path, document: Any) -> None:
@@ -126,10 +254,32 @@ def export_artifact(model, labels: list[str], metadata: dict[str, Any], out_dir:
     if num_outputs != len(labels):
         raise ValueError(f"model has {num_outputs} outputs but {len(labels)} labels were given")
     model.save(out / KERAS_FILE)
+    head = explainable_head(model)
+    if head is not None:
+        write_head(head, out / HEAD_FILE)
+    metadata = {**metadata, "explanation": explanation_record(head)}
     if litert:
-        export_litert(model, out / LITERT_FILE)
+        export_litert(serving_model(model, head), out / LITERT_FILE)
     else:
         metadata = {**metadata, "files": {k: v for k, v in metadata["files"].items() if k != "litert"}}
     write_json(out / LABELS_FILE, list(labels))
     write_json(out / METADATA_FILE, metadata)
     return out
+
+
+def add_refresh_parser(subparsers) -> None:
+    """Register ``refresh`` on the ``python -m training`` command line."""
+    parser = subparsers.add_parser(
+        "refresh", help="re-export an artifact's LiteRT files and head.npz from its model.keras",
+        description="Rewrite ARTIFACT's model.tflite (and the quantised copies it has) from model.keras with the "
+        "last feature map as a second output, and write head.npz, so that the app can draw heatmaps without "
+        "TensorFlow. Weights and probabilities are unchanged.")
+    parser.add_argument("artifact", metavar="ARTIFACT", help="artifact folder with model.keras")
+    parser.set_defaults(handler=lambda args: _run_refresh(args.artifact))
+
+
+def _run_refresh(artifact: str) -> int:
+    result = refresh_serving_files(artifact)
+    state = "explainable" if result["explainable"] else "not explainable (no head.npz)"
+    print(f"{artifact}: {', '.join(result['files'])} written; {state}")
+    return 0

@@ -8,7 +8,8 @@ validation split at the artifact's target precision, exactly as the class thresh
 Adding a grouping needs no retraining: the artifact's model predicts the val split once, the group
 scores are the sums of those probabilities. ``metadata.json`` gains ``groups[NAME]``; ``report/`` gains
 ``groups.json`` (every grouping's figures and the share of val photos answered at each level),
-``answers.csv`` (the same as a table) and ``confidence_NAME.png``. The training config key ``groups``
+``answers.csv`` and ``answers.md`` (the same as tables; ``groups table --readme`` copies the latter into
+the README between ``<!-- answers:NAME -->`` markers) and ``confidence_NAME.png``. The training config key ``groups``
 (``{name: label map}``) runs the same step after training.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from training import export as export_lib
 
 REPORT_FILE = "groups.json"
 ANSWERS_TABLE = "answers.csv"
+ANSWERS_MARKDOWN = "answers.md"
 
 
 def build_grouping(labels: list[str], label_map: str | Path) -> dict[str, Any]:
@@ -141,7 +144,7 @@ def validation_probabilities(model_dir: Path, metadata: dict[str, Any], labels: 
     probabilities = evaluate_lib.predict(model, val.paths, val.labels, num_classes=len(labels),
                                          image_size=tuple(metadata["image_size"]),
                                          resize_mode=metadata.get("resize_mode", "center_crop"),
-                                         batch_size=batch_size)
+                                         batch_size=batch_size, tta=metadata.get("tta", "none"))
     return probabilities, np.asarray(val.labels)
 
 
@@ -193,7 +196,49 @@ def add_groups(model_dir: str | Path, maps: dict[str, str | Path], data_path: st
         writer = csv.DictWriter(handle, fieldnames=["level", "share", "accuracy", "level_accuracy", "coverage"])
         writer.writeheader()
         writer.writerows(levels)
+    (report_dir / ANSWERS_MARKDOWN).write_text(render_markdown(report, metadata.get("name") or model_dir.name),
+                                               encoding="utf-8")
     return report
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f} %"
+
+
+def render_markdown(report: dict[str, Any], name: str) -> str:
+    """The answer levels of ``report`` (from :func:`add_groups`) as a Markdown table."""
+    lines = ["| level | top-1 accuracy at this level | coverage at its threshold | photos answered at this level "
+             "| right, of those |", "|---|---:|---:|---:|---:|"]
+    for row in report["levels"]:
+        size = report["groups"].get(row["level"], {}).get("num_labels")
+        level = f"{row['level']} ({size} labels)" if size else row["level"]
+        if row["level"] == "none":
+            level = "none (\"not sure\")"
+        lines.append(f"| {level} | {_percent(row['level_accuracy'])} | {_percent(row['coverage'])} | "
+                     f"{_percent(row['share'])} | {_percent(row['accuracy'])} |")
+    lines.append("")
+    lines.append(f"{name} on its {report['num_images']} {report['split']} photos, thresholds at "
+                 f"{_percent(report['target_precision'])} precision; every photo taken to be a car. "
+                 f"From `report/{REPORT_FILE}`.")
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(readme: Path, artifacts_dir: Path) -> list[str]:
+    """Copy ``ARTIFACT/report/answers.md`` into ``readme`` between ``<!-- answers:ARTIFACT -->`` markers.
+
+    Returns:
+        The artifacts whose tables were copied.
+    """
+    text = readme.read_text(encoding="utf-8")
+    filled = []
+    for name in re.findall(r"<!-- answers:([\w.-]+) -->", text):
+        source = artifacts_dir / name / "report" / ANSWERS_MARKDOWN
+        if source.is_file():
+            block = re.compile(rf"(<!-- answers:{re.escape(name)} -->\n).*?(<!-- /answers:{re.escape(name)} -->)", re.S)
+            text = block.sub(lambda m: m.group(1) + source.read_text(encoding="utf-8") + m.group(2), text)
+            filled.append(name)
+    readme.write_text(text, encoding="utf-8")
+    return filled
 
 
 def add_groups_parser(subparsers) -> None:
@@ -214,6 +259,21 @@ def add_groups_parser(subparsers) -> None:
                      help="precision the threshold is chosen for (default: the artifact's)")
     add.add_argument("--batch-size", type=int, default=32)
     add.set_defaults(handler=_run_add)
+    table = actions.add_parser(
+        "table", help="print the answer-level table of an artifact's report (optionally into the README)",
+        description="Print ARTIFACT/report/answers.md; with --readme, copy every artifact's table into the README "
+        "between its <!-- answers:NAME --> markers.")
+    table.add_argument("artifact", metavar="ARTIFACT", help="artifact folder whose report has answers.md")
+    table.add_argument("--readme", type=Path, metavar="FILE", help="README to update, e.g. README.md")
+    table.set_defaults(handler=_run_table)
+
+
+def _run_table(args: argparse.Namespace) -> int:
+    artifact = Path(args.artifact)
+    print((artifact / "report" / ANSWERS_MARKDOWN).read_text(encoding="utf-8"), end="")
+    if args.readme:
+        print("README tables filled:", ", ".join(update_readme(args.readme, artifact.parent)) or "none")
+    return 0
 
 
 def _run_add(args: argparse.Namespace) -> int:

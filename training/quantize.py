@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from training.export import KERAS_FILE, LABELS_FILE, LITERT_FILE, LITERT_VARIANTS, METADATA_FILE, write_json
+from training.export import (KERAS_FILE, LABELS_FILE, LITERT_FILE, LITERT_VARIANTS, METADATA_FILE, explainable_head,
+                             serving_model, write_json)
 QUANTIZED = ("float16", "int8")
 DEFAULT_MAX_DROP_POINTS = 0.5
 
@@ -128,6 +129,8 @@ def quantize_artifact(model_dir: str | Path, data_path: str | Path, *, variants=
     if unknown:
         raise ValueError(f"unknown variant(s) {', '.join(sorted(unknown))}: choose from {', '.join(QUANTIZED)}")
     model = keras.saving.load_model(model_dir / KERAS_FILE, compile=False)
+    # The copies carry the feature-map output too, so heatmaps work whichever variant serves.
+    model = serving_model(model, explainable_head(model))
     image_shape = (*metadata["image_size"], 3)
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as scratch:

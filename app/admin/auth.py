@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import jsonify, redirect, request, url_for
+from flask import redirect, request, url_for
 from flask_login import current_user
 
+from ..errors import json_error
 from ..extensions import db, login_manager
 from ..models import AdminUser
 from . import bp
@@ -23,12 +24,18 @@ login_manager.login_view = "admin.login"
 
 
 @login_manager.user_loader
-def load_admin(user_id: str) -> AdminUser | None:
-    """The active account behind a session id, or None (the session is then treated as anonymous)."""
-    if not user_id.isdigit():
+def load_admin(session_id: str) -> AdminUser | None:
+    """The active account behind a session's ``<id>:<token>``, or None (the session is then anonymous).
+
+    A token other than the account's current one belongs to a session that was ended.
+    """
+    user_id, _, token = session_id.partition(":")
+    if not user_id.isdigit() or not token or len(user_id) > 18:
         return None
     admin = db.session.get(AdminUser, int(user_id))
-    return admin if admin is not None and admin.is_active else None
+    if admin is None or not admin.is_active or not admin.session_matches(token):
+        return None
+    return admin
 
 
 def wants_json() -> bool:
@@ -43,7 +50,8 @@ def wants_json() -> bool:
 def unauthorized():
     """302 to the login page for browsers, 401 JSON for API-style clients."""
     if wants_json():
-        return jsonify(error="authentication required", status=401), 401
+        # The same error shape as every other JSON error of the app.
+        return json_error(401, "authentication_required", "Sign in at /admin/login to use the admin pages.")
     # Only a page can be returned to after signing in; a form post would arrive as a GET.
     target = request.full_path.rstrip("?") if request.method == "GET" else None
     return redirect(url_for("admin.login", next=target))

@@ -2,12 +2,17 @@
 
 The dataset layout is the one ``python -m training train`` reads: ``OUT_DIR/<label>/<id>.jpg``, plus
 ``OUT_DIR/corrections.csv`` beside the class folders (a file, so the training loader ignores it).
+
+The review CSV is meant for spreadsheets, so text a spreadsheet would run as a formula is defused there;
+``corrections.csv`` is a dataset manifest read by programs, so it keeps every label and path exactly as
+the folders on disk have them.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import io
 import json
 import re
@@ -29,6 +34,10 @@ CORRECTION_COLUMNS = ("prediction_id", "path", "label", "model_label", "model_ve
                       "corrected_by", "corrected_at")
 # A leading = + - @ (or tab/CR) makes spreadsheets run the cell as a formula; filenames come from users.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# File systems allow 255 bytes per name (not characters: "é" is two in UTF-8); longer labels are cut
+# and keep a hash of the whole label, so that two long labels sharing a start stay apart.
+FOLDER_NAME_MAX_BYTES = 200
+FOLDER_HASH_CHARS = 12
 
 
 def spreadsheet_safe(value: Any) -> Any:
@@ -38,10 +47,10 @@ def spreadsheet_safe(value: Any) -> Any:
     return value
 
 
-def csv_line(values: Iterable[Any]) -> str:
-    """One CSV record (RFC 4180 quoting, CRLF) as text."""
+def csv_line(values: Iterable[Any], *, for_spreadsheets: bool = True) -> str:
+    """One CSV record (RFC 4180 quoting, CRLF) as text; formula-like cells defused unless told not to."""
     buffer = io.StringIO()
-    csv.writer(buffer).writerow([spreadsheet_safe(v) for v in values])
+    csv.writer(buffer).writerow([spreadsheet_safe(v) for v in values] if for_spreadsheets else list(values))
     return buffer.getvalue()
 
 
@@ -94,9 +103,16 @@ def prediction_rows(filters: ReviewFilters, low_confidence_below: float) -> Iter
 
 
 def folder_name(label: str) -> str:
-    """A label as one safe folder name: path separators and control characters become ``_``."""
+    """A label as one safe folder name: path separators and control characters become ``_``, and a
+    name over :data:`FOLDER_NAME_MAX_BYTES` in UTF-8 is cut and suffixed with a hash of the label."""
     name = re.sub(r"[/\\\x00-\x1f]", "_", label).strip()
-    return "_" + name if name in ("", ".", "..") or name.startswith(".") else name
+    name = "_" + name if name in ("", ".", "..") or name.startswith(".") else name
+    encoded = name.encode("utf-8")
+    if len(encoded) <= FOLDER_NAME_MAX_BYTES:
+        return name
+    digest = hashlib.sha256(label.encode("utf-8")).hexdigest()[:FOLDER_HASH_CHARS]
+    head = encoded[:FOLDER_NAME_MAX_BYTES - FOLDER_HASH_CHARS - 1].decode("utf-8", errors="ignore").rstrip()
+    return f"{head}~{digest}"
 
 
 def export_corrections(out_dir: str | Path) -> dict[str, int]:
@@ -120,12 +136,13 @@ def export_corrections(out_dir: str | Path) -> dict[str, int]:
                  .order_by(Prediction.id)
                  .execution_options(yield_per=200))
     with open(out / "corrections.csv", "w", newline="", encoding="utf-8") as handle:
-        handle.write(csv_line(CORRECTION_COLUMNS))
+        handle.write(csv_line(CORRECTION_COLUMNS, for_spreadsheets=False))
         for pid, thumbnail, version, sha, label, model_label, who, when in db.session.execute(statement):
             folder = folder_name(label)
             (out / folder).mkdir(exist_ok=True)
             relative = f"{folder}/{pid}.jpg"
             (out / relative).write_bytes(thumbnail)
             counts[folder] = counts.get(folder, 0) + 1
-            handle.write(csv_line((pid, relative, label, model_label, version, sha, who, _iso(when))))
+            handle.write(csv_line((pid, relative, label, model_label, version, sha, who, _iso(when)),
+                                  for_spreadsheets=False))
     return counts

@@ -11,16 +11,18 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-from sqlalchemy import Select, and_, case, func, or_, select
-from sqlalchemy.orm import contains_eager, defer
+from sqlalchemy import Select, and_, case, exists, func, or_, select
+from sqlalchemy.orm import aliased, contains_eager, defer
 
 from ..extensions import db
-from ..models import SOURCES, Correction, Prediction
 from ..inference.gate import VERDICTS
+from ..models import FEEDBACK_WRONG, SOURCES, Correction, Feedback, Prediction
 
 PAGE_SIZES = (25, 50, 100, 200)
 STATUSES = ("corrected", "uncorrected", "confirmed", "wrong")
 NO_ANSWER = "none"  # the answer-level filter value for predictions no level was sure of
+# Visitors' answers: any answer at all, or at least one saying the model was wrong.
+VISITOR_FILTERS = {"answered": "visitors answered", "said_wrong": "visitors said wrong"}
 SORT_COLUMNS = {
     "created_at": Prediction.created_at,
     "top_label": Prediction.top_label,
@@ -34,10 +36,13 @@ LABELS_IN_DASHBOARD = 8
 
 
 def _parse_date(raw: str | None) -> dt.date | None:
+    """A calendar day, or None when it does not parse. The last representable day is refused too: a
+    day filter compares with the midnight after it, which does not exist after 9999-12-31."""
     try:
-        return dt.date.fromisoformat(raw) if raw else None
+        day = dt.date.fromisoformat(raw) if raw else None
     except ValueError:
         return None
+    return None if day == dt.date.max else day
 
 
 def _parse_score(raw: str | None) -> float | None:
@@ -64,13 +69,14 @@ class ReviewFilters:
         date_to: Last day included (UTC).
         label: Exact top label.
         model_version: Exact model version.
-        source: ``web`` or ``api``.
+        source: ``web``, ``example`` or ``api``.
         verdict: ``ok``, ``uncertain`` or ``not_a_car`` (see :mod:`app.inference.gate`).
         answer_level: ``class``, a grouping name, or ``none`` (no level was sure).
         score_min: Lowest top score included.
         score_max: Highest top score included.
         low_confidence: Only top scores below the low-confidence threshold.
         status: ``corrected``, ``uncorrected``, ``confirmed`` (model right) or ``wrong``.
+        visitors: ``answered`` (a visitor answered "Was this right?") or ``said_wrong`` (one said no).
         q: Free text matched against the top label, the corrected label and the original filename.
         sort: A key of :data:`SORT_COLUMNS`.
         order: ``asc`` or ``desc``.
@@ -89,6 +95,7 @@ class ReviewFilters:
     score_max: float | None = None
     low_confidence: bool = False
     status: str = ""
+    visitors: str = ""
     q: str = ""
     sort: str = "created_at"
     order: str = "desc"
@@ -112,6 +119,7 @@ class ReviewFilters:
             score_max=_parse_score(args.get("score_max")),
             low_confidence=args.get("low_confidence") in ("1", "on", "true", "y"),
             status=args.get("status", "") if args.get("status") in STATUSES else "",
+            visitors=args.get("visitors", "") if args.get("visitors") in VISITOR_FILTERS else "",
             q=args.get("q", "").strip()[:200],
             sort=sort if sort in SORT_COLUMNS else "created_at",
             order="asc" if args.get("order") == "asc" else "desc",
@@ -198,6 +206,12 @@ def filtered(statement: Select, filters: ReviewFilters, low_confidence_below: fl
         conditions.append(Correction.new_label == Correction.old_label)
     elif filters.status == "wrong":
         conditions.append(Correction.new_label != Correction.old_label)
+    if filters.visitors:
+        answer = aliased(Feedback)  # apart from the feedback rows the dashboard's own query joins
+        answers = select(answer.id).where(answer.prediction_id == Prediction.id)
+        if filters.visitors == "said_wrong":
+            answers = answers.where(answer.verdict.in_(FEEDBACK_WRONG))
+        conditions.append(exists(answers))
     if filters.q:
         pattern = f"%{_escape_like(filters.q)}%"
         conditions.append(or_(*(_contains(column, pattern) for column in
@@ -259,7 +273,8 @@ class Dashboard:
 
 
 def dashboard(filters: ReviewFilters, low_confidence_below: float) -> Dashboard:
-    """Predictions per day (latest days with data), top labels, mean confidence, per-version accuracy.
+    """Predictions per day (latest days with data), top labels, mean confidence, per-version accuracy and
+    the share of visitors' answers that said wrong.
 
     Four queries, whatever the number of rows.
     """
@@ -279,27 +294,36 @@ def dashboard(filters: ReviewFilters, low_confidence_below: float) -> Dashboard:
                  low_confidence_below)).one()
 
     wrong = case((Correction.new_label != Correction.old_label, 1), else_=0)
+    # Visitors' answers, one row per answered prediction, joined into the same per-version statement.
+    answers = (select(Feedback.prediction_id, func.count(Feedback.id).label("answers"),
+                      func.sum(case((Feedback.verdict.in_(FEEDBACK_WRONG), 1), else_=0)).label("said_wrong"))
+               .group_by(Feedback.prediction_id).subquery())
     version_rows = db.session.execute(
         filtered(_joined(select(Prediction.model_version, func.count(Prediction.id), func.count(Correction.id),
-                                func.coalesce(func.sum(wrong), 0))), filters, low_confidence_below)
+                                func.coalesce(func.sum(wrong), 0), func.coalesce(func.sum(answers.c.answers), 0),
+                                func.coalesce(func.sum(answers.c.said_wrong), 0)))
+                 .outerjoin(answers, answers.c.prediction_id == Prediction.id), filters, low_confidence_below)
         .group_by(Prediction.model_version).order_by(Prediction.model_version)).all()
-    versions = [version_stats(version, n, corrected, wrong_count)
-                for version, n, corrected, wrong_count in version_rows]
+    versions = [version_stats(*row) for row in version_rows]
     return Dashboard(per_day, [(label, n) for label, n in label_rows], total or 0,
                      float(mean) if mean is not None else None, versions)
 
 
-def version_stats(version: str, predictions: int, corrected: int, wrong: int) -> dict[str, Any]:
-    """Live accuracy of one model version, measured on the predictions an admin has reviewed.
+def version_stats(version: str, predictions: int, corrected: int, wrong: int, visitor_answers: int = 0,
+                  visitors_said_wrong: int = 0) -> dict[str, Any]:
+    """Live accuracy of one model version, measured on the predictions an admin has reviewed, and the
+    visitors' view of it (a signal that costs no admin time, never taken as ground truth).
 
     Args:
         version: Model version.
         predictions: Predictions served by it.
         corrected: How many of them carry a correction (confirmed or relabelled).
         wrong: How many corrections changed the label.
+        visitor_answers: Visitors' answers to "Was this right?" about its predictions.
+        visitors_said_wrong: How many of those answers said no (wrong, not a car, or unknown).
 
     Returns:
-        A row for the dashboard; the shares are None while nothing was reviewed.
+        A row for the dashboard; the shares are None while nothing was reviewed or answered.
     """
     return {
         "version": version,
@@ -308,7 +332,34 @@ def version_stats(version: str, predictions: int, corrected: int, wrong: int) ->
         "wrong": wrong,
         "wrong_share": wrong / corrected if corrected else None,
         "live_accuracy": (corrected - wrong) / corrected if corrected else None,
+        "visitor_answers": visitor_answers,
+        "visitors_said_wrong": visitors_said_wrong,
+        "visitor_wrong_share": visitors_said_wrong / visitor_answers if visitor_answers else None,
     }
+
+
+@dataclass
+class VisitorSummary:
+    """What visitors answered about one prediction: counts per verdict and the labels they suggested."""
+
+    counts: dict[str, int]
+    suggestions: list[tuple[str, int]]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def visitor_summary(prediction_id: int) -> VisitorSummary:
+    """Visitors' answers about ``prediction_id``: per verdict, and suggested labels, most suggested first."""
+    counts = dict(db.session.execute(select(Feedback.verdict, func.count(Feedback.id))
+                                     .where(Feedback.prediction_id == prediction_id)
+                                     .group_by(Feedback.verdict)).all())
+    suggestions = db.session.execute(
+        select(Feedback.label, func.count(Feedback.id))
+        .where(Feedback.prediction_id == prediction_id, Feedback.label.is_not(None))
+        .group_by(Feedback.label).order_by(func.count(Feedback.id).desc(), Feedback.label)).all()
+    return VisitorSummary(counts, [(label, n) for label, n in suggestions])
 
 
 def filter_choices() -> dict[str, list[str]]:

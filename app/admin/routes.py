@@ -13,15 +13,26 @@ from sqlalchemy.orm import defer, joinedload
 
 from ..serving import get_classifier
 from ..extensions import db, limiter
-from ..models import AdminUser, Correction, Prediction, utcnow
+from ..models import SOURCES, AdminUser, Correction, Prediction, utcnow
 from . import bp
 from .auth import safe_next
 from .charts import per_day_svg
 from .export import prediction_rows
 from .forms import CorrectionForm, DeleteCorrectionForm, LoginForm, LogoutForm
-from .queries import PAGE_SIZES, SORT_COLUMNS, STATUSES, ReviewFilters, dashboard, filter_choices, review_page
+from .queries import (PAGE_SIZES, SORT_COLUMNS, STATUSES, VISITOR_FILTERS, ReviewFilters, dashboard, filter_choices,
+                      review_page, visitor_summary)
 
 SAME_PHOTO_LIMIT = 50
+
+
+@bp.after_request
+def never_store(response):
+    """Admin pages and the CSV hold every upload's details: no cache may keep them, the browser's included.
+
+    Thumbnails set their own (private) caching: they never change and the review table shows many.
+    """
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
 
 
 @bp.context_processor
@@ -50,8 +61,8 @@ def login():
     if current_user.is_authenticated and request.method == "GET":
         return redirect(destination)
     if form.validate_on_submit():
-        admin = db.session.scalar(select(AdminUser).where(AdminUser.username == form.username.data))
-        if admin is not None and admin.is_active and admin.check_password(form.password.data):
+        admin = AdminUser.authenticate(form.username.data, form.password.data)
+        if admin is not None:
             login_user(admin)
             admin.last_login_at = utcnow()
             db.session.commit()
@@ -68,9 +79,14 @@ def login():
 
 @bp.route("/logout", methods=["POST"])
 def logout():
-    """End the session (POST with the CSRF token, so another site cannot sign an admin out)."""
+    """End the account's sessions (POST with the CSRF token, so another site cannot sign an admin out).
+
+    A new session token is drawn, so a copy of the cookie stops working too, not only this browser's.
+    """
     if not LogoutForm().validate_on_submit():
         abort(400, description="The form expired; reload the page and try again.")
+    current_user.end_sessions()
+    db.session.commit()
     logout_user()
     flash("Signed out.", "info")
     return redirect(url_for("admin.login"))
@@ -85,12 +101,14 @@ def index():
     page = review_page(filters, threshold, total=board.total)  # the dashboard already counted the set
     return render_template("admin/index.html", filters=filters, page=page, board=board,
                            chart=per_day_svg(board.per_day), choices=filter_choices(), page_sizes=PAGE_SIZES,
-                           statuses=STATUSES, sortable=SORT_COLUMNS, threshold=threshold)
+                           statuses=STATUSES, visitor_filters=VISITOR_FILTERS, sources=SOURCES,
+                           sortable=SORT_COLUMNS, threshold=threshold)
 
 
-@bp.route("/predictions/<int:prediction_id>")
+@bp.route("/predictions/<row_id:prediction_id>")
 def detail(prediction_id: int):
-    """One prediction: larger thumbnail, full top-k, metadata, its correction, the same photo's other answers."""
+    """One prediction: larger thumbnail, full top-k, metadata, its correction beside what visitors said
+    (a suggested label is adopted as the correction in one click), the same photo's other answers."""
     prediction = db.session.scalar(
         select(Prediction).options(defer(Prediction.thumbnail),
                                    joinedload(Prediction.correction).joinedload(Correction.corrected_by))
@@ -103,6 +121,7 @@ def detail(prediction_id: int):
         .order_by(Prediction.created_at.desc()).limit(SAME_PHOTO_LIMIT)).all()
     return render_template("admin/detail.html", prediction=prediction, same_photo=same_photo,
                            label_choices=label_choices(prediction), form=CorrectionForm(),
+                           visitors=visitor_summary(prediction.id),
                            delete_form=DeleteCorrectionForm(),
                            back=safe_next(request.args.get("back"), url_for("admin.index")))
 
@@ -115,7 +134,7 @@ def label_choices(prediction: Prediction) -> list[str]:
     return list(dict.fromkeys(known))
 
 
-@bp.route("/predictions/<int:prediction_id>/thumbnail.jpg")
+@bp.route("/predictions/<row_id:prediction_id>/thumbnail.jpg")
 def thumbnail(prediction_id: int):
     """The stored JPEG thumbnail (only the blob column is read)."""
     blob = db.session.scalar(select(Prediction.thumbnail).where(Prediction.id == prediction_id))
@@ -126,7 +145,7 @@ def thumbnail(prediction_id: int):
     return response
 
 
-@bp.route("/predictions/<int:prediction_id>/correction", methods=["POST"])
+@bp.route("/predictions/<row_id:prediction_id>/correction", methods=["POST"])
 def correct(prediction_id: int):
     """Store or edit the true label of a prediction (who and when are recorded)."""
     prediction = db.get_or_404(Prediction, prediction_id, description=f"No prediction {prediction_id}.")
@@ -152,7 +171,7 @@ def correct(prediction_id: int):
     return redirect(back)
 
 
-@bp.route("/predictions/<int:prediction_id>/correction/delete", methods=["POST"])
+@bp.route("/predictions/<row_id:prediction_id>/correction/delete", methods=["POST"])
 def delete_correction(prediction_id: int):
     """Withdraw the correction of a prediction."""
     form = DeleteCorrectionForm()

@@ -1,13 +1,14 @@
-"""JSON API: create and read predictions, describe the model."""
+"""JSON API: create and read predictions, answer "Was this right?", describe the model."""
 
 from __future__ import annotations
 
 from flask import Response, current_app, jsonify, request, url_for
 
+from ..feedback import FeedbackRejected, address_hash, record_answer
+from ..models import prediction_or_404
+from ..ratelimits import FEEDBACK_LIMIT
 from ..serving import get_classifier
-from ..extensions import db
-from ..models import Prediction
-from ..services import create_prediction, parse_top_k, single_upload
+from ..services import create_prediction, requested_top_k, single_upload
 from . import bp
 
 
@@ -18,19 +19,45 @@ def create():
     Returns:
         201 with the prediction and ``Location`` of its resource.
     """
-    raw_top_k = request.form.get("top_k", request.args.get("top_k"))
-    top_k = parse_top_k(raw_top_k, current_app.config["TOP_K"])
+    top_k = requested_top_k(request.form, request.args, current_app.config["TOP_K"])
     prediction = create_prediction(single_upload(request.files), source="api", top_k=top_k)
     response = jsonify(prediction.to_dict())
     response.status_code = 201
-    response.headers["Location"] = url_for("api.read", prediction_id=prediction.id)
+    response.headers["Location"] = url_for("api.read", prediction_id=prediction.public_id)
     return response
 
 
-@bp.get("/predictions/<int:prediction_id>")
-def read(prediction_id: int):
-    """A stored prediction, same body as on creation."""
-    return jsonify(db.get_or_404(Prediction, prediction_id).to_dict())
+@bp.get("/predictions/<public_id:prediction_id>")
+def read(prediction_id: str):
+    """A stored prediction by its public id, same body as on creation (for the holder of the id only:
+    ``Cache-Control: private``)."""
+    response = jsonify(prediction_or_404(prediction_id).to_dict())
+    response.cache_control.private = True
+    response.cache_control.no_cache = True
+    return response
+
+
+@bp.post("/predictions/<public_id:prediction_id>/feedback")
+@FEEDBACK_LIMIT
+def feedback(prediction_id: str):
+    """A client's answer to "Was this right?": JSON ``{"verdict": ..., "label": ...}``.
+
+    ``verdict`` is ``right``, ``wrong`` (with ``label``, one of the model's labels), ``not_a_car`` or
+    ``unknown``. One answer per prediction and client address; the prediction itself never changes.
+
+    Returns:
+        201 with the stored answer; 400 for a malformed body, 409 for a second answer.
+    """
+    from ..errors import error_response
+
+    prediction = prediction_or_404(prediction_id)
+    try:
+        answer = record_answer(prediction, request.get_json(silent=True), address_hash())
+    except FeedbackRejected as exc:
+        return error_response(exc.status, exc.code, exc.message)
+    response = jsonify(answer.to_dict())
+    response.status_code = 201
+    return response
 
 
 @bp.get("/model")
@@ -53,29 +80,29 @@ def create_batch():
     """
     from ..batch import classify_batch
 
-    raw_top_k = request.form.get("top_k", request.args.get("top_k"))
-    top_k = parse_top_k(raw_top_k, current_app.config["TOP_K"])
+    top_k = requested_top_k(request.form, request.args, current_app.config["TOP_K"])
     files = request.files.getlist("images") + request.files.getlist("image")
     return jsonify(classify_batch(files, top_k=top_k))
 
 
-@bp.get("/predictions/<int:prediction_id>/explanation.png")
-def explanation(prediction_id: int):
-    """Grad-CAM heatmap of the prediction's top label over its stored thumbnail (PNG).
+@bp.get("/predictions/<public_id:prediction_id>/explanation.png")
+def explanation(prediction_id: str):
+    """Class activation heatmap of the prediction's answer over its stored thumbnail (PNG).
 
-    Computed on first request with the Keras model, then served from the cache. 501 without
-    TensorFlow, 503 without ``model.keras``, 409 when the served model does not know the label.
+    Computed on first request with the served runtime (no TensorFlow needed), then served from the cache.
+    501 for a model whose head cannot be explained, 503 when its ``head.npz`` is unreadable, 409 when the
+    served model does not know the answer's label.
     """
     from ..errors import error_response
     from ..explanations import explanation_png
     from ..inference.explain import ExplanationUnavailable
 
-    prediction = db.get_or_404(Prediction, prediction_id)
+    prediction = prediction_or_404(prediction_id)
     try:
         data = explanation_png(prediction)
     except ExplanationUnavailable as exc:
         return error_response(exc.status, exc.code, exc.message)
     response = Response(data, mimetype="image/png")
-    response.cache_control.public = True
+    response.cache_control.private = True
     response.cache_control.max_age = 86400  # a new model version changes the heatmap, so not immutable
     return response

@@ -53,10 +53,18 @@ def operations(spec: dict[str, Any]):
                 "summary": operation.get("summary", ""),
                 "description": operation.get("description", ""),
                 "parameters": operation.get("parameters", []),
-                "body": [(content_type, media.get("schema", {})) for content_type, media in body.items()],
+                "body": [(content_type, resolved(spec, media.get("schema", {}))) for content_type, media in body.items()],
                 "responses": [(status, response.get("description", ""), schema_name(response))
                               for status, response in operation["responses"].items()],
             }
+
+
+def resolved(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` itself, or the component it refers to (``#/components/schemas/<name>``)."""
+    reference = schema.get("$ref", "")
+    if reference.startswith("#/components/schemas/"):
+        return spec["components"]["schemas"][reference.rsplit("/", 1)[-1]]
+    return schema
 
 
 def schema_name(response: dict[str, Any]) -> str | None:

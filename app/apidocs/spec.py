@@ -12,6 +12,8 @@ from typing import Any
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "1"
+# What app.routing.PublicIdConverter matches (issued ids are 22 characters).
+PUBLIC_ID_PATTERN = "^[A-Za-z0-9_-]{16,64}$"
 
 
 def ref(schema: str) -> dict[str, str]:
@@ -48,7 +50,9 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["id", "created_at", "model", "predictions", "image", "latency_ms", "groups", "answer"],
         "properties": {
-            "id": {"type": "integer", "minimum": 1},
+            "id": {"type": "string", "pattern": PUBLIC_ID_PATTERN,
+                   "description": "The prediction's public id: 128 random bits, URL-safe. Whoever has it "
+                                  "can read the prediction; no one can guess another."},
             "created_at": {"type": "string", "format": "date-time", "description": "UTC, milliseconds."},
             "model": {
                 "type": "object",
@@ -104,6 +108,32 @@ SCHEMAS: dict[str, Any] = {
             "level": {"type": "string", "description": "`class` (the model's own labels) or a grouping name."},
             "label": {"type": "string"},
             "score": {"type": "number", "minimum": 0, "maximum": 1.000001},
+        },
+    },
+    "FeedbackRequest": {
+        "type": "object",
+        "required": ["verdict"],
+        "additionalProperties": False,
+        "properties": {
+            "verdict": {"type": "string", "enum": ["right", "wrong", "not_a_car", "unknown"],
+                        "description": "`right`: the top answer is the car; `wrong`: it is the car named in "
+                                       "`label`; `not_a_car`: the photo shows no car; `unknown`: the answer "
+                                       "is wrong but the true car is not known."},
+            "label": {"type": "string", "maxLength": 255,
+                      "description": "Only with `wrong`, and then required: one of the model's labels "
+                                     "(`GET /api/v1/model`)."},
+        },
+    },
+    "Feedback": {
+        "type": "object",
+        "required": ["id", "prediction_id", "verdict", "label", "created_at"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "integer", "minimum": 1},
+            "prediction_id": {"type": "integer", "minimum": 1},
+            "verdict": {"type": "string", "enum": ["right", "wrong", "not_a_car", "unknown"]},
+            "label": {"type": ["string", "null"], "description": "The suggested label; null unless `wrong`."},
+            "created_at": {"type": "string", "format": "date-time", "description": "UTC, milliseconds."},
         },
     },
     "BatchResult": {
@@ -173,14 +203,18 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["status", "model", "version"],
         "properties": {"status": {"type": "string", "const": "warm"}, "model": {"type": "string"},
-                       "version": {"type": "string"}},
+                       "version": {"type": "string"},
+                       "warmup_ms": {"type": ["number", "null"], "minimum": 0,
+                                     "description": "How long the warm-up inference took when the model "
+                                                    "was loaded (it is not run again here)."}},
     },
 }
 
 TOP_K_SCHEMA = {"type": "integer", "minimum": 1, "maximum": 20}
 # Both upload routes take ``top_k`` from the query string or the form.
 TOP_K_QUERY = {"name": "top_k", "in": "query", "required": False, "schema": TOP_K_SCHEMA,
-               "description": "Answers per photo (also accepted as a form field)."}
+               "description": "Answers per photo (also accepted as a form field; sent in both, the "
+                              "two must agree, else 400)."}
 
 
 def multipart_body(field: str, field_schema: dict[str, Any]) -> dict[str, Any]:
@@ -198,9 +232,11 @@ def multipart_body(field: str, field_schema: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-FILE = {"type": "string", "contentMediaType": "application/octet-stream"}
+# An empty file is refused (400), so the schema says a file has at least one byte.
+FILE = {"type": "string", "contentMediaType": "application/octet-stream", "minLength": 1}
 PREDICTION_ID = {"name": "prediction_id", "in": "path", "required": True,
-                 "schema": {"type": "integer", "minimum": 1}}
+                 "schema": {"type": "string", "pattern": PUBLIC_ID_PATTERN},
+                 "description": "The `id` from the prediction's body (its public id)."}
 TOO_MANY = error("Too many requests from this address; wait `Retry-After` seconds.", retry_after=True)
 DATABASE_DOWN = error("The database is busy or unavailable; nothing was saved. Retry later.", retry_after=True)
 
@@ -218,7 +254,8 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "201": json_response("Classified and stored.", "Prediction", {
                     "Location": {"description": "The prediction's URL.", "schema": {"type": "string"}}}),
-                "400": error("No file, an empty file, or `top_k` outside 1..20."),
+                "400": error("No file, an empty file, or `top_k` outside 1..20 or different in the "
+                             "query and the form."),
                 "413": error("Body over `MAX_CONTENT_LENGTH` or image over `MAX_IMAGE_PIXELS`."),
                 "415": error("Not an image, or not JPEG, PNG, WebP, GIF, HEIC/HEIF or AVIF."),
                 "422": error("Truncated or corrupt image."),
@@ -236,7 +273,7 @@ PATHS: dict[str, Any] = {
                            "`createPrediction`). Each file is classified and stored on its own; one bad "
                            "file never fails the others.",
             "parameters": [TOP_K_QUERY],
-            "requestBody": multipart_body("images", {"type": "array", "maxItems": 32, "items": FILE,
+            "requestBody": multipart_body("images", {"type": "array", "minItems": 1, "maxItems": 32, "items": FILE,
                                                      "description": "The photos."}),
             "responses": {
                 "200": json_response("One result per file, in order.", "Batch"),
@@ -261,21 +298,45 @@ PATHS: dict[str, Any] = {
             },
         },
     },
+    "/api/v1/predictions/{prediction_id}/feedback": {
+        "post": {
+            "operationId": "createFeedback",
+            "tags": ["predictions"],
+            "summary": "Say whether a prediction was right",
+            "description": "Stores the client's answer apart from the prediction, which never changes; admins "
+                           "see it as a suggestion. One answer per prediction and client address. Limited "
+                           "per address by `RATELIMIT_FEEDBACK`.",
+            "parameters": [PREDICTION_ID],
+            "requestBody": {"required": True,
+                            "content": {"application/json": {"schema": ref("FeedbackRequest")}}},
+            "responses": {
+                "201": json_response("Stored.", "Feedback"),
+                "400": error("Not a JSON object, an unknown verdict or field, `label` missing with `wrong`, "
+                             "sent with another verdict, or not one of the model's labels."),
+                "404": error("No prediction with this id."),
+                "409": error("This client has already answered for this prediction."),
+                "429": TOO_MANY,
+                "503": DATABASE_DOWN,
+            },
+        },
+    },
     "/api/v1/predictions/{prediction_id}/explanation.png": {
         "get": {
             "operationId": "getExplanation",
             "tags": ["predictions"],
-            "summary": "Grad-CAM heatmap of the top label over the stored thumbnail",
-            "description": "Computed on first request with the Keras copy of the model, then cached.",
+            "summary": "Heatmap of the prediction's answer over the stored thumbnail",
+            "description": "Class activation map of the answer (its top class when it has none; for a group "
+                           "answer the probability-weighted sum of its members' maps), computed on first request "
+                           "from the model's feature map and dense head, with no TensorFlow, then cached.",
             "parameters": [PREDICTION_ID],
             "responses": {
                 "200": {"description": "PNG image.",
                         "content": {"image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}}}},
                 "404": error("No prediction with this id."),
-                "409": error("The served model does not know the prediction's label."),
+                "409": error("The served model does not know the prediction's answer label."),
                 "429": TOO_MANY,
-                "501": error("TensorFlow is not installed on this server (requirements-train.txt)."),
-                "503": error("The artifact has no model.keras, or the database is unavailable."),
+                "501": error("The served model's head cannot be explained as a class activation map."),
+                "503": error("The artifact's head.npz is unreadable, or the database is unavailable."),
             },
         },
     },
@@ -319,7 +380,7 @@ PATHS: dict[str, Any] = {
         "get": {
             "operationId": "warmup",
             "tags": ["operations"],
-            "summary": "App Engine warmup: one inference and one query before traffic arrives",
+            "summary": "App Engine warmup: the model's load-time warm-up and one query before traffic arrives",
             "responses": {"200": json_response("Warm.", "Warmup")},
         },
     },

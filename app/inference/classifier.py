@@ -8,6 +8,7 @@ the top classes, the group scores and the full probability vector.
 from __future__ import annotations
 
 import importlib.util
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ class Classifier:
         self.variant = variant  # which LiteRT file serves: float32, float16 or int8
         self._runtime = runtime
         self.engine = runtime  # the runtime itself, also when ``_runtime`` is a micro-batcher around it
+        self.warmup_ms: float | None = None  # the load-time warm-up inference, for /_ah/warmup
         self.groupings: list[Grouping] = groupings(metadata, labels)
 
     @property
@@ -190,7 +192,9 @@ def load_classifier(model_dir: str | Path, runtime: str = "auto", num_threads: i
                               f"has {len(labels)}")
     classifier = Classifier(folder, metadata, labels, engine, variant)
     try:  # warm-up: allocates tensors / traces the graph before the first request
+        started = time.perf_counter()
         classifier.predict_batch(np.zeros((1, *image_size, 3), dtype=np.float32))
+        classifier.warmup_ms = round((time.perf_counter() - started) * 1000.0, 2)
     except Exception as exc:
         raise broken(folder, f"the warm-up inference failed ({_first_line(exc)})") from None
     if batch_max_size > 1:

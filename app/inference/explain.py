@@ -87,7 +87,7 @@ class ClassActivationMap:
                 litert_available() and fallback.is_file()) else None
             if engine is None or not engine.has_features:
                 raise _unsupported("The served model file has no feature-map output: re-export it with "
-                                   "`python -m training export` to enable heatmaps.")
+                                   "`python -m training refresh ARTIFACT` to enable heatmaps.")
             self._engine = engine
         self._lock = threading.Lock()
 

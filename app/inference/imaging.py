@@ -7,6 +7,11 @@ nothing; PNG chunk checksums are verified first, and of an animated image or an 
 the first (primary) image is decoded. Large JPEGs are decoded at a reduced DCT scale
 (``Image.draft``) but never below twice the size the model needs, which keeps the final resize exact
 enough while skipping most of the decoding work.
+
+A JPEG decoder fills whatever the file leaves out with grey rather than failing, so a few hundred
+bytes that claim a 6000 x 6000 canvas would decode "successfully". Huffman coding spends at least one
+bit per 8 x 8 block even on a blank picture, which gives every canvas a minimum size; a file below it
+is incomplete and refused before it is decoded (:func:`jpeg_data_complete`).
 """
 
 from __future__ import annotations
@@ -52,6 +57,12 @@ PAD_FILL = (0, 0, 0)
 # anything else is not an image we take (415).
 SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a")
 PNG_SIGNATURE = SIGNATURES[1]
+# JPEG frame types coded with Huffman tables: baseline and extended sequential (every block costs a DC
+# code and an AC code or end-of-block, 2 bits at least), progressive (1 bit at least in its DC scan).
+# Arithmetic-coded and lossless frames are left to the decoder.
+JPEG_MIN_BITS_PER_BLOCK = {0xC0: 2, 0xC1: 2, 0xC2: 1}
+JPEG_FRAME_MARKERS = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOF0-15 (C4, C8, CC are other segments)
+JPEG_STANDALONE_MARKERS = {0x01, *range(0xD0, 0xDA)}  # TEM, RST0-7, SOI, EOI: no length field
 # Only the first frame is decoded, but an animation declaring more frames than any photo has is refused.
 MAX_FRAMES = 1000
 
@@ -225,6 +236,8 @@ def decode_upload(data: bytes, *, max_pixels: int, target: tuple[int, int] | Non
             raise _too_many_pixels(max_pixels, img.width, img.height)
         if img.width < 1 or img.height < 1:
             raise _corrupt()
+        if img.format in JPEG_FORMATS and not jpeg_data_complete(data):
+            raise _corrupt()
         if img.format != "GIF" and getattr(img, "n_frames", 1) > MAX_FRAMES:
             # APNG and WebP declare their frame count up front; a GIF would have to be read to the end.
             raise ImageRejected(413, "too_many_frames",
@@ -254,6 +267,30 @@ def decode_upload(data: bytes, *, max_pixels: int, target: tuple[int, int] | Non
     except Exception:
         raise _corrupt() from None
     return DecodedImage(image=rgb, width=width, height=height, content_type=content_type, sha256=digest)
+
+
+def declared_pixels(stream) -> int:
+    """Width x height that an uploaded file's header declares, without decoding any pixel.
+
+    Args:
+        stream: A seekable binary file object; its position is restored.
+
+    Returns:
+        The pixel count, or 0 when the content is not an image this app opens.
+    """
+    try:
+        position = stream.tell()
+    except (OSError, AttributeError):
+        return 0
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(stream, formats=ALLOWED_FORMATS) as img:
+                return img.width * img.height
+    except Exception:  # not an image, or a bomb Pillow refuses even to open: the decoder answers it
+        return 0
+    finally:
+        stream.seek(position)
 
 
 def fit_to_input(img: Image.Image, target: tuple[int, int], resize_mode: str = "center_crop") -> np.ndarray:
@@ -323,6 +360,57 @@ def declared_isobmff_size(data: bytes, search_bytes: int = 65536) -> tuple[int, 
     width = int.from_bytes(data[position + 8:position + 12], "big")
     height = int.from_bytes(data[position + 12:position + 16], "big")
     return (width, height) if width and height else None
+
+
+def jpeg_data_complete(data: bytes) -> bool:
+    """Whether a JPEG holds at least the coded data its frame header makes necessary.
+
+    Every 8 x 8 block of every component needs :data:`JPEG_MIN_BITS_PER_BLOCK` bits in a Huffman-coded
+    file, however plain the picture (a blank 6000 x 6000 photo is still over 200 kB). All bytes from
+    the first scan to the end of the file are counted as coded data, which errs towards accepting.
+
+    Args:
+        data: Bytes that Pillow identified as a JPEG.
+
+    Returns:
+        ``False`` when the file is too short for its declared size; ``True`` otherwise, also for
+        frame types this check does not cover and for headers it cannot follow (the decoder judges those).
+    """
+    position, frame, scan_start = 2, None, None
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return True  # not where a marker should be: leave it to the decoder
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            position += 1
+            continue
+        if marker in JPEG_STANDALONE_MARKERS:
+            position += 2
+            continue
+        length = int.from_bytes(data[position + 2:position + 4], "big")
+        segment = data[position + 4:position + 2 + length]
+        if frame is None and marker in JPEG_FRAME_MARKERS:
+            frame = (marker, segment)
+        if marker == 0xDA:
+            scan_start = position + 2 + length
+            break
+        position += 2 + length
+    if frame is None or frame[0] not in JPEG_MIN_BITS_PER_BLOCK:
+        return True
+    marker, segment = frame
+    if len(segment) < 6:
+        return False
+    height, width, count = int.from_bytes(segment[1:3], "big"), int.from_bytes(segment[3:5], "big"), segment[5]
+    sampling = [(segment[7 + 3 * i] >> 4, segment[7 + 3 * i] & 0x0F) for i in range(count)
+                if 8 + 3 * i <= len(segment)]
+    if scan_start is None:
+        return False  # a frame header with no picture data at all
+    if not sampling or height == 0 or any(h == 0 or v == 0 for h, v in sampling):
+        return True  # the height comes later (DNL) or the header is odd: the decoder judges it
+    h_max, v_max = max(h for h, _ in sampling), max(v for _, v in sampling)
+    blocks = sum(math.ceil(math.ceil(width * h / h_max) / 8) * math.ceil(math.ceil(height * v / v_max) / 8)
+                 for h, v in sampling)
+    return (len(data) - scan_start) * 8 >= blocks * JPEG_MIN_BITS_PER_BLOCK[marker]
 
 
 def png_checksums_ok(data: bytes) -> bool:

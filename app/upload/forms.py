@@ -1,4 +1,4 @@
-"""Forms of the upload page."""
+"""Forms of the upload page and the result page."""
 
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
@@ -12,3 +12,7 @@ class UploadForm(FlaskForm):
 
     image = FileField("Car photo", render_kw={"accept": ",".join(ACCEPTED_CONTENT_TYPES)})
     submit = SubmitField("Classify")
+
+
+class ExampleForm(FlaskForm):
+    """The example row: each photo is a submit button whose value names the example (CSRF token only here)."""

@@ -1,39 +1,67 @@
-"""Routes of the upload page and the result pages."""
+"""Routes of the upload page (photos and example photos), the result pages and visitors' answers."""
 
 from __future__ import annotations
 
-from flask import Response, current_app, jsonify, redirect, render_template, request, url_for
+from flask import (Response, abort, current_app, jsonify, make_response, redirect, render_template, request,
+                   send_file, url_for)
 
-from ..serving import get_classifier
-from ..extensions import db
+from ..examples import find_example, list_examples, open_example
+from ..feedback import FeedbackRejected, allowed_labels, answer_of, record_answer, session_key
 from ..inference.imaging import ImageRejected
-from ..models import Prediction
+from ..models import prediction_or_404
+from ..ratelimits import FEEDBACK_LIMIT
+from ..serving import get_classifier
 from ..services import create_prediction, single_upload
 from . import bp
-from .forms import UploadForm
+from .forms import ExampleForm, UploadForm
 from .headline import headline
+
+
+def render_index(form: UploadForm, status: int = 200, error: ImageRejected | None = None):
+    """The upload page, with the example row when examples are configured."""
+    page = render_template("upload/index.html", form=form, classifier=get_classifier(), error=error,
+                           examples=list_examples(), example_form=ExampleForm())
+    return page, status
 
 
 @bp.get("/")
 def index():
     """The upload page."""
-    return render_template("upload/index.html", form=UploadForm(), classifier=get_classifier())
+    return render_index(UploadForm())
 
 
 @bp.post("/")
 def submit():
-    """Classify the posted photo, then redirect (303) to its result page.
+    """Classify the posted photo, or the example photo named in ``example``, then redirect (303) to its result.
 
-    A rejected upload shows the same page again with the message, under the error's status code.
+    An example goes through the same path as an upload (same checks, same limit) and is logged with
+    ``source="example"``. A rejected upload shows the same page again with the message, under the
+    error's status code.
     """
     form = UploadForm()  # the CSRF token was already checked by CSRFProtect before this view
     try:
-        prediction = create_prediction(single_upload(request.files), source="web",
-                                       top_k=current_app.config["TOP_K"])
+        example = request.form.get("example")
+        upload = single_upload(request.files)
+        if example is not None and upload is not None and upload.filename:
+            raise ImageRejected(400, "photo_and_example", "Send either a photo or an example, not both.")
+        if example is not None:
+            prediction = create_prediction(open_example(example), source="example",
+                                           top_k=current_app.config["TOP_K"])
+        else:
+            prediction = create_prediction(upload, source="web", top_k=current_app.config["TOP_K"])
     except ImageRejected as exc:
-        page = render_template("upload/index.html", form=form, classifier=get_classifier(), error=exc)
-        return page, exc.status
-    return redirect(url_for("upload.result", prediction_id=prediction.id), code=303)
+        return render_index(form, exc.status, exc)
+    return redirect(url_for("upload.result", prediction_id=prediction.public_id), code=303)
+
+
+@bp.get("/examples/<name>")
+def example_image(name: str):
+    """An example photo as shown in the row (only names listed in ``EXAMPLES_DIR`` are served)."""
+    try:
+        example = find_example(name)
+    except ImageRejected:
+        abort(404)
+    return send_file(example.path, mimetype=example.content_type, max_age=86400)
 
 
 @bp.post("/photos")
@@ -49,23 +77,56 @@ def create_photo():
     prediction = create_prediction(single_upload(request.files), source="web", top_k=current_app.config["TOP_K"])
     response = jsonify(prediction.to_dict())
     response.status_code = 201
-    response.headers["Location"] = url_for("upload.result", prediction_id=prediction.id)
+    response.headers["Location"] = url_for("upload.result", prediction_id=prediction.public_id)
     return response
 
 
-@bp.get("/predictions/<int:prediction_id>")
-def result(prediction_id: int):
-    """A stored prediction: thumbnail, top-k with confidence bars, model, time taken."""
-    prediction = db.get_or_404(Prediction, prediction_id)
-    return render_template("upload/result.html", prediction=prediction, headline=headline(prediction))
+def render_result(prediction, status: int = 200, feedback_error: FeedbackRejected | None = None):
+    """The result page, asking "Was this right?" unless this browser session already answered.
+
+    Only whoever has the link sees it, so neither this page nor the thumbnail may be kept by a shared
+    cache (``Cache-Control: private``).
+    """
+    page = render_template("upload/result.html", prediction=prediction, headline=headline(prediction),
+                           answer=answer_of(prediction, session_key(create=False)),
+                           feedback_labels=allowed_labels(prediction),
+                           feedback_error=feedback_error)
+    response = make_response(page, status)
+    response.cache_control.private = True
+    response.cache_control.no_cache = True  # the page can change (a later model's heatmap, an answer)
+    return response
 
 
-@bp.get("/predictions/<int:prediction_id>/thumbnail.jpg")
-def thumbnail(prediction_id: int):
-    """The stored thumbnail (re-encoded JPEG, no EXIF); immutable, so cache it for long."""
-    prediction = db.get_or_404(Prediction, prediction_id)
-    response = Response(prediction.thumbnail, mimetype="image/jpeg")
-    response.cache_control.public = True
+@bp.get("/predictions/<public_id:prediction_id>")
+def result(prediction_id: str):
+    """A stored prediction: thumbnail, top-k with confidence bars, model, time taken, "Was this right?"."""
+    return render_result(prediction_or_404(prediction_id))
+
+
+@bp.post("/predictions/<public_id:prediction_id>/feedback")
+@FEEDBACK_LIMIT
+def feedback(prediction_id: str):
+    """Store this browser session's answer to "Was this right?" (CSRF-checked), then show the result again.
+
+    One answer per prediction and session: a second one gets the page back with 409.
+    """
+    prediction = prediction_or_404(prediction_id)
+    verdict = request.form.get("verdict")
+    # The label field sits in the same form as "Not a car" and "I don't know"; it counts only with "wrong".
+    answer = {"verdict": verdict, "label": request.form.get("label")} if verdict == "wrong" else {"verdict": verdict}
+    try:
+        record_answer(prediction, answer, session_key(create=True))
+    except FeedbackRejected as exc:
+        return render_result(prediction, exc.status, exc)
+    return redirect(url_for("upload.result", prediction_id=prediction_id, _anchor="feedback"), code=303)
+
+
+@bp.get("/predictions/<public_id:prediction_id>/thumbnail.jpg")
+def thumbnail(prediction_id: str):
+    """The stored thumbnail (re-encoded JPEG, no EXIF); it never changes, so the browser keeps it long,
+    but only the browser."""
+    response = Response(prediction_or_404(prediction_id).thumbnail, mimetype="image/jpeg")
+    response.cache_control.private = True
     response.cache_control.max_age = 31536000
     response.cache_control.immutable = True
     return response

@@ -1,5 +1,5 @@
-/* Result page: show or hide the Grad-CAM heatmap over the photo. The heatmap is fetched on the first
-   click only, because computing it needs the Keras model and takes a moment. */
+/* Result page: show or hide the class activation heatmap of the answer over the photo. The heatmap is
+   fetched on the first click only: most visitors never ask, and each one costs a model invocation. */
 (function () {
   "use strict";
   const toggle = document.getElementById("explain-toggle");

@@ -131,7 +131,7 @@
     const best = body.predictions[0];
     view.result.textContent = "";
     const link = element("a", "fw-semibold batch-label", best.label);
-    link.href = batch.dataset.result.replace(/0$/, String(body.id));
+    link.href = batch.dataset.result + encodeURIComponent(body.id);  // body.id: the public id
     const score = element("span", "text-muted", " " + (best.score * 100).toFixed(1) + "%");
     view.result.append(link, score);
     if (VERDICT_TEXT[body.verdict]) {

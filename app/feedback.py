@@ -1,0 +1,140 @@
+"""Visitors' answers to "Was this right?": checking them, telling visitors apart, storing one per visitor.
+
+The page and the API share this path. A visitor is a browser session on the page and a client address on
+the API; both are stored only as keyed hashes (HMAC-SHA256 with the app's ``SECRET_KEY``), so the table
+holds no address and no session id, and the hashes cannot be recomputed without the key. An answer never
+changes its prediction, and it is not a correction: the admin decides what becomes a true label.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from typing import Any, Mapping
+
+from flask import current_app, request, session
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from .serving import get_classifier
+from .extensions import db
+from .models import FEEDBACK_VERDICTS, Feedback, Prediction
+
+LABEL_MAX_LENGTH = 255
+SESSION_VISITOR = "visitor"
+
+
+class FeedbackRejected(Exception):
+    """An answer that cannot be stored: ``status`` 400 (malformed) or 409 (already answered)."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def keyed_hash(kind: str, value: str) -> str:
+    """HMAC-SHA256 of ``kind:value`` under the app's secret key, as 64 hex digits."""
+    key = current_app.config["SECRET_KEY"].encode()
+    return hmac.new(key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
+
+
+def address_hash() -> str:
+    """The keyed hash of the client's address (the proxy-corrected one under ``TRUSTED_PROXIES``)."""
+    return keyed_hash("address", request.remote_addr or "unknown")
+
+
+def session_key(create: bool) -> str | None:
+    """The keyed hash of this browser session's visitor id; a new id is made when ``create`` is set."""
+    visitor = session.get(SESSION_VISITOR)
+    if visitor is None:
+        if not create:
+            return None
+        visitor = session[SESSION_VISITOR] = secrets.token_urlsafe(16)
+    return keyed_hash("session", visitor)
+
+
+def allowed_labels(prediction: Prediction) -> list[str]:
+    """Labels a visitor may suggest: the served model's, then this prediction's own answers."""
+    labels = list(get_classifier().labels)
+    labels += [answer["label"] for answer in prediction.top_k]
+    return list(dict.fromkeys(labels))
+
+
+def parse_answer(payload: Mapping[str, Any] | None, prediction: Prediction) -> tuple[str, str | None]:
+    """Check an answer: ``verdict`` one of :data:`FEEDBACK_VERDICTS`; ``label`` only with ``wrong``,
+    where it is required and must be one of the model's labels.
+
+    Args:
+        payload: The JSON object or the form, with ``verdict`` and optionally ``label``.
+        prediction: The prediction answered.
+
+    Returns:
+        ``(verdict, label)``, the label None unless the verdict is ``wrong``.
+
+    Raises:
+        FeedbackRejected: 400 with a message saying what is wrong.
+    """
+    if not isinstance(payload, Mapping):
+        raise FeedbackRejected(400, "invalid_feedback", 'Send a JSON object such as {"verdict": "right"}.')
+    unknown = sorted(set(payload) - {"verdict", "label", "csrf_token"})
+    if unknown:
+        raise FeedbackRejected(400, "invalid_feedback", f"Unknown field(s): {', '.join(unknown)}.")
+    verdict = payload.get("verdict")
+    if not isinstance(verdict, str) or verdict not in FEEDBACK_VERDICTS:
+        raise FeedbackRejected(400, "invalid_verdict", f"verdict must be one of {', '.join(FEEDBACK_VERDICTS)}.")
+    label = payload.get("label")
+    if isinstance(label, str):
+        label = label.strip() or None
+    if verdict != "wrong":
+        if label is not None:
+            raise FeedbackRejected(400, "unexpected_label", "A label goes only with the verdict 'wrong'.")
+        return verdict, None
+    if not isinstance(label, str):
+        raise FeedbackRejected(400, "missing_label", "Say which car it is: 'wrong' needs a label from the "
+                                                     "model's labels (or send 'unknown').")
+    if len(label) > LABEL_MAX_LENGTH or label not in allowed_labels(prediction):
+        raise FeedbackRejected(400, "unknown_label", "The label is not one of the model's labels "
+                                                     "(GET /api/v1/model lists them).")
+    return verdict, label
+
+
+def answer_of(prediction: Prediction, client_key: str | None) -> Feedback | None:
+    """The answer this visitor already gave for ``prediction``, if any."""
+    if client_key is None:
+        return None
+    return db.session.scalar(select(Feedback).where(Feedback.prediction_id == prediction.id,
+                                                    Feedback.client_key == client_key))
+
+
+def record_answer(prediction: Prediction, payload: Mapping[str, Any] | None, client_key: str) -> Feedback:
+    """Check and store one visitor's answer for ``prediction``.
+
+    Args:
+        prediction: The prediction answered (left unchanged).
+        payload: ``verdict`` and ``label`` as sent.
+        client_key: Who answers (:func:`session_key` or :func:`address_hash`).
+
+    Returns:
+        The committed :class:`Feedback`.
+
+    Raises:
+        FeedbackRejected: 400 for a malformed answer, 409 when this visitor already answered.
+    """
+    verdict, label = parse_answer(payload, prediction)
+    already = FeedbackRejected(409, "already_answered", "You have already answered for this prediction.")
+    if answer_of(prediction, client_key) is not None:
+        raise already
+    answer = Feedback(prediction_id=prediction.id, verdict=verdict, label=label, client_key=client_key,
+                      client_hash=address_hash())
+    db.session.add(answer)
+    try:
+        db.session.commit()
+    except IntegrityError:  # the same visitor's concurrent answer won the unique index
+        db.session.rollback()
+        raise already from None
+    current_app.logger.info("visitor feedback on prediction %d: %s", prediction.id, verdict,
+                            extra={"feedback_verdict": verdict})
+    return answer
