@@ -88,14 +88,27 @@ def _backbone_and_preprocess(model):
     return backbone, preprocess
 
 
-def _feature_model(backbone, preprocess, layers: list[str], input_shape: tuple[int, int, int]):
-    """A model from float32 RGB 0..255 pixels to the outputs of ``layers`` (a list, even for one)."""
-    import keras
+def check_layers(backbone, layers: list[str]) -> None:
+    """Fail with the backbone's candidate layers when a name in ``layers`` is not one of its layers.
 
+    Args:
+        backbone: The Keras backbone.
+        layers: Layer names asked for.
+
+    Raises:
+        ValueError: Some names are unknown.
+    """
     unknown = [name for name in layers if name not in {layer.name for layer in backbone.layers}]
     if unknown:
         raise ValueError(f"unknown layer(s) {', '.join(unknown)}; some of this backbone's: "
                          f"{', '.join(candidate_layers(backbone)[:12])} ...")
+
+
+def _feature_model(backbone, preprocess, layers: list[str], input_shape: tuple[int, int, int]):
+    """A model from float32 RGB 0..255 pixels to the outputs of ``layers`` (a list, even for one)."""
+    import keras
+
+    check_layers(backbone, layers)
     inner = keras.Model(backbone.input, [backbone.get_layer(name).output for name in layers])
     images = keras.Input(input_shape)
     x = preprocess(images) if preprocess is not None else images
@@ -252,6 +265,7 @@ def visualize(model_dir: str | Path, *, photo: str | Path | None = None, layers:
     model, metadata = _load(model_dir)
     backbone, preprocess = _backbone_and_preprocess(model)
     layers = list(layers or default_layers(backbone))
+    check_layers(backbone, layers)  # before any work, also when no photo asks for activations
     image_size = tuple(metadata.get("image_size") or model.input_shape[1:3])
     images: list[dict[str, Any]] = []
     if photo is not None:
