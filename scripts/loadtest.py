@@ -56,7 +56,7 @@ class Tally:
     """Outcomes of a batch of requests, shared by the client threads."""
 
     statuses: dict[int, int] = field(default_factory=dict)
-    created_ids: list[int] = field(default_factory=list)
+    created_ids: list[str] = field(default_factory=list)
     latencies_s: list[float] = field(default_factory=list)
     connection_errors: int = 0
     bad_bodies: list[str] = field(default_factory=list)
@@ -220,10 +220,11 @@ class Gunicorn(Server):
 
 
 def database_facts(database: Path) -> dict:
-    """Integrity check result and the ids in ``predictions`` (read while the server may still run)."""
+    """Integrity check result and the public ids in ``predictions`` (the ids the API answers with; read while
+    the server may still run)."""
     with sqlite3.connect(database, timeout=30) as connection:
         integrity = connection.execute("PRAGMA integrity_check").fetchone()[0]
-        ids = {row[0] for row in connection.execute("SELECT id FROM predictions")}
+        ids = {row[0] for row in connection.execute("SELECT public_id FROM predictions")}
     return {"integrity_check": integrity, "ids": ids}
 
 

@@ -74,6 +74,18 @@ def test_each_photo_is_answered_at_the_finest_sure_level(grouped_app):
     assert client.get(f"/api/v1/predictions/{cool['id']}").json["answer"] == cool["answer"]
 
 
+def test_a_model_without_groupings_or_threshold_answers_with_its_class(color_artifact, database_url):
+    application = make_app(color_artifact, database_url, VEHICLE_GATE_DIR="none")
+    try:
+        body = post_image(application.test_client(), stripes(GREEN, GREEN, BLUE, RED), "green.png").json
+    finally:
+        dispose(application)
+    assert body["groups"] == {} and body["verdict"] == "ok"
+    assert body["predictions"][0]["label"] == "green" and body["predictions"][0]["score"] < 0.9
+    assert body["answer"] == {"level": "class", "label": "green",
+                              "score": pytest.approx(body["predictions"][0]["score"])}
+
+
 def test_the_batch_route_answers_each_photo(grouped_app):
     files = [(io.BytesIO(stripes(RED)), "a.png"), (io.BytesIO(stripes(GREEN, BLUE)), "b.png")]
     response = grouped_app.test_client().post("/api/v1/predictions:batch", data={"images": files},

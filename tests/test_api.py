@@ -25,9 +25,11 @@ def test_create_prediction(client, app, make_image):
     assert response.headers["Location"] == f"/api/v1/predictions/{body['id']}"
     assert set(body) == {"id", "created_at", "model", "predictions", "image", "latency_ms", "verdict",
                          "vehicle_score", "groups", "answer"}
-    # The colours model has no groupings and no threshold: its own class always answers.
-    assert body["groups"] == {} and body["answer"] == {"level": "class", "label": "green",
-                                                       "score": pytest.approx(body["predictions"][0]["score"])}
+    # The shipped vehicle gate (on by default) sees no car in a flat green picture, and a photo that is not
+    # a car gets no answer at any level (the class-level answer of the colours model without a gate is in
+    # test_answers_web).
+    assert body["verdict"] == "not_a_car" and body["vehicle_score"] < app.extensions["vehicle_gate"].threshold
+    assert body["groups"] == {} and body["answer"] is None
     assert body["model"] == {"name": "colors", "version": "0.0.1-test"}
     assert [p["label"] for p in body["predictions"]][0] == "green"
     assert len(body["predictions"]) == 3  # TOP_K 5, capped at the model's 3 classes

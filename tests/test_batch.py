@@ -54,10 +54,10 @@ def test_an_unexpected_failure_on_one_file_spares_the_others(batch_app, make_ima
         def __getattr__(self, name):
             return getattr(real, name)
 
-        def classify(self, image, top_k=5):
+        def predict(self, image, top_k=5):
             if image.width == 77:
                 raise RuntimeError("boom")
-            return real.classify(image, top_k=top_k)
+            return real.predict(image, top_k=top_k)
 
     batch_app.extensions["classifier"] = BreaksOnWidth77()
     files = [("a.jpg", make_image("red")), ("b.jpg", make_image("green", size=(77, 50))),

@@ -133,7 +133,7 @@ def test_unexpected_error_is_a_logged_generic_500(app, client, make_image, monke
     def explode(*_args, **_kwargs):
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(classifier, "classify", explode)
+    monkeypatch.setattr(classifier, "predict", explode)
     app.config["PROPAGATE_EXCEPTIONS"] = False
     response = post_api(client, make_image())
     message = assert_json_error(response, 500, "internal_error")

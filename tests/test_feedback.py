@@ -15,20 +15,20 @@ from trust_support import dispose, make_app
 TOKEN = re.compile(r'name="csrf_token"[^>]* value="([^"]+)"')
 
 
-def classify(client, make_image, color: str = "red") -> int:
-    """One API upload; returns the prediction id."""
+def classify(client, make_image, color: str = "red") -> str:
+    """One API upload; returns the prediction's public id."""
     response = client.post("/api/v1/predictions", data={"image": (io.BytesIO(make_image(color)), f"{color}.jpg")})
     assert response.status_code == 201
     return response.get_json()["id"]
 
 
-def result_page(client, prediction_id: int) -> str:
+def result_page(client, prediction_id: str) -> str:
     response = client.get(f"/predictions/{prediction_id}")
     assert response.status_code == 200
     return response.get_data(as_text=True)
 
 
-def answer_on_page(client, prediction_id: int, **form):
+def answer_on_page(client, prediction_id: str, **form):
     """Post the result page's feedback form with the page's own CSRF token."""
     token = TOKEN.search(result_page(client, prediction_id)).group(1)
     return client.post(f"/predictions/{prediction_id}/feedback", data={"csrf_token": token, **form})
@@ -40,7 +40,8 @@ def stored(app) -> list[tuple]:
 
     with app.app_context():
         rows = db.session.scalars(db.select(Feedback).order_by(Feedback.id)).all()
-        return [(f.prediction_id, f.verdict, f.label, f.client_hash, f.client_key) for f in rows]
+        # The prediction by its public id, the one the API and the page give the visitor.
+        return [(f.prediction.public_id, f.verdict, f.label, f.client_hash, f.client_key) for f in rows]
 
 
 def test_result_page_asks_was_this_right_with_the_models_labels(client, make_image):

@@ -109,9 +109,12 @@ def test_several_photos_heatmap_and_model_card_in_chromium(trust_server, tmp_pat
         page.wait_for_url(f"{trust_server}/model/")
         expect(page.locator("h1")).to_contain_text("Model card")
         expect(page.locator("#gate-table")).to_contain_text("non cars")
-        for figure in page.locator("figure img").all():  # every report figure the card links loads
-            assert figure.evaluate("img => img.complete && img.naturalWidth > 0") or \
-                figure.evaluate("img => img.decode().then(() => img.naturalWidth > 0)")
+        # Every report figure the card links loads. They are lazy: one far below the fold loads only once
+        # scrolled to (img.decode() on it would wait for ever), so each is scrolled into view first.
+        for figure in page.locator("figure img").all():
+            figure.scroll_into_view_if_needed()
+            page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=figure.element_handle(),
+                                   timeout=30_000)
         page.screenshot(path=str(screenshot_path(tmp_path, "model_card.png")), full_page=True)
         # Chromium logs the one refused upload (the text file) as a failed request; nothing else.
         assert len(console_errors) == 1 and "415" in console_errors[0], console_errors
