@@ -49,6 +49,8 @@ def thumbnail_bytes(side: int) -> bytes:
 
 def fill(db, rows: int, thumbnail: bytes, admin_id: int) -> None:
     """Insert ``rows`` predictions and a correction for every 30th one."""
+    from app.models import new_public_id  # raw SQL skips the model's default, and public ids are unique
+
     rng = random.Random(5)
     start = dt.datetime(2026, 8, 1)
     seconds_apart = 100 * 86400 / rows
@@ -56,14 +58,15 @@ def fill(db, rows: int, thumbnail: bytes, admin_id: int) -> None:
     for i in range(rows):
         label = rng.choice(LABELS)
         batch.append({
+            "public_id": new_public_id(),
             "created_at": (start + dt.timedelta(seconds=i * seconds_apart)).isoformat(sep=" "),
             "original_filename": f"upload-{i}.jpg", "sha256": hashlib.sha256(str(i % 90_000).encode()).hexdigest(),
             "thumbnail": thumbnail, "model_version": f"1.{i % 3}", "top_label": label,
             "top_score": round(rng.random(), 4), "top_k": f'[{{"label": "{label}", "score": 0.5}}]',
             "source": "web" if i % 4 else "api"})
     db.session.execute(text(
-        "INSERT INTO predictions (created_at, original_filename, sha256, width, height, content_type, thumbnail,"
-        " model_name, model_version, top_label, top_score, top_k, latency_ms, source) VALUES (:created_at,"
+        "INSERT INTO predictions (public_id, created_at, original_filename, sha256, width, height, content_type, thumbnail,"
+        " model_name, model_version, top_label, top_score, top_k, latency_ms, source) VALUES (:public_id, :created_at,"
         " :original_filename, :sha256, 640, 480, 'image/jpeg', :thumbnail, 'cars', :model_version, :top_label,"
         " :top_score, :top_k, 20.0, :source)"), batch)
     db.session.execute(text(
