@@ -106,9 +106,9 @@ def test_take_a_photo_sends_the_camera_picture_through_the_form(server, tmp_path
         page.click("#submit-button")
         page.wait_for_url(f"{base}/predictions/*")
         assert page.locator(".prediction .label").all_inner_texts()[0] == "green"
-        prediction_id = int(page.url.rsplit("/", 1)[-1])
+        public_id = page.url.rsplit("/", 1)[-1]
 
     with sqlite3.connect(database) as connection:
-        row = connection.execute("SELECT source, content_type, original_filename FROM predictions WHERE id = ?",
-                                 (prediction_id,)).fetchone()
+        row = connection.execute("SELECT source, content_type, original_filename FROM predictions WHERE public_id = ?",
+                                 (public_id,)).fetchone()
     assert row == ("web", "image/heic", "IMG_0007.HEIC")

@@ -68,8 +68,8 @@ def test_a_visitor_tries_examples_and_says_what_was_wrong(shipped_server, tmp_pa
 
         # The airliner: an example like any upload, then "No" -> "Not a car".
         page.click("#examples button[value='airliner.jpg']")
-        page.wait_for_url(re.compile(rf"{re.escape(base)}/predictions/\d+$"))
-        plane_id = int(page.url.rsplit("/", 1)[-1])
+        page.wait_for_url(re.compile(rf"{re.escape(base)}/predictions/[A-Za-z0-9_-]{{16,64}}$"))
+        plane_id = page.url.rsplit("/", 1)[-1]  # the public id
         if shipped:
             expect(page.locator("#verdict")).to_have_attribute("data-verdict", "not_a_car")
         expect(page.locator("#feedback-not-a-car")).to_be_hidden()  # inside the closed "No"
@@ -82,8 +82,8 @@ def test_a_visitor_tries_examples_and_says_what_was_wrong(shipped_server, tmp_pa
         # A car: "No", type part of a label, pick it from the model's labels, Enter sends it.
         page.goto(f"{base}/")
         page.click("#examples button[value='audi-r8.jpg']")
-        page.wait_for_url(re.compile(rf"{re.escape(base)}/predictions/\d+$"))
-        car_id = int(page.url.rsplit("/", 1)[-1])
+        page.wait_for_url(re.compile(rf"{re.escape(base)}/predictions/[A-Za-z0-9_-]{{16,64}}$"))
+        car_id = page.url.rsplit("/", 1)[-1]
         top_label = page.locator(".prediction .label").first.inner_text()
         options = page.locator("#feedback-labels option").evaluate_all("os => os.map(o => o.value)")
         suggestion = next((label for label in options if label.startswith("Audi R8")), None) if shipped else None
@@ -107,9 +107,10 @@ def test_a_visitor_tries_examples_and_says_what_was_wrong(shipped_server, tmp_pa
         assert console_errors == []
 
     with sqlite3.connect(database) as connection:
-        predictions = connection.execute("SELECT id, source, original_filename FROM predictions ORDER BY id").fetchall()
-        answers = connection.execute("SELECT prediction_id, verdict, label, client_hash FROM feedback "
-                                     "ORDER BY id").fetchall()
+        predictions = connection.execute("SELECT public_id, source, original_filename FROM predictions "
+                                         "ORDER BY id").fetchall()
+        answers = connection.execute("SELECT p.public_id, f.verdict, f.label, f.client_hash FROM feedback f "
+                                     "JOIN predictions p ON p.id = f.prediction_id ORDER BY f.id").fetchall()
     assert predictions == [(plane_id, "example", "airliner.jpg"), (car_id, "example", "audi-r8.jpg")]
     assert [row[:3] for row in answers] == [(plane_id, "not_a_car", None), (car_id, "wrong", suggestion)]
     assert all(re.fullmatch(r"[0-9a-f]{64}", row[3]) for row in answers)

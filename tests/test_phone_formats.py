@@ -89,7 +89,7 @@ def test_the_api_takes_an_iphone_photo_and_keeps_only_a_clean_jpeg_thumbnail(cli
     assert response.status_code == 201, response.json
     assert response.json["image"]["width"] == 64 and response.json["image"]["height"] == 120
     with app.app_context():
-        row = db.session.get(Prediction, response.json["id"])
+        row = db.session.scalar(db.select(Prediction).filter_by(public_id=response.json["id"]))
         assert row.content_type == "image/heic" and row.original_filename == "IMG_0042.HEIC"
         thumbnail = Image.open(io.BytesIO(row.thumbnail))
     assert thumbnail.format == "JPEG" and thumbnail.size == (64, 120)
@@ -103,7 +103,7 @@ def test_the_name_does_not_decide(client, app):
     assert avif_named_jpg.status_code == 201
     assert avif_named_jpg.json["predictions"][0]["label"] == "blue"
     with app.app_context():
-        assert db.session.get(Prediction, avif_named_jpg.json["id"]).content_type == "image/avif"
+        assert db.session.scalar(db.select(Prediction).filter_by(public_id=avif_named_jpg.json["id"])).content_type == "image/avif"
     text_named_heic = client.post("/api/v1/predictions",
                                   data={"image": (io.BytesIO(b"not a photo at all"), "IMG_0001.HEIC")},
                                   content_type="multipart/form-data")
