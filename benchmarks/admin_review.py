@@ -30,6 +30,7 @@ from pathlib import Path
 from PIL import Image
 from sqlalchemy import event, text
 
+from app.models import new_public_id
 from benchmarks.serve import RESULTS_DIR, machine_description, update_readme
 
 LABELS = [f"Car model {i:03d}" for i in range(196)]
@@ -49,8 +50,6 @@ def thumbnail_bytes(side: int) -> bytes:
 
 def fill(db, rows: int, thumbnail: bytes, admin_id: int) -> None:
     """Insert ``rows`` predictions and a correction for every 30th one."""
-    from app.models import new_public_id  # raw SQL skips the model's default, and public ids are unique
-
     rng = random.Random(5)
     start = dt.datetime(2026, 8, 1)
     seconds_apart = 100 * 86400 / rows
@@ -58,17 +57,16 @@ def fill(db, rows: int, thumbnail: bytes, admin_id: int) -> None:
     for i in range(rows):
         label = rng.choice(LABELS)
         batch.append({
-            "public_id": new_public_id(),
             "created_at": (start + dt.timedelta(seconds=i * seconds_apart)).isoformat(sep=" "),
             "original_filename": f"upload-{i}.jpg", "sha256": hashlib.sha256(str(i % 90_000).encode()).hexdigest(),
             "thumbnail": thumbnail, "model_version": f"1.{i % 3}", "top_label": label,
             "top_score": round(rng.random(), 4), "top_k": f'[{{"label": "{label}", "score": 0.5}}]',
-            "source": "web" if i % 4 else "api"})
+            "source": "web" if i % 4 else "api", "public_id": new_public_id()})
     db.session.execute(text(
-        "INSERT INTO predictions (public_id, created_at, original_filename, sha256, width, height, content_type, thumbnail,"
-        " model_name, model_version, top_label, top_score, top_k, latency_ms, source) VALUES (:public_id, :created_at,"
+        "INSERT INTO predictions (created_at, original_filename, sha256, width, height, content_type, thumbnail,"
+        " model_name, model_version, top_label, top_score, top_k, latency_ms, source, public_id) VALUES (:created_at,"
         " :original_filename, :sha256, 640, 480, 'image/jpeg', :thumbnail, 'cars', :model_version, :top_label,"
-        " :top_score, :top_k, 20.0, :source)"), batch)
+        " :top_score, :top_k, 20.0, :source, :public_id)"), batch)
     db.session.execute(text(
         "INSERT INTO corrections (prediction_id, old_label, new_label, corrected_by_id, created_at, updated_at)"
         " SELECT id, top_label, CASE WHEN id % 90 = 0 THEN 'Car model 000' ELSE top_label END, :admin,"

@@ -97,3 +97,48 @@ def test_heatmap_placement_covers_the_photo_for_a_wide_input(wide_artifact):
         placed = place_on_photo(cam, size, WIDE, mode)
         assert placed.shape == (size[1], size[0])
         assert np.isfinite(placed).all()
+
+
+def with_metadata(artifact, out, **changes):
+    import json
+    import shutil
+
+    shutil.copytree(artifact, out)
+    metadata = json.loads((out / "metadata.json").read_text())
+    metadata.update(changes)
+    (out / "metadata.json").write_text(json.dumps(metadata))
+    return out
+
+
+@pytest.mark.parametrize("runtime", ["litert", "keras"])
+def test_flip_tta_averages_the_photo_and_its_mirror_in_one_invocation(wide_artifact, tmp_path, runtime):
+    import keras
+
+    from app.inference.classifier import load_classifier
+    from app.inference.imaging import fit_to_input
+
+    artifact, mode = wide_artifact
+    flipped = load_classifier(with_metadata(artifact, tmp_path / "flip", tta="flip"), runtime=runtime,
+                              num_threads=1)
+    plain = load_classifier(artifact, runtime=runtime, num_threads=1)
+    assert (flipped.tta, plain.tta) == ("flip", "none")
+    calls = []
+    original = flipped.predict_batch
+    flipped.predict_batch = lambda pixels: calls.append(pixels.shape) or original(pixels)
+    model = keras.saving.load_model(artifact / "model.keras", compile=False)
+    photo = wide_photo(7)
+    pixels = fit_to_input(photo, WIDE, mode).astype("float32")
+    expected = model.predict(np.stack([pixels, pixels[:, ::-1]]), verbose=0).mean(axis=0)
+    outcome = flipped.predict(photo, top_k=len(LABELS))
+    assert calls == [(2, *WIDE, 3)]  # one invocation, the photo and its mirror together
+    np.testing.assert_allclose(outcome.probabilities, expected, atol=1e-4)
+    assert not np.allclose(plain.predict(photo).probabilities, expected, atol=1e-3)
+
+
+def test_unknown_tta_is_refused_at_load(wide_artifact, tmp_path):
+    from app.inference.artifact import ArtifactError
+    from app.inference.classifier import load_classifier
+
+    artifact, _ = wide_artifact
+    with pytest.raises(ArtifactError, match="tta"):
+        load_classifier(with_metadata(artifact, tmp_path / "bad", tta="rotate"), runtime="litert")

@@ -93,7 +93,7 @@ def group_artifact(model_dir: str | Path, label_map: str | Path, data_path: str 
     evaluation = evaluate_lib.evaluate_model(
         model, groups, val.paths, val.labels, image_size=tuple(source["image_size"]),
         resize_mode=source["resize_mode"], batch_size=batch_size, report_dir=report_dir, split_name="val",
-        target_precision=target_precision)
+        target_precision=target_precision, tta=source.get("tta", "none"))
     wall_time = time.monotonic() - started
     metadata = export_lib.build_metadata(
         name=name, version=version or source.get("version", "1.0.0"), backbone=source["backbone"],
@@ -107,7 +107,9 @@ def group_artifact(model_dir: str | Path, label_map: str | Path, data_path: str 
             "config": config,
             "wall_time_s": round(wall_time, 1),
         },
-        label_map=Path(label_map).name, extra={"confidence": evaluation["confidence"]})
+        label_map=Path(label_map).name,
+        # The grouped model answers as the fine one does, test-time augmentation included.
+        extra={"confidence": evaluation["confidence"], "tta": source.get("tta", "none")})
     export_lib.export_artifact(model, groups, metadata, out, litert=litert)
     print(f"artifact written to {out} in {wall_time:.0f} s: "
           + ", ".join(f"{k} {v:.4f}" for k, v in evaluation["metrics"].items() if isinstance(v, float)))

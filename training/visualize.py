@@ -89,14 +89,14 @@ def _backbone_and_preprocess(model):
 
 
 def check_layers(backbone, layers: list[str]) -> None:
-    """Fail with the backbone's candidate layers when a name in ``layers`` is not one of its layers.
+    """Refuse layer names the backbone does not have, naming some it does.
 
     Args:
-        backbone: The Keras backbone.
-        layers: Layer names asked for.
+        backbone: The classifier's backbone.
+        layers: Requested layer names.
 
     Raises:
-        ValueError: Some names are unknown.
+        ValueError: With the first candidate layers.
     """
     unknown = [name for name in layers if name not in {layer.name for layer in backbone.layers}]
     if unknown:
@@ -265,7 +265,7 @@ def visualize(model_dir: str | Path, *, photo: str | Path | None = None, layers:
     model, metadata = _load(model_dir)
     backbone, preprocess = _backbone_and_preprocess(model)
     layers = list(layers or default_layers(backbone))
-    check_layers(backbone, layers)  # before any work, also when no photo asks for activations
+    check_layers(backbone, layers)
     image_size = tuple(metadata.get("image_size") or model.input_shape[1:3])
     images: list[dict[str, Any]] = []
     if photo is not None:

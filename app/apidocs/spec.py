@@ -130,7 +130,8 @@ SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "properties": {
             "id": {"type": "integer", "minimum": 1},
-            "prediction_id": {"type": "string", "pattern": PUBLIC_ID_PATTERN},
+            "prediction_id": {"type": "string", "pattern": PUBLIC_ID_PATTERN,
+                              "description": "The public id of the prediction the answer is about."},
             "verdict": {"type": "string", "enum": ["right", "wrong", "not_a_car", "unknown"]},
             "label": {"type": ["string", "null"], "description": "The suggested label; null unless `wrong`."},
             "created_at": {"type": "string", "format": "date-time", "description": "UTC, milliseconds."},

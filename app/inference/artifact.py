@@ -33,6 +33,8 @@ LABELS_FILE = "labels.json"
 METADATA_FILE = "metadata.json"
 HEAD_FILE = "head.npz"
 RESIZE_MODES = ("center_crop", "stretch", "pad")
+# Test-time augmentation the app applies: none, or the photo and its mirror image averaged (one batch of 2).
+TTA_MODES = ("none", "flip")
 # Variant name -> file in the artifact folder. float32 is the copy every export writes.
 LITERT_VARIANTS = {"float32": LITERT_FILE, "float16": "model.fp16.tflite", "int8": "model.int8.tflite"}
 CLASS_LEVEL = "class"  # the answer level of the model's own labels
@@ -94,6 +96,8 @@ def read_artifact(model_dir: str | Path) -> tuple[dict[str, Any], list[str]]:
         raise broken(folder, "metadata.json image_size is not [height, width]")
     if metadata.get("resize_mode", "center_crop") not in RESIZE_MODES:
         raise broken(folder, f"metadata.json resize_mode is not one of {', '.join(RESIZE_MODES)}")
+    if metadata.get("tta", "none") not in TTA_MODES:
+        raise broken(folder, f"metadata.json tta is not one of {', '.join(TTA_MODES)}")
     try:
         check_groups(metadata.get("groups") or {}, labels)
     except ValueError as exc:

@@ -93,6 +93,27 @@ class Classifier:
             raise ValueError(f"expected pixels of shape (N, {expected[0]}, {expected[1]}, 3), got {batch.shape}")
         return self._runtime(batch)
 
+    @property
+    def tta(self) -> str:
+        """Test-time augmentation the artifact asks for: ``none`` or ``flip`` (photo and mirror image averaged)."""
+        return str(self.metadata.get("tta") or "none")
+
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """Class probabilities of one fitted photo, with the artifact's test-time augmentation.
+
+        With ``tta: flip`` the photo and its mirror image go through the model as one batch of two (one
+        invocation) and their probabilities are averaged, as they were when the artifact was evaluated.
+
+        Args:
+            pixels: ``(H, W, 3)`` model-sized RGB image.
+
+        Returns:
+            ``(num_classes,)`` float32 probabilities.
+        """
+        if self.tta == "flip":
+            return self.predict_batch(np.stack([pixels, pixels[:, ::-1]])).mean(axis=0)
+        return self.predict_batch(pixels[np.newaxis])[0]
+
     def classify(self, image: Image.Image, top_k: int = 5) -> list[dict[str, Any]]:
         """Top-``k`` labels for one RGB image, best first.
 
@@ -115,8 +136,7 @@ class Classifier:
         Returns:
             The :class:`Outcome`.
         """
-        pixels = fit_to_input(image, self.image_size, self.resize_mode)
-        probabilities = self.predict_batch(pixels[np.newaxis])[0]
+        probabilities = self.probabilities(fit_to_input(image, self.image_size, self.resize_mode))
         k = max(1, min(int(top_k), len(self.labels)))
         best = np.argsort(-probabilities, kind="stable")[:k]
         top = [{"label": self.labels[i], "score": float(probabilities[i])} for i in best]
