@@ -1,19 +1,20 @@
 """URL converters for the ids in addresses, and the check that a request body arrived whole.
 
-Predictions are addressed in public by their random ``public_id``; database ids (signed 64-bit integers)
-appear only in admin URLs, where a number beyond that range cannot name a row, so it is not matched at
-all (404) instead of reaching the database driver, which cannot bind it.
+Predictions are addressed in public by their random ``public_id``; database ids appear only in admin
+URLs, where a number beyond the id column's range cannot name a row, so it is not matched at all (404)
+instead of reaching the database, which refuses it (PostgreSQL's ``integer`` holds 32 bits; SQLite's
+wider rowids never get there, ids only count up).
 """
 
 from __future__ import annotations
 
 from werkzeug.routing import BaseConverter, IntegerConverter
 
-ROW_ID_MAX = 2**63 - 1
+ROW_ID_MAX = 2**31 - 1  # db.Integer: PostgreSQL's 4-byte integer
 
 
 class RowIdConverter(IntegerConverter):
-    """``<row_id:name>``: a positive integer that fits a 64-bit database id."""
+    """``<row_id:name>``: a positive integer that fits the database's id column."""
 
     def __init__(self, map, *args, **kwargs):
         super().__init__(map, min=1, max=ROW_ID_MAX)

@@ -19,8 +19,8 @@ def insert_old_row() -> None:
     db.session.execute(text(
         "INSERT INTO predictions (created_at, sha256, width, height, content_type, thumbnail, model_name, "
         "model_version, top_label, top_score, top_k, latency_ms, source, verdict, vehicle_score) VALUES "
-        "(:created, :sha, 64, 48, 'image/png', x'00', 'colors', '1.0.0', 'red', 0.9, :top_k, 3.5, 'api', "
-        "'ok', NULL)"), {"created": dt.datetime(2026, 11, 1, 12, 0), "sha": "ab" * 32,
+        "(:created, :sha, 64, 48, 'image/png', :thumbnail, 'colors', '1.0.0', 'red', 0.9, :top_k, 3.5, 'api', "
+        "'ok', NULL)"), {"created": dt.datetime(2026, 11, 1, 12, 0), "sha": "ab" * 32, "thumbnail": b"\x00",
                          "top_k": '[{"label": "red", "score": 0.9}]'})
     db.session.commit()
 

@@ -19,7 +19,7 @@ from admin_support import add_prediction, create_admin, login
 from support import encode
 
 BEYOND_64_BITS = 2**63
-LARGEST_ROW_ID = 2**63 - 1
+LARGEST_ROW_ID = 2**31 - 1  # the id columns are INTEGER: 4 bytes on PostgreSQL
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_ids_beyond_64_bits_are_404_everywhere(app, client, prediction_id):
     create_admin(app)
     admin = app.test_client()
     assert login(admin).status_code == 302
-    for number in (BEYOND_64_BITS, 10**30, LARGEST_ROW_ID):
+    for number in (BEYOND_64_BITS, 10**30, 2**63 - 1, LARGEST_ROW_ID + 1, LARGEST_ROW_ID):
         for path in (f"/predictions/{number}", f"/predictions/{number}/thumbnail.jpg",
                      f"/api/v1/predictions/{number}", f"/api/v1/predictions/{number}/explanation.png"):
             assert client.get(path).status_code == 404, path
