@@ -1,4 +1,4 @@
-"""Command line: ``python -m training train|evaluate|export|group|tools|quantize|gate|groups|tune|visualize``.
+"""Command line: ``python -m training train|evaluate|export|group|tools|quantize|reproduce|gate|groups|tune|visualize``.
 
 Every ``train`` option is also a configuration key (shown in brackets in ``--help``); an option given
 on the command line beats the ``--config`` file, which beats the defaults in :mod:`training.config`.
@@ -14,6 +14,7 @@ from training.export import add_refresh_parser
 from training.gate import add_gate_parser
 from training.groups import add_groups_parser
 from training.quantize import add_quantize_parser
+from training.reproduce import add_reproduce_parser
 from training.tools import add_tools_parser
 from training.tune import add_tune_parser
 from training.visualize import add_visualize_parser
@@ -248,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_group_parser(subparsers)
     add_tools_parser(subparsers)
     add_quantize_parser(subparsers)
+    add_reproduce_parser(subparsers)
     add_gate_parser(subparsers)
     add_groups_parser(subparsers)
     add_refresh_parser(subparsers)

@@ -167,6 +167,37 @@ def load_dataset(root: str | Path, *, label_map: str | Path | None = None,
     return Dataset(root, class_names, splits, str(label_map) if label_map else None, presplit)
 
 
+def artifact_split(metadata: dict[str, Any], class_names: list[str], data_path: str | Path, split: str) -> Split:
+    """A split of the data an artifact was trained on, rebuilt from its recorded data settings.
+
+    The label map, the split fractions and the seed come from ``metadata["training_config"]``, so a
+    generated split is the very one the model was trained and selected with.
+
+    Args:
+        metadata: The artifact's metadata.
+        class_names: Its labels, in output order.
+        data_path: The data folder it was trained on.
+        split: ``train``, ``val`` or ``test``.
+
+    Returns:
+        The :class:`Split`.
+
+    Raises:
+        ValueError: The folder's labels differ from the model's, or the split is empty.
+    """
+    config = metadata.get("training_config", {}).get("config", {})
+    data_cfg = config.get("data", {})
+    dataset = load_dataset(data_path, label_map=data_cfg.get("label_map"), split=data_cfg.get("split"),
+                           seed=config.get("seed", 42))
+    if dataset.class_names != class_names:
+        raise ValueError(f"the labels of {data_path} differ from the model's ({len(dataset.class_names)} vs "
+                         f"{len(class_names)}); pass the data folder and label map the model was trained on")
+    part = dataset.splits[split]
+    if not len(part):
+        raise ValueError(f"the {split} split of {data_path} is empty")
+    return part
+
+
 def class_weights(labels: list[int], num_classes: int) -> dict[int, float]:
     """Balanced class weights, ``n_samples / (n_classes * n_class_samples)``.
 

@@ -327,17 +327,7 @@ def evaluate_artifact(model_dir: str | Path, data_path: str | Path, *, split: st
     model_dir = Path(model_dir)
     metadata = json.loads((model_dir / export_lib.METADATA_FILE).read_text(encoding="utf-8"))
     class_names = json.loads((model_dir / export_lib.LABELS_FILE).read_text(encoding="utf-8"))
-    config = metadata.get("training_config", {}).get("config", {})
-    data_cfg = config.get("data", {})
-    label_map = data_cfg.get("label_map")
-    dataset = data_lib.load_dataset(data_path, label_map=label_map, split=data_cfg.get("split"),
-                                    seed=config.get("seed", 42))
-    if dataset.class_names != class_names:
-        raise ValueError(f"the data's labels differ from the model's ({len(dataset.class_names)} vs "
-                         f"{len(class_names)}); pass the data folder and label map the model was trained on")
-    part = dataset.splits[split]
-    if not len(part):
-        raise ValueError(f"the {split} split of {data_path} is empty")
+    part = data_lib.artifact_split(metadata, class_names, data_path, split)
     if target_precision is None:
         target_precision = metadata.get("confidence", {}).get("target_precision", 0.95)
     model = load_model(model_dir / export_lib.KERAS_FILE)

@@ -130,16 +130,7 @@ def validation_probabilities(model_dir: Path, metadata: dict[str, Any], labels: 
     """The artifact's class probabilities on its val split, rebuilt from the recorded data settings."""
     from training.model import load_model
 
-    config = metadata.get("training_config", {}).get("config", {})
-    data_cfg = config.get("data", {})
-    dataset = data_lib.load_dataset(data_path, label_map=data_cfg.get("label_map"), split=data_cfg.get("split"),
-                                    seed=config.get("seed", 42))
-    if dataset.class_names != labels:
-        raise ValueError(f"the labels of {data_path} differ from the model's ({len(dataset.class_names)} vs "
-                         f"{len(labels)}); pass the data folder the model was trained on")
-    val = dataset.splits["val"]
-    if not len(val):
-        raise ValueError(f"the val split of {data_path} is empty")
+    val = data_lib.artifact_split(metadata, labels, data_path, "val")
     model = load_model(model_dir / export_lib.KERAS_FILE)
     probabilities = evaluate_lib.predict(model, val.paths, val.labels, num_classes=len(labels),
                                          image_size=tuple(metadata["image_size"]),
