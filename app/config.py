@@ -82,11 +82,15 @@ class Config:
     MAX_IMAGE_PIXELS = Setting(int, 40_000_000, "Largest image (width x height) decoded (413 above).")
     INFERENCE_THREADS = Setting(parse_optional_int, None, "Threads per model invocation; default "
                                                            "CPU cores / WEB_CONCURRENCY.")
-    MODEL_VARIANT = Setting(str, "float32", "LiteRT file served: `float32` (model.tflite), or `float16` / "
-                                            "`int8` written by `python -m training quantize`.")
+    MODEL_VARIANT = Setting(str, "auto", "LiteRT file served: `auto` (the artifact's `serving_variant`, else "
+                                         "float32), `float32` (model.tflite), or `float16` / `int8` / `int8-full` "
+                                         "written by `python -m training quantize`.")
     BATCH_MAX_SIZE = Setting(int, 1, "Above 1, each worker merges concurrent predictions into one model "
                                      "invocation of up to this many images (off: no gain measured on CPU).")
     BATCH_TIMEOUT_MS = Setting(float, 2.0, "With BATCH_MAX_SIZE > 1: how long a batch waits for more requests.")
+    DB_COMMANDS = Setting(parse_bool, True, "Bind Flask-Migrate, which the `flask db` commands need. "
+                                            "`gunicorn.conf.py` turns it off in the serving processes (they "
+                                            "never migrate), which spares them importing Alembic at start-up.")
     SQLITE_WAL = Setting(parse_bool, True, "Use SQLite WAL journaling; turn off on network file systems "
                                            "(e.g. PythonAnywhere).")
     SQLITE_BUSY_TIMEOUT_MS = Setting(int, 5000, "How long SQLite waits for a lock before failing.")

@@ -146,3 +146,28 @@ def test_model_card_without_visualize_pictures_has_no_such_section(reported_arti
     finally:
         dispose(application)
     assert 'id="visualize"' not in page
+
+
+def test_model_card_says_which_quantised_copy_serves_and_how_it_measured(color_artifact, tmp_path, database_url):
+    artifact = shutil.copytree(color_artifact, tmp_path / "colors-served-copy")
+    # A byte-identical "float16" copy keeps the answers the same; what matters here is what the card says.
+    (artifact / "model.fp16.tflite").write_bytes((artifact / "model.tflite").read_bytes())
+    path = artifact / "metadata.json"
+    metadata = json.loads(path.read_text())
+    metadata["serving_variant"] = "float16"
+    metadata["litert_variants"] = {"float16": {
+        "file": "model.fp16.tflite", "kept": True, "split": "val", "images": 40, "top1": 86.25,
+        "top1_float32": 87.5, "drop_points": 1.25, "ms_per_image": 2.5, "float32_ms_per_image": 5.0}}
+    path.write_text(json.dumps(metadata))
+    pages = {}
+    for variant in ("auto", "float32"):
+        application = make_app(artifact, database_url, VEHICLE_GATE_DIR="none", MODEL_VARIANT=variant)
+        try:
+            assert application.extensions["classifier"].variant == ("float16" if variant == "auto" else "float32")
+            pages[variant] = application.test_client().get("/model/").get_data(as_text=True)
+        finally:
+            dispose(application)
+    text = " ".join(pages["auto"].split())
+    assert "serves its <strong>float16</strong> LiteRT copy: top-1 86.2 % against 87.5 % for float32" in text
+    assert "2.5 ms per photo against 5.0 ms" in text
+    assert 'id="served-copy"' not in pages["float32"]

@@ -1,7 +1,8 @@
 """``python -m training quantize`` and ``MODEL_VARIANT``: smaller LiteRT copies, kept only when as accurate.
 
 A real Keras model that answers blue/green/red from the mean colour is exported with ``training.export``,
-quantised to float16 and dynamic-range int8, compared on a real (generated) validation folder, and served.
+quantised to float16, dynamic-range int8 and full-integer int8, compared on a real (generated) validation
+folder, and served.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def test_the_app_serves_a_kept_variant_with_the_same_answers(sorted_color_artifa
 def test_a_missing_or_unknown_variant_fails_with_the_fix(sorted_color_artifact):
     with pytest.raises(ArtifactError, match="python -m training quantize"):
         load_classifier(sorted_color_artifact, variant="int8")
-    with pytest.raises(ArtifactError, match="MODEL_VARIANT='int4' is not one of float32, float16, int8"):
+    with pytest.raises(ArtifactError, match="MODEL_VARIANT='int4' is not one of auto, float32, float16, int8, int8-full"):
         load_classifier(sorted_color_artifact, variant="int4")
     with pytest.raises(ArtifactError, match="needs MODEL_RUNTIME=auto or litert"):
         load_classifier(sorted_color_artifact, runtime="keras", variant="float16")
@@ -109,3 +110,50 @@ def test_the_command_line_reports_each_variant(sorted_color_artifact, color_data
     output = capsys.readouterr().out
     assert output.startswith("int8: top-1 100.00% vs float32 100.00% on 12 val images")
     assert "kept as model.int8.tflite" in output
+
+
+def integer_tensor_types(path: Path) -> set[str]:
+    """The dtypes of a LiteRT file's tensors, as its interpreter reports them."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    return {np.dtype(detail["dtype"]).name for detail in interpreter.get_tensor_details()}
+
+
+def test_full_integer_copy_is_calibrated_on_training_photos_and_becomes_the_default(sorted_color_artifact,
+                                                                                  color_data):
+    metadata_path = sorted_color_artifact / "metadata.json"
+    metadata = json.loads(metadata_path.read_text())
+    metadata["confidence"] = {"threshold": 0.5, "target_precision": 0.95}
+    metadata_path.write_text(json.dumps(metadata))
+    results = quantize_artifact(sorted_color_artifact, color_data, variants=["int8-full"], calibration_images=6,
+                                serve="int8-full")
+    row = results["int8-full"]
+    path = sorted_color_artifact / LITERT_VARIANTS["int8-full"]
+    assert row["kept"] and path.is_file() and row["calibration_images"] == 6 and row["drop_points"] <= 0.5
+    # The "not sure" threshold was chosen on float32's scores: how it holds for this copy is recorded.
+    assert row["at_threshold"] == {"threshold": 0.5, "coverage": 1.0, "accuracy": 1.0,
+                                   "float32": {"coverage": 1.0, "accuracy": 1.0}}
+    # Integer activations, not only integer weights: that is what makes it faster than dynamic range.
+    assert "int8" in integer_tensor_types(path)
+    metadata = json.loads((sorted_color_artifact / "metadata.json").read_text())
+    assert metadata["serving_variant"] == "int8-full"
+
+    served = load_classifier(sorted_color_artifact, num_threads=1)  # MODEL_VARIANT=auto
+    assert served.variant == "int8-full" and served.describe()["variant"] == "int8-full"
+    for color in SORTED_COLORS:
+        assert served.classify(Image.new("RGB", (50, 40), COLOR_RGB[color]), top_k=1)[0]["label"] == color
+    assert load_classifier(sorted_color_artifact, num_threads=1, variant="float32").variant == "float32"
+    assert load_classifier(sorted_color_artifact, runtime="keras", num_threads=1).variant == "float32"
+
+    path.unlink()  # a recommendation whose file is gone falls back to the float32 copy
+    assert load_classifier(sorted_color_artifact, num_threads=1).variant == "float32"
+
+
+def test_serving_a_variant_that_was_not_kept_is_refused(sorted_color_artifact, color_data):
+    with pytest.raises(ValueError, match="--serve float16: that variant was not written"):
+        quantize_artifact(sorted_color_artifact, color_data, variants=["float16"], max_drop_points=-1.0,
+                          serve="float16")
+    quantize_artifact(sorted_color_artifact, color_data, variants=["float16"], serve="float16")
+    quantize_artifact(sorted_color_artifact, color_data, variants=["float16"], serve="float32")
+    assert "serving_variant" not in json.loads((sorted_color_artifact / "metadata.json").read_text())

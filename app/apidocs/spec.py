@@ -164,7 +164,7 @@ SCHEMAS: dict[str, Any] = {
             "name": {"type": "string"},
             "version": {"type": "string"},
             "runtime": {"type": "string", "enum": ["litert", "keras"]},
-            "variant": {"type": ["string", "null"], "enum": ["float32", "float16", "int8", None],
+            "variant": {"type": ["string", "null"], "enum": ["float32", "float16", "int8", "int8-full", None],
                         "description": "The LiteRT copy served (`MODEL_VARIANT`); null with the Keras runtime."},
             "metadata": {"type": "object", "description": "The artifact's metadata.json."},
             "labels": {"type": "array", "items": {"type": "string"}, "minItems": 1},

@@ -6,7 +6,8 @@ An artifact folder holds:
   with the backbone preprocessing inside the model; softmax probabilities ``(None, num_classes)`` out.
 * ``model.tflite``   - the same network for the LiteRT runtime (float32), the fast serving copy. When the
   head is explainable it has a second output: the last convolutional feature map.
-* ``model.fp16.tflite`` / ``model.int8.tflite`` - optional quantised copies (:data:`LITERT_VARIANTS`).
+* ``model.fp16.tflite`` / ``model.int8.tflite`` / ``model.int8-full.tflite`` - optional quantised copies
+  (:data:`LITERT_VARIANTS`); ``metadata["serving_variant"]`` may name the one the app serves by default.
 * ``head.npz``       - optional: the dense layer after that feature map (``kernel``, ``bias``, and for a
   grouped model the 0/1 ``group_matrix`` that sums fine classes), for class activation maps.
 * ``labels.json``    - the class names, in output-index order.
@@ -36,7 +37,10 @@ RESIZE_MODES = ("center_crop", "stretch", "pad")
 # Test-time augmentation the app applies: none, or the photo and its mirror image averaged (one batch of 2).
 TTA_MODES = ("none", "flip")
 # Variant name -> file in the artifact folder. float32 is the copy every export writes.
-LITERT_VARIANTS = {"float32": LITERT_FILE, "float16": "model.fp16.tflite", "int8": "model.int8.tflite"}
+# int8 is dynamic-range (int8 weights, float activations); int8-full computes in integers throughout (weights
+# and activations, calibrated on training photos), which XNNPACK runs about twice as fast as float32.
+LITERT_VARIANTS = {"float32": LITERT_FILE, "float16": "model.fp16.tflite", "int8": "model.int8.tflite",
+                   "int8-full": "model.int8-full.tflite"}
 CLASS_LEVEL = "class"  # the answer level of the model's own labels
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -46,7 +46,7 @@ class Classifier:
         self.model_dir = model_dir
         self.metadata = metadata
         self.labels = labels
-        self.variant = variant  # which LiteRT file serves: float32, float16 or int8
+        self.variant = variant  # which LiteRT file serves: float32, float16, int8 or int8-full
         self._runtime = runtime
         self.engine = runtime  # the runtime itself, also when ``_runtime`` is a micro-batcher around it
         self.warmup_ms: float | None = None  # the load-time warm-up inference, for /_ah/warmup
@@ -150,7 +150,7 @@ class Classifier:
 
 
 def load_classifier(model_dir: str | Path, runtime: str = "auto", num_threads: int | None = None, *,
-                    variant: str = "float32", batch_max_size: int = 1,
+                    variant: str = "auto", batch_max_size: int = 1,
                     batch_timeout_ms: float = 2.0) -> Classifier:
     """Load an artifact folder and warm the model up with one inference.
 
@@ -158,8 +158,9 @@ def load_classifier(model_dir: str | Path, runtime: str = "auto", num_threads: i
         model_dir: Artifact folder written by ``training.export.export_artifact``.
         runtime: ``auto`` (LiteRT when possible), ``litert`` or ``keras``.
         num_threads: Threads per inference; ``None`` lets the runtime decide.
-        variant: LiteRT file to serve: ``float32`` (``model.tflite``), or ``float16`` / ``int8`` written
-            by ``python -m training quantize``.
+        variant: LiteRT file to serve: ``float32`` (``model.tflite``), or ``float16`` / ``int8`` /
+            ``int8-full`` written by ``python -m training quantize``; ``auto`` serves the artifact's
+            ``serving_variant`` when LiteRT serves and that file is there, float32 otherwise.
         batch_max_size: Above 1, concurrent calls are merged into batches of up to this many images
             (:class:`.batching.MicroBatcher`).
         batch_timeout_ms: How long a batch waits for more calls after its first.
@@ -170,11 +171,13 @@ def load_classifier(model_dir: str | Path, runtime: str = "auto", num_threads: i
     Raises:
         ArtifactError: The artifact is missing, broken, or the chosen runtime cannot load it.
     """
-    if variant not in LITERT_VARIANTS:
-        raise ArtifactError(f"MODEL_VARIANT={variant!r} is not one of {', '.join(LITERT_VARIANTS)}")
+    if variant != "auto" and variant not in LITERT_VARIANTS:
+        raise ArtifactError(f"MODEL_VARIANT={variant!r} is not one of auto, {', '.join(LITERT_VARIANTS)}")
     folder = Path(model_dir)
     metadata, labels = read_artifact(folder)
     chosen = resolve_runtime(folder, runtime)
+    if variant == "auto":
+        variant = recommended_variant(folder, metadata) if chosen == "litert" else "float32"
     image_size = tuple(metadata["image_size"])
     if variant != "float32" and chosen != "litert":
         raise ArtifactError(f"MODEL_VARIANT={variant} is a LiteRT file: it needs MODEL_RUNTIME=auto or litert "
@@ -221,6 +224,17 @@ def load_classifier(model_dir: str | Path, runtime: str = "auto", num_threads: i
         # Wrapped after the warm-up, so that no collector thread starts in a preloading gunicorn master.
         classifier._runtime = MicroBatcher(engine, batch_max_size, batch_timeout_ms)
     return classifier
+
+
+def recommended_variant(folder: Path, metadata: dict[str, Any]) -> str:
+    """The LiteRT copy an artifact recommends (``serving_variant``, set by ``training quantize --serve``).
+
+    A recommendation whose file is missing falls back to float32: the artifact still serves, as measured.
+    """
+    variant = metadata.get("serving_variant")
+    if variant in LITERT_VARIANTS and (folder / LITERT_VARIANTS[variant]).is_file():
+        return str(variant)
+    return "float32"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -94,9 +94,19 @@ def build_card(classifier, gate=None) -> dict[str, Any]:
         "training": metadata.get("training_config") or {},
         "command": (metadata.get("training_config") or {}).get("command"),
         "gate": gate.metadata if gate is not None else None,
+        "served_copy": served_copy(classifier),
         "groups": group_sections(metadata, folder),
         "levels": read_json(folder / "groups.json").get("levels") or [],
     }
+
+
+def served_copy(classifier) -> dict[str, Any] | None:
+    """How the quantised LiteRT copy being served compared with float32 (``None`` when float32 serves)."""
+    if classifier.runtime != "litert" or classifier.variant == "float32":
+        return None
+    row = (classifier.metadata.get("litert_variants") or {}).get(classifier.variant) or {}
+    return {"variant": classifier.variant, **{key: row.get(key) for key in (
+        "top1", "top1_float32", "drop_points", "split", "images", "ms_per_image", "float32_ms_per_image")}}
 
 
 def group_sections(metadata: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
