@@ -33,12 +33,13 @@ def planes(count: int) -> list:
 
 def test_shipped_gate_is_small_and_records_its_measurement():
     gate = shipped_gate()
-    assert (SHIPPED_GATE / "model.tflite").stat().st_size < 8 * 1024 * 1024
+    assert (SHIPPED_GATE / "model.tflite").stat().st_size < 4 * 1024 * 1024
     measurement = gate.metadata["measurement"]
     assert 0.0 < gate.threshold < 1.0
     assert measurement["groups"]["cars"]["count"] >= 500 and measurement["groups"]["non_cars"]["count"] >= 50
     assert measurement["tpr"] >= 0.95 and measurement["fpr"] <= 0.05
-    assert measurement["quantization_check"]["decisions_changed"] <= 5
+    check = measurement["quantization_check"]  # the served copy decides as float32 does, nearly always
+    assert check["decisions_changed"] <= 0.01 * check["images"]
     assert {"817", "511", "656"} <= set(gate.metadata["vehicle_classes"])  # sports car, convertible, minivan
 
 
@@ -113,7 +114,11 @@ print(response.status_code, response.json["verdict"])
 
 
 @pytest.mark.slow
-def test_gate_command_builds_and_measures_a_gate(tmp_path):
+@pytest.mark.parametrize("options, quantization, image_size", [
+    ([], "float16", [224, 224]),
+    (["--quantization", "int8", "--image-size", "160", "160"], "int8", [160, 160]),
+], ids=["float16-224", "int8-160"])
+def test_gate_command_builds_and_measures_a_gate(tmp_path, options, quantization, image_size):
     """``python -m training gate`` on a handful of photos with the small MobileNet."""
     weights = SHARED / "keras"
     if not (weights / "models" / "mobilenet_2_5_224_tf.h5").is_file():
@@ -130,7 +135,7 @@ def test_gate_command_builds_and_measures_a_gate(tmp_path):
     out = tmp_path / "gate"
     result = subprocess.run(
         [sys.executable, "-m", "training", "gate", "--cars", str(cars), "--non-cars", str(non_cars),
-         "--no-skimage", "--alpha", "0.25", "--car-recall", "0.8", "--out", str(out)],
+         "--no-skimage", "--alpha", "0.25", "--car-recall", "0.8", "--out", str(out), *options],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
         env={**os.environ, "KERAS_HOME": str(keras_home), "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stderr[-3000:]
@@ -139,8 +144,16 @@ def test_gate_command_builds_and_measures_a_gate(tmp_path):
     assert groups["cars"] == {"count": 6, "passed": groups["cars"]["passed"], "pass_rate": groups["cars"]["pass_rate"]}
     assert groups["cars"]["passed"] >= 5  # the rule lets at least 80 % through
     assert groups["non_cars"]["count"] == 4
-    assert metadata["quantization"] == "float16"
+    assert metadata["quantization"] == quantization and metadata["image_size"] == image_size
+    if quantization == "int8":  # integer activations, calibrated on the --cars and --non-cars photos
+        from ai_edge_litert.interpreter import Interpreter
+
+        assert metadata["calibration"] == [str(cars), str(non_cars)]
+        details = Interpreter(model_path=str(out / "model.tflite")).get_tensor_details()
+        assert "int8" in {np.dtype(d["dtype"]).name for d in details}
+        assert metadata["measurement"]["quantization_check"]["decisions_changed"] <= 2
     gate = VehicleGate(out, num_threads=1)
+    assert gate.image_size == tuple(image_size)
     scores = [gate.score(Image.open(p).convert("RGB")) for p in sorted(cars.glob("*.jpg"))]
     assert sorted(scores)[1] == pytest.approx(metadata["threshold"], abs=1e-5)  # 1 of 6 may miss at 80 %
     assert "TPR" in result.stdout and "gate written to" in result.stdout
