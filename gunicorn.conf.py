@@ -51,6 +51,9 @@ worker_class = "gthread" if threads > 1 else "sync"
 # The app reads this when it builds the interpreter: keep workers x inference threads <= cores.
 os.environ.setdefault("INFERENCE_THREADS", str(max(1, _cores // workers)))
 os.environ.setdefault("WEB_CONCURRENCY", str(workers))
+# Serving processes never migrate (MIGRATE_ON_START runs `flask db upgrade` in a process of its own), so
+# they skip binding Flask-Migrate and importing Alembic.
+os.environ.setdefault("DB_COMMANDS", "0")
 # Workers that load the app themselves (Keras runtime) must still sign CSRF tokens with the same key.
 # Not in production: there the app refuses to start without a key of its own.
 if os.environ.get("APP_ENV", "").strip() != "production":
@@ -127,6 +130,7 @@ def on_starting(server):
     if (os.environ.get("MIGRATE_ON_START") or "0").strip().lower() not in {"1", "true", "yes", "on"}:
         return
     env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
+    env["DB_COMMANDS"] = "1"
     server.log.info("running database migrations (flask db upgrade)")
     result = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env)
     if result.returncode != 0:

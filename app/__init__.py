@@ -11,7 +11,7 @@ from sqlalchemy import event
 
 from .inference.classifier import load_classifier
 from .config import Config, finalize
-from .extensions import bootstrap, csrf, db, limiter, login_manager, migrate
+from .extensions import bootstrap, csrf, db, limiter, login_manager, migrate_extension
 from .logs import register_logging
 from .metrics import observe_model_load, register_metrics
 
@@ -64,7 +64,8 @@ def register_extensions(app: Flask) -> None:
     if uri.startswith("sqlite:///") or app.config["RATELIMIT_STORAGE_URI"].startswith(f"sqlite:///{app.instance_path}"):
         os.makedirs(app.instance_path, exist_ok=True)
     db.init_app(app)
-    migrate.init_app(app, db, directory=MIGRATIONS_DIR)
+    if app.config["DB_COMMANDS"]:
+        migrate_extension().init_app(app, db, directory=MIGRATIONS_DIR)
     csrf.init_app(app)
     bootstrap.init_app(app)
     from . import ratelimits  # noqa: F401  (registers the sqlite:// counter store before the limiter reads its URI)

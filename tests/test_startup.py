@@ -50,3 +50,18 @@ def test_broken_artifact_stops_gunicorn_with_one_line(color_artifact, tmp_path):
     (broken / "labels.json").write_text('["only-one"]')
     result = run(COMMANDS["gunicorn"], broken, tmp_path)
     assert_one_clear_line(result, broken, "labels.json has 1")
+
+
+def test_serving_processes_skip_alembic_and_the_db_commands_still_bind_it(color_artifact, tmp_path):
+    probe = ("import sys, wsgi; print('alembic' in sys.modules, 'migrate' in wsgi.app.extensions)")
+    serving = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True,
+                             timeout=60, env={**os.environ, "MODEL_DIR": str(color_artifact), "DB_COMMANDS": "0",
+                                              "DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}"})
+    assert serving.stdout.splitlines()[-1].split() == ["False", "False"], serving.stdout + serving.stderr
+    # `flask db upgrade` (DB_COMMANDS defaults on) still finds Flask-Migrate and builds the schema.
+    result = run(COMMANDS["flask db upgrade"], color_artifact, tmp_path)
+    assert result.returncode == 0, result.stderr
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "s.db") as connection:
+        assert connection.execute("select count(*) from alembic_version").fetchone()[0] == 1
