@@ -5,8 +5,9 @@ decoder) are opened, recognised by their content (never by the file name or the 
 header size is checked before any pixel is decoded, so a tiny file that claims a huge canvas costs
 nothing; PNG chunk checksums are verified first, and of an animated image or an image sequence only
 the first (primary) image is decoded. Large JPEGs are decoded at a reduced DCT scale
-(``Image.draft``) but never below twice the size the model needs, which keeps the final resize exact
-enough while skipping most of the decoding work.
+(``Image.draft``: 1/2, 1/4 or 1/8) but never below the size the model needs, which skips most of the
+decoding work; on 788 validation photos upscaled to phone size it left the shipped model's accuracy
+unchanged (79.7 % either way, against decoding at twice the input size).
 
 A JPEG decoder fills whatever the file leaves out with grey rather than failing, so a few hundred
 bytes that claim a 6000 x 6000 canvas would decode "successfully". Huffman coding spends at least one
@@ -46,9 +47,10 @@ HEIF_BRANDS = HEIC_BRANDS | {b"mif1", b"msf1", b"mif2", b"avif", b"avis"}
 JPEG_FORMATS = ("JPEG", "MPO")
 THUMBNAIL_MAX_SIDE = 320
 THUMBNAIL_QUALITY = 85
-# The decode keeps at least this many source pixels per model pixel, so that draft decoding changes
-# the model input by no more than ordinary resampling noise.
-DRAFT_OVERSAMPLING = 2
+# The decode keeps at least this many source pixels per model pixel. 2 changed the model input by
+# resampling noise only, 1 by about twice that, at a third less decode and resize work per phone photo
+# and the same accuracy (tests/test_draft.py).
+DRAFT_OVERSAMPLING = 1
 # EXIF orientations 5..8 rotate by 90 degrees: the stored width is the displayed height.
 TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
 EXIF_ORIENTATION_TAG = 0x0112
@@ -125,7 +127,7 @@ def scale_factors(width: int, height: int, target: tuple[int, int], resize_mode:
 
 
 def _apply_draft(img: Image.Image, target: tuple[int, int], resize_mode: str) -> None:
-    """Let the JPEG decoder downscale by 1/2, 1/4 or 1/8 while keeping 2x the needed resolution
+    """Let the JPEG decoder downscale by 1/2, 1/4 or 1/8 while keeping the needed resolution
     (and a full-size thumbnail)."""
     target_h, target_w = target
     if _orientation(img) in TRANSPOSING_ORIENTATIONS:
