@@ -4,7 +4,7 @@ Both servers serve the same artifact (``model_artifacts/default`` unless ``--mod
 same real car photos: originals from ``../shared/datasets/stanford-cars/val`` plus 1-3 megapixel JPEGs
 made from them by upscaling (phones upload photos that size). For each server it measures
 
-* cold start - process start to the first ``201``;
+* cold start - process start to the first ``201`` (the median of ``--cold-starts`` starts);
 * latency p50/p95/p99 at concurrency 1;
 * throughput and p99 at concurrency 8, with the error count;
 * peak RSS of each gunicorn worker (``VmHWM``).
@@ -67,6 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     load.add_argument("--concurrency", type=int, default=8)
     load.add_argument("--workers", type=int, default=2, help="gunicorn workers for both servers")
     load.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker, both servers")
+    load.add_argument("--cold-starts", type=int, default=3,
+                      help="process starts timed per server (the median is reported: one start is noisy)")
     variants = parser.add_argument_group("app variants also measured")
     variants.add_argument("--batch-max-size", type=int, default=4,
                           help="BATCH_MAX_SIZE of the micro-batching run (1 skips that run)")
@@ -222,9 +224,17 @@ def measure_server(server: Server, bodies: list[tuple[bytes, str]], args: argpar
     Returns:
         The figures for this server.
     """
+    cold_starts = []
+    for _ in range(max(0, args.cold_starts - 1)):  # extra starts, only timed
+        server.start()
+        try:
+            cold_starts.append(server.wait_first_created(*bodies[0]))
+        finally:
+            server.stop()
     server.start()
     try:
-        cold_start = server.wait_first_created(*bodies[0])
+        cold_starts.append(server.wait_first_created(*bodies[0]))
+        cold_start = statistics.median(cold_starts)
         # One pass over every payload so each worker has seen every image size before timing.
         for body in bodies:
             post_once(server.port, *body)
@@ -245,6 +255,7 @@ def measure_server(server: Server, bodies: list[tuple[bytes, str]], args: argpar
     errors = sum(status != 201 for status, _ in sequential + concurrent_results)
     return {
         "cold_start_s": cold_start,
+        "cold_starts_s": [round(value, 3) for value in cold_starts],
         "c1": {"requests": args.requests, "p50_ms": percentile(latencies, 50) * 1e3,
                "p95_ms": percentile(latencies, 95) * 1e3, "p99_ms": percentile(latencies, 99) * 1e3},
         f"c{args.concurrency}": {
@@ -279,7 +290,7 @@ def measure_floor(model_dir: Path, payloads: list[tuple[str, bytes]], threads: i
     from app.inference.imaging import decode_upload
 
     app = create_app({"MODEL_DIR": str(model_dir), "DATABASE_URL": "sqlite://", "SECRET_KEY": secrets.token_hex(32),
-                      "INFERENCE_THREADS": threads, "BATCH_MAX_SIZE": 1, "MODEL_VARIANT": "float32"})
+                      "INFERENCE_THREADS": threads, "BATCH_MAX_SIZE": 1, "MODEL_VARIANT": "auto"})
     with app.app_context():
         classifier = get_classifier()
         gate = app.extensions.get("vehicle_gate")
@@ -296,7 +307,8 @@ def measure_floor(model_dir: Path, payloads: list[tuple[str, bytes]], threads: i
                 if repeat:  # the first pass only warms caches
                     classifier_only.append(classified - start)
                     request_work.append(time.perf_counter() - start)
-    return {"runtime": classifier.runtime, "inference_threads": threads, "vehicle_gate": gate is not None,
+    return {"runtime": classifier.runtime, "variant": classifier.variant, "inference_threads": threads,
+            "vehicle_gate": gate is not None,
             "samples": len(request_work), "p50_ms": percentile(request_work, 50) * 1e3,
             "p95_ms": percentile(request_work, 95) * 1e3,
             "classifier_only_p50_ms": percentile(classifier_only, 50) * 1e3}
@@ -351,7 +363,7 @@ def app_configurations(args: argparse.Namespace) -> dict[str, tuple[str, dict[st
 
     # The load generator is one client: limits are raised rather than switched off, so their checks still
     # run on every request as in production.
-    defaults = {"BATCH_MAX_SIZE": "1", "MODEL_VARIANT": "float32", "RATELIMIT_UPLOAD": "1000000 per minute",
+    defaults = {"BATCH_MAX_SIZE": "1", "MODEL_VARIANT": "auto", "RATELIMIT_UPLOAD": "1000000 per minute",
                 "RATELIMIT_API": "1000000 per minute"}
     runs = {"app": ("app", defaults)}
     if (REPO_ROOT / "model_artifacts" / "vehicle-gate").is_dir():
@@ -363,10 +375,54 @@ def app_configurations(args: argparse.Namespace) -> dict[str, tuple[str, dict[st
                                 {**defaults, "BATCH_MAX_SIZE": str(args.batch_max_size),
                                  "BATCH_TIMEOUT_MS": str(args.batch_timeout_ms)})
     if not args.no_model_variants:
+        served = served_variant(args.model_dir)
         for variant, filename in LITERT_VARIANTS.items():
-            if variant != "float32" and (args.model_dir / filename).is_file():
+            if variant != served and (args.model_dir / filename).is_file():
                 runs[f"app_{variant}"] = (f"app, {variant} LiteRT", {**defaults, "MODEL_VARIANT": variant})
     return runs
+
+
+def served_variant(model_dir: Path) -> str:
+    """The LiteRT copy the app serves ``model_dir`` with by default (``MODEL_VARIANT=auto``)."""
+    from app.inference.classifier import recommended_variant
+
+    return recommended_variant(model_dir, json.loads((model_dir / "metadata.json").read_text(encoding="utf-8")))
+
+
+# The serving aims the report checks, as (key, description, target): ratios against the baseline and the
+# floor, the vehicle gate's share of throughput, start-up and memory.
+AIMS = (
+    ("baseline_p50_over_app_p50", "app p50 at c=1 vs the baseline's (x faster)", 5.0),
+    ("app_throughput_over_baseline", "app throughput at c=8 vs the baseline's (x)", 4.0),
+    ("app_p50_over_floor", "app p50 at c=1 over the in-process floor (x, at most)", 1.3),
+    ("gate_throughput_cost", "throughput the vehicle gate costs at c=8 (at most)", 0.10),
+    ("cold_start_s", "cold start, process start to first answer (s, at most)", 1.0),
+    ("peak_rss_mb", "peak RSS per worker (MiB, at most)", 200.0),
+)
+
+
+def check_aims(report: dict) -> list[dict]:
+    """Each aim of :data:`AIMS` with the measured value and whether it is met."""
+    concurrency = f"c{report['settings']['concurrency']}"
+    servers, ratios = report["servers"], report["ratios"]
+    app = servers["app"]
+    values = {
+        "baseline_p50_over_app_p50": ratios["baseline_p50_over_app_p50"],
+        "app_throughput_over_baseline": ratios["app_throughput_over_baseline"],
+        "app_p50_over_floor": ratios["app_p50_over_floor"],
+        "gate_throughput_cost": (1.0 - app[concurrency]["throughput_rps"]
+                                 / servers["app_no_gate"][concurrency]["throughput_rps"])
+        if "app_no_gate" in servers else None,
+        "cold_start_s": app["cold_start_s"],
+        "peak_rss_mb": max(app["worker_peak_rss_mb"], default=None),
+    }
+    rows = []
+    for key, description, target in AIMS:
+        value = values[key]
+        at_least = key in ("baseline_p50_over_app_p50", "app_throughput_over_baseline")
+        met = None if value is None else (value >= target if at_least else value <= target)
+        rows.append({"aim": key, "description": description, "target": target, "value": value, "met": met})
+    return rows
 
 
 def load_average(machine: dict, when: str, prefix: str = "") -> str:
@@ -400,14 +456,17 @@ def render_markdown(report: dict) -> str:
         f"`{report['model']}`, {settings['workers']} workers x {settings['threads']} threads x "
         f"{floor['inference_threads']} inference thread(s); {report['payload_count']} real photos (originals + "
         f"1.2/2/3 MP upscales); {settings['requests_c1']} requests at c=1, {settings['requests_concurrent']} "
-        f"at c={settings['concurrency']}.",
+        f"at c={settings['concurrency']}"
+        + (f"; cold start is the median of {settings['cold_starts']} starts." if settings.get("cold_starts", 1) > 1
+           else "."),
         "",
         f"| server | p50 ms (c=1) | p95 ms | p99 ms | req/s ({concurrency}) | p99 ms ({concurrency}) | errors "
         "| cold start s | peak RSS per worker MiB |",
         "|---|---|---|---|---|---|---|---|---|",
         *[row(figures) for figures in servers.values()],
         "",
-        f"In-process floor (decode + resize + {floor['runtime']} invoke{gate}, {floor['inference_threads']} "
+        f"In-process floor (decode + resize + {floor['runtime']} {floor.get('variant', 'float32')} invoke{gate}, "
+        f"{floor['inference_threads']} "
         f"thread(s)): p50 **{floor['p50_ms']:.1f} ms** (classifier alone {floor['classifier_only_p50_ms']:.1f} ms). "
         f"App p50 / floor: **{ratios['app_p50_over_floor']:.2f}x**; baseline p50 / app p50: "
         f"**{ratios['baseline_p50_over_app_p50']:.1f}x**; app throughput / baseline: "
@@ -425,6 +484,15 @@ def render_markdown(report: dict) -> str:
     for key, ratio in ratios.get("throughput_over_app", {}).items():
         lines.append(f"{servers[key]['label']}: throughput {ratio:.2f}x the app's, p50 "
                      f"{servers[key]['c1']['p50_ms'] / servers['app']['c1']['p50_ms']:.2f}x.")
+    aims = report.get("aims") or []
+    if aims:
+        lines += ["", "| aim | target | measured | met |", "|---|---|---|---|"]
+        for aim in aims:
+            value = "-" if aim["value"] is None else (f"{aim['value']:.0%}" if aim["aim"] == "gate_throughput_cost"
+                                                      else f"{aim['value']:.2f}")
+            target = f"{aim['target']:.0%}" if aim["aim"] == "gate_throughput_cost" else f"{aim['target']:g}"
+            met = {True: "yes", False: "**no**", None: "-"}[aim["met"]]
+            lines.append(f"| {aim['description']} | {target} | {value} | {met} |")
     variants = report.get("litert_variants") or {}
     if variants:
         lines += ["", "Quantised LiteRT copies (`python -m training quantize`, from the artifact's metadata):", "",
@@ -518,7 +586,8 @@ def main(argv=None) -> None:
         "litert_variants": metadata.get("litert_variants", {}),
         "payload_count": len(payloads),
         "settings": {"workers": args.workers, "threads": args.threads, "concurrency": args.concurrency,
-                     "requests_c1": args.requests, "requests_concurrent": args.concurrent_requests},
+                     "requests_c1": args.requests, "requests_concurrent": args.concurrent_requests,
+                     "cold_starts": args.cold_starts},
         "servers": results,
         "floor": floor,
         "ratios": {
@@ -533,6 +602,7 @@ def main(argv=None) -> None:
         },
         "duration_s": round(time.perf_counter() - started, 1),
     }
+    report["aims"] = check_aims(report)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "serve.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "serve.md").write_text(render_markdown(report))

@@ -210,6 +210,36 @@ def test_benchmark_report_table_has_a_row_per_server():
     assert "Classifier invocation per image, in-process: batch 1: 4.00 ms, batch 4: 4.25 ms." in table
 
 
+def test_benchmark_checks_each_serving_aim_against_its_target():
+    def figures(p50, rps, cold=0.8, rss=(180.0, 190.0)):
+        return {"cold_start_s": cold, "worker_peak_rss_mb": list(rss), "c1": {"p50_ms": p50},
+                "c8": {"throughput_rps": rps}}
+
+    report = {"settings": {"concurrency": 8},
+              "servers": {"app": figures(20.0, 57.0), "app_no_gate": figures(19.0, 60.0),
+                          "baseline": figures(110.0, 12.0)},
+              "ratios": {"baseline_p50_over_app_p50": 5.5, "app_throughput_over_baseline": 57 / 12,
+                         "app_p50_over_floor": 1.4}}
+    aims = {row["aim"]: row for row in serve.check_aims(report)}
+    assert aims["baseline_p50_over_app_p50"]["met"] is True
+    assert aims["app_p50_over_floor"]["met"] is False  # 1.4 > 1.3
+    assert aims["gate_throughput_cost"]["value"] == pytest.approx(0.05) and aims["gate_throughput_cost"]["met"]
+    assert aims["cold_start_s"]["met"] and aims["peak_rss_mb"]["value"] == 190.0
+    table = serve.render_markdown({**report, "aims": list(aims.values()), "floor": {
+        "runtime": "litert", "variant": "int8-full", "inference_threads": 1, "vehicle_gate": True, "p50_ms": 15.0,
+        "classifier_only_p50_ms": 12.0}, "measured_at": "now", "model": "cars", "payload_count": 4,
+        "machine": {"cpu": "CPU", "cores": 2, "memory_gib": 8, "python": "3.11"},
+        "settings": {"workers": 2, "threads": 4, "concurrency": 8, "requests_c1": 1, "requests_concurrent": 1},
+        "servers": {key: {**value, "label": key, "errors": 0, "c1": {"p50_ms": value["c1"]["p50_ms"], "p95_ms": 1,
+                                                                       "p99_ms": 1},
+                          "c8": {"throughput_rps": value["c8"]["throughput_rps"], "p99_ms": 1}}
+                    for key, value in report["servers"].items()},
+        "ratios": {**report["ratios"], "throughput_over_app": {}}})
+    assert "| throughput the vehicle gate costs at c=8 (at most) | 10% | 5% | yes |" in table
+    assert "| app p50 at c=1 over the in-process floor (x, at most) | 1.3 | 1.40 | **no** |" in table
+    assert "litert int8-full invoke + vehicle gate" in table
+
+
 def test_update_readme_fills_only_the_blocks_that_have_results(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
