@@ -24,6 +24,13 @@ DEFAULTS: dict[str, Any] = {
         "split": [0.7, 0.15, 0.15],  # used only when DATA has no train/ val/ sub-folders
         "cache": True,              # keep decoded, resized images in memory after the first epoch
         "max_per_class": None,      # cap on training images per class (quick experiments and tests)
+        # A make output beside the classes (training/makes.py): the make of every class as a folder,label
+        # CSV; photos labelled by make only (train/<Make>/, val/<Make>/); photos of makes to answer as
+        # "Other make"; the share of each training batch drawn from those make-only photos.
+        "class_makes": None,
+        "make_data": None,
+        "other_makes": None,
+        "make_share": 0.5,
     },
     "model": {
         "backbone": "mobilenet_v1_0.75",
@@ -48,6 +55,9 @@ DEFAULTS: dict[str, Any] = {
         "fill_mode": "reflect",
         "mixup": 0.0,               # Beta(a, a) mixing of image pairs and their labels; 0 = off
         "cutmix": 0.0,              # Beta(a, a) area of a pasted rectangle from another image; 0 = off
+        # Runs with a make output: each photo is a random crop of itself covering this fraction of it,
+        # before the warp above; make-only photos are whole scenes, so their crops reach further in.
+        "scene_crop": {"class_area": [0.6, 1.0], "scene_area": [0.3, 1.0]},
     },
     "train": {
         "batch_size": 32,

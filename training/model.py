@@ -16,6 +16,10 @@ import keras
 from training.backbones import Backbone, block_names, get_backbone, preprocessing_layer
 
 BACKBONE_LAYER = "backbone"
+CLASS_OUTPUT = "probabilities"
+MAKE_OUTPUT = "make_probabilities"
+# Dense layers copied from a saved classifier by ``--weights model.keras`` when their shapes match.
+HEAD_LAYERS = ("hidden", "logits", "make_logits")
 
 
 def _backbone_weights(weights: str | None) -> str | None:
@@ -25,7 +29,7 @@ def _backbone_weights(weights: str | None) -> str | None:
     if weights == "imagenet":
         return "imagenet"
     if str(weights).endswith(".keras"):
-        return None  # copied from the saved classifier after building, see _copy_backbone_weights
+        return None  # copied from the saved classifier after building, see _copy_saved_weights
     return str(weights)
 
 
@@ -35,14 +39,40 @@ def is_pretrained(weights: str | None) -> bool:
 
 
 def _copy_backbone_weights(backbone: keras.Model, model_path: str) -> None:
-    """Start from the backbone of an earlier classifier saved as ``model.keras``."""
+    """Start a bare backbone from the backbone of an earlier classifier saved as ``model.keras``."""
     source = keras.saving.load_model(model_path, compile=False)
     backbone.set_weights(source.get_layer(BACKBONE_LAYER).get_weights())
 
 
+def _copy_saved_weights(model: keras.Model, model_path: str) -> list[str]:
+    """Start from an earlier classifier saved as ``model.keras``: its backbone, and its heads where they fit.
+
+    A head layer (``logits``, ``make_logits``, ``hidden``) is copied only when the saved one has the same
+    shapes, so a 196-class model can seed a new model's class head while its new make head starts afresh.
+
+    Returns:
+        The names of the head layers copied.
+    """
+    source = keras.saving.load_model(model_path, compile=False)
+    model.get_layer(BACKBONE_LAYER).set_weights(source.get_layer(BACKBONE_LAYER).get_weights())
+    copied = []
+    saved = {layer.name: layer for layer in source.layers}
+    for name in HEAD_LAYERS:
+        ours = next((layer for layer in model.layers if layer.name == name), None)
+        theirs = saved.get(name)
+        if ours is None or theirs is None:
+            continue
+        weights = theirs.get_weights()
+        if [w.shape for w in weights] == [tuple(w.shape) for w in ours.weights]:
+            ours.set_weights(weights)
+            copied.append(name)
+    return copied
+
+
 def build_model(backbone_name: str, num_classes: int, *, weights: str | None = "imagenet",
                 image_size: tuple[int, int] | None = None, dropout: float = 0.2, l2: float = 0.0,
-                hidden_units: int = 0, train_batchnorm: bool = False, name: str = "classifier") -> keras.Model:
+                hidden_units: int = 0, make_classes: int = 0, train_batchnorm: bool = False,
+                name: str = "classifier") -> keras.Model:
     """Build the classifier with a frozen backbone.
 
     Args:
@@ -55,19 +85,21 @@ def build_model(backbone_name: str, num_classes: int, *, weights: str | None = "
         l2: L2 penalty on the classifier kernel.
         hidden_units: Width of a ReLU layer between pooling and the classifier (0: none). It lets a
             coarse label be a union of scattered feature clusters (premium = many unrelated models).
+        make_classes: Width of a second softmax output, ``make_probabilities``, on the same pooled
+            features (0: none). It is trained on every photo whose make is known, including photos that
+            have no class, so the make answer can know cars the classes do not.
         train_batchnorm: Let BatchNormalization use batch statistics once its layers are unfrozen;
             otherwise a pretrained backbone keeps its ImageNet statistics throughout.
         name: Keras model name.
 
     Returns:
-        The uncompiled model; its backbone is the layer named ``backbone``, frozen.
+        The uncompiled model; its backbone is the layer named ``backbone``, frozen. Its output is the
+        class probabilities, or ``[class probabilities, make probabilities]`` with ``make_classes``.
     """
     entry: Backbone = get_backbone(backbone_name)
     height, width = image_size or entry.image_size
     backbone = entry.build(_backbone_weights(weights), (height, width, 3))
     backbone.name = BACKBONE_LAYER
-    if weights and str(weights).endswith(".keras"):
-        _copy_backbone_weights(backbone, str(weights))
     backbone.trainable = False
 
     inputs = keras.Input(shape=(height, width, 3), dtype="float32", name="image")
@@ -80,7 +112,7 @@ def build_model(backbone_name: str, num_classes: int, *, weights: str | None = "
     # keep, and the layers must learn them.
     # A frozen layer runs in inference mode anyway, so the phase-1 head never moves the statistics.
     x = backbone(x, training=False) if is_pretrained(weights) and not train_batchnorm else backbone(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    pooled = x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     regularizer = keras.regularizers.L2(l2) if l2 else None
     if hidden_units:
         if dropout:
@@ -90,8 +122,25 @@ def build_model(backbone_name: str, num_classes: int, *, weights: str | None = "
         x = keras.layers.Dropout(dropout, name="dropout")(x)
     x = keras.layers.Dense(num_classes, kernel_regularizer=regularizer, name="logits")(x)
     # Softmax in float32 even under mixed precision: probabilities must sum to 1 precisely.
-    outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name=name)
+    outputs = keras.layers.Activation("softmax", dtype="float32", name=CLASS_OUTPUT)(x)
+    if make_classes:
+        outputs = [outputs, _make_head(pooled, make_classes, dropout, regularizer)]
+    model = keras.Model(inputs, outputs, name=name)
+    if weights and str(weights).endswith(".keras"):
+        _copy_saved_weights(model, str(weights))
+    return model
+
+
+def _make_head(pooled, make_classes: int, dropout: float, regularizer):
+    """The make output: its own dropout and dense softmax on the pooled features."""
+    x = keras.layers.Dropout(dropout, name="make_dropout")(pooled) if dropout else pooled
+    x = keras.layers.Dense(make_classes, kernel_regularizer=regularizer, name="make_logits")(x)
+    return keras.layers.Activation("softmax", dtype="float32", name=MAKE_OUTPUT)(x)
+
+
+def has_make_head(model: keras.Model) -> bool:
+    """Whether ``model`` has the make output of :func:`build_model`."""
+    return len(model.outputs) > 1 and any(layer.name == MAKE_OUTPUT for layer in model.layers)
 
 
 def unfreeze_model(model: keras.Model, backbone_name: str, blocks: int, *, freeze_batchnorm: bool = True

@@ -266,3 +266,118 @@ def make_dataset(paths: list[str], labels: list[int], *, num_classes: int, image
 
     ds = ds.map(to_model_inputs, num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
+
+
+def decode_scene(path: tf.Tensor) -> tf.Tensor:
+    """Read and decode one photo as it is (uint8 RGB, any size), for :func:`scene_crop`."""
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    return tf.ensure_shape(image, (None, None, 3))
+
+
+def scene_crop(image: tf.Tensor, size: tuple[int, int], area: tuple[float, float]) -> tf.Tensor:
+    """A random resized crop of a whole photo, of about the input's shape, fitted to ``size``.
+
+    The crop covers ``area`` of the photo (as a fraction) and has the input's aspect ratio give or take a
+    third, so that training sees the car at many scales and positions in its scene, and sees the
+    centred crop that serving uses among them.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 photo.
+        size: ``(height, width)`` of the model input.
+        area: Smallest and largest fraction of the photo a crop covers.
+
+    Returns:
+        ``(height, width, 3)`` float32 image, 0..255.
+    """
+    aspect = size[1] / size[0]
+    begin, crop_size, _ = tf.image.sample_distorted_bounding_box(
+        tf.shape(image), bounding_boxes=tf.zeros([1, 0, 4]), min_object_covered=0.0,
+        aspect_ratio_range=(aspect * 0.75, aspect * 4 / 3), area_range=area, max_attempts=10,
+        use_image_if_no_bounding_boxes=True)
+    crop = tf.slice(image, begin, crop_size)
+    resized = tf.image.resize(crop, size, antialias=True)
+    return tf.ensure_shape(tf.clip_by_value(resized, 0.0, 255.0), (*size, 3))
+
+
+def _labelled(paths: list[str], class_ids: list[int], make_ids: list[int]) -> tf.data.Dataset:
+    """``(path, class id or -1, make id)`` rows."""
+    return tf.data.Dataset.from_tensor_slices((list(paths), list(class_ids), list(make_ids)))
+
+
+def _targets(class_id, make_id, *, num_classes: int, num_makes: int, class_weights: tf.Tensor | None):
+    """Both outputs' one-hot targets and sample weights; a photo without a class (-1) weighs 0 for classes."""
+    has_class = class_id >= 0
+    safe = tf.maximum(class_id, 0)
+    class_weight = tf.gather(class_weights, safe) if class_weights is not None else tf.constant(1.0)
+    class_weight = tf.where(has_class, class_weight, 0.0)
+    return ((tf.one_hot(safe, num_classes), tf.one_hot(make_id, num_makes)),
+            (class_weight, tf.constant(1.0)))
+
+
+def make_multitask_dataset(class_split, class_make: list[int], make_only, *, num_classes: int, num_makes: int,
+                           image_size: tuple[int, int], resize_mode: str, batch_size: int, training: bool = False,
+                           augmenter: keras.Sequential | None = None, class_weights: dict[int, float] | None = None,
+                           make_share: float = 0.5, class_area: tuple[float, float] = (0.6, 1.0),
+                           scene_area: tuple[float, float] = (0.3, 1.0), seed: int = 42) -> tf.data.Dataset:
+    """Batches of ``(images, (class one-hot, make one-hot), (class weight, make weight))`` from two sources.
+
+    Photos with a class (``class_split``) teach both outputs; photos labelled by make only (``make_only``)
+    teach the make output alone: their class weight is 0, so no gradient reaches the class output from
+    them. In training the two sources are drawn independently, ``make_share`` of each batch from the
+    make-only photos, so that neither swamps the other whatever their sizes, and every photo is a
+    :func:`scene_crop` of itself (make-only photos are whole scenes, so their crops reach further in).
+    Decoded photos are cached in memory at their own size; the crops are fresh every epoch.
+
+    Args:
+        class_split: :class:`training.data.Split` of class-labelled photos.
+        class_make: Make index of each class.
+        make_only: :class:`training.data.Split` of make-labelled photos (labels are make indices).
+        num_classes: Class output width.
+        num_makes: Make output width.
+        image_size: ``(height, width)``.
+        resize_mode: The serving fit, used for evaluation batches (see :func:`fit_to_size`).
+        batch_size: Batch size.
+        training: Infinite, shuffled, cropped and augmented batches (pass ``steps_per_epoch`` to ``fit``);
+            otherwise every photo once, fitted as served.
+        augmenter: From :func:`build_augmenter`, applied to training batches.
+        class_weights: ``{class index: weight}`` for the class output, or ``None``.
+        make_share: Fraction of each training batch drawn from the make-only photos.
+        class_area: :func:`scene_crop` area range for class-labelled photos (usually cropped to the car).
+        scene_area: :func:`scene_crop` area range for make-only photos.
+        seed: Shuffle and sampling seed.
+
+    Returns:
+        The ``tf.data.Dataset``.
+    """
+    size = (int(image_size[0]), int(image_size[1]))
+    table = None if class_weights is None else tf.constant(
+        [class_weights.get(c, 0.0) for c in range(num_classes)], tf.float32)
+    targets = dict(num_classes=num_classes, num_makes=num_makes, class_weights=table)
+    with_class = _labelled(class_split.paths, class_split.labels, [class_make[c] for c in class_split.labels])
+    make_rows = _labelled(make_only.paths, [-1] * len(make_only), make_only.labels)
+    if not training:
+        rows = with_class.concatenate(make_rows) if len(make_only) else with_class
+        ds = rows.map(lambda p, c, m: (tf.cast(load_image(p, size, resize_mode), tf.float32),
+                                       *_targets(c, m, **targets)), num_parallel_calls=AUTOTUNE)
+        return ds.batch(batch_size).prefetch(AUTOTUNE)
+
+    def stream(rows: tf.data.Dataset, count: int, area: tuple[float, float], offset: int) -> tf.data.Dataset:
+        decoded = rows.map(lambda p, c, m: (decode_scene(p), c, m), num_parallel_calls=AUTOTUNE).cache()
+        shuffled = decoded.repeat().shuffle(count, seed=seed + offset)
+        return shuffled.map(lambda image, c, m: (scene_crop(image, size, area), *_targets(c, m, **targets)),
+                            num_parallel_calls=AUTOTUNE)
+
+    sources = [stream(with_class, len(class_split), class_area, 0)]
+    weights = [1.0]
+    if len(make_only) and make_share > 0:
+        sources.append(stream(make_rows, len(make_only), scene_area, 1))
+        weights = [1.0 - make_share, make_share]
+    ds = tf.data.Dataset.sample_from_datasets(sources, weights=weights, seed=seed) if len(sources) > 1 else sources[0]
+    ds = ds.batch(batch_size, drop_remainder=True)
+
+    def augment(images, labels, sample_weights):
+        if augmenter is not None:
+            images = tf.clip_by_value(augmenter(images, training=True), 0.0, 255.0)
+        return images, labels, sample_weights
+
+    return ds.map(augment, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)

@@ -22,11 +22,12 @@ import numpy as np
 from training import data as data_lib
 from training import evaluate as evaluate_lib
 from training import export as export_lib
+from training import makes as makes_lib
 from training.backbones import describe_preprocessing, get_backbone
 from training.config import save_config
-from training.model import (build_model, count_params, inference_copy, is_pretrained, load_weights_into,
-                            unfreeze_model)
-from training.pipeline import build_augmenter, make_dataset
+from training.model import (CLASS_OUTPUT, MAKE_OUTPUT, build_model, count_params, has_make_head, inference_copy,
+                            is_pretrained, load_weights_into, unfreeze_model)
+from training.pipeline import build_augmenter, make_dataset, make_multitask_dataset
 from training.robustness import enable_adversarial_training
 
 HISTORY_FILE = "history.csv"
@@ -54,6 +55,15 @@ def _compile(model: keras.Model, train_cfg: dict[str, Any], learning_rate, num_c
     metrics: list[Any] = ["accuracy"]
     if num_classes > 5:
         metrics.append(keras.metrics.TopKCategoricalAccuracy(k=5, name="top5"))
+    if has_make_head(model):
+        # Sample weights carry the partial labels (a photo without a class weighs 0 for the class output),
+        # so the metrics are weighted too: class accuracy counts only photos that have a class.
+        smoothing = train_cfg["label_smoothing"]
+        model.compile(optimizer=_optimizer(train_cfg, learning_rate),
+                      loss=[keras.losses.CategoricalCrossentropy(label_smoothing=smoothing),
+                            keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)],
+                      weighted_metrics=[metrics, ["accuracy"]])
+        return
     model.compile(
         optimizer=_optimizer(train_cfg, learning_rate),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=train_cfg["label_smoothing"]),
@@ -79,6 +89,21 @@ def _learning_rate(train_cfg: dict[str, Any], peak: float, epochs: int, steps_pe
     return keras.optimizers.schedules.CosineDecay(peak, decay_steps, alpha=alpha)
 
 
+class BothOutputsScore(keras.callbacks.Callback):
+    """Logs ``val_score``: the mean of the class and the make output's validation accuracy.
+
+    It must come before the callbacks that read the monitored value (they share the ``logs`` dict), so
+    that early stopping and the best checkpoint weigh both outputs.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        parts = [logs.get(f"val_{CLASS_OUTPUT}_accuracy"), logs.get(f"val_{MAKE_OUTPUT}_accuracy")]
+        if all(part is not None for part in parts):
+            logs["val_score"] = float(sum(parts) / 2)
+
+
 def _callbacks(run_dir: Path, phase: str, train_cfg: dict[str, Any], best_so_far: float | None = None
                ) -> tuple[list[keras.callbacks.Callback], Path]:
     """Backup, early stopping, best checkpoint, LR schedule, CSV and TensorBoard logs for one phase.
@@ -94,19 +119,21 @@ def _callbacks(run_dir: Path, phase: str, train_cfg: dict[str, Any], best_so_far
         The callbacks and the path of the phase's best checkpoint.
     """
     monitor = train_cfg["monitor"]
+    mode = "max" if higher_is_better(monitor) else "min"
     checkpoint = run_dir / "checkpoints" / f"{phase}.best.weights.h5"
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    callbacks: list[keras.callbacks.Callback] = [
+    callbacks: list[keras.callbacks.Callback] = [BothOutputsScore()] if monitor == "val_score" else []
+    callbacks += [
         # Every epoch, with the optimizer state and the epoch number: what --resume continues from.
         keras.callbacks.BackupAndRestore(str(run_dir / "backup" / phase), save_freq="epoch"),
-        keras.callbacks.EarlyStopping(monitor=monitor, patience=train_cfg["early_stopping_patience"],
+        keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=train_cfg["early_stopping_patience"],
                                       restore_best_weights=True, verbose=1),
     ]
     if train_cfg.get("ema"):
         # Validation and the checkpoints below see the averaged weights, the ones that get exported.
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     callbacks += [
-        keras.callbacks.ModelCheckpoint(str(checkpoint), monitor=monitor, save_best_only=True,
+        keras.callbacks.ModelCheckpoint(str(checkpoint), monitor=monitor, mode=mode, save_best_only=True,
                                         save_weights_only=True, verbose=0, initial_value_threshold=best_so_far),
         keras.callbacks.CSVLogger(str(run_dir / HISTORY_FILE), append=True),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard" / phase), histogram_freq=0,
@@ -114,23 +141,29 @@ def _callbacks(run_dir: Path, phase: str, train_cfg: dict[str, Any], best_so_far
     ]
     if train_cfg["schedule"] == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
-            monitor=monitor, factor=train_cfg["reduce_lr_factor"], patience=train_cfg["reduce_lr_patience"],
+            monitor=monitor, mode=mode, factor=train_cfg["reduce_lr_factor"], patience=train_cfg["reduce_lr_patience"],
             min_lr=train_cfg["min_lr"], verbose=1))
     elif train_cfg["schedule"] != "cosine":  # cosine lives in the optimizer, see _learning_rate
         raise ValueError(f"unknown schedule {train_cfg['schedule']!r}; use plateau or cosine")
     return callbacks, checkpoint
 
 
-def head_options(model_cfg: dict[str, Any]) -> dict[str, Any]:
-    """The classifier-head arguments of :func:`training.model.build_model` from the ``model`` section."""
-    return {"dropout": model_cfg["dropout"], "l2": model_cfg["l2"], "hidden_units": model_cfg["hidden_units"]}
+def head_options(model_cfg: dict[str, Any], makes: makes_lib.MakeData | None = None) -> dict[str, Any]:
+    """The head arguments of :func:`training.model.build_model` from the ``model`` section (and the makes)."""
+    return {"dropout": model_cfg["dropout"], "l2": model_cfg["l2"], "hidden_units": model_cfg["hidden_units"],
+            "make_classes": len(makes.labels) if makes else 0}
+
+
+def higher_is_better(monitor: str) -> bool:
+    """Whether a larger value of the monitored quantity is better (accuracies and ``val_score``)."""
+    return "acc" in monitor or monitor.endswith("score")
 
 
 def _best(history: keras.callbacks.History, monitor: str) -> float:
     values = history.history.get(monitor, [])
     if not values:
         return -math.inf
-    return max(values) if "acc" in monitor else -min(values)
+    return max(values) if higher_is_better(monitor) else -min(values)
 
 
 def _logged_epochs(run_dir: Path, monitor: str) -> list[dict[str, float]]:
@@ -225,24 +258,26 @@ def _train_in(run_dir: Path, config: dict[str, Any], *, resumed: bool) -> dict[s
           f"{len(dataset.splits['test'])} test images; run folder {run_dir}" + (" (resumed)" if resumed else ""))
 
     weights = data_lib.class_weights(train_split.labels, num_classes) if train_cfg["class_weights"] else None
-    common = dict(num_classes=num_classes, image_size=image_size, resize_mode=model_cfg["resize_mode"],
-                  batch_size=train_cfg["batch_size"], cache=data_cfg["cache"], seed=config["seed"])
-    augment_cfg = config["augment"]
-    train_ds = make_dataset(train_split.paths, train_split.labels, training=True,
-                            augmenter=build_augmenter(augment_cfg, seed=config["seed"]), sample_weights=weights,
-                            mixup=augment_cfg["mixup"] if augment_cfg["enabled"] else 0.0,
-                            cutmix=augment_cfg["cutmix"] if augment_cfg["enabled"] else 0.0, **common)
-    val_ds = make_dataset(val_split.paths, val_split.labels, **common)
+    makes = makes_lib.load_for_config(config, dataset.class_names)
+    if makes is None:
+        train_ds, val_ds = _inputs(config, train_split, val_split, num_classes, image_size, weights)
+        steps_per_epoch = math.ceil(len(train_split) / train_cfg["batch_size"])
+        fit_steps = None
+    else:
+        train_ds, val_ds = _multitask_inputs(config, train_split, val_split, makes, image_size, weights)
+        steps_per_epoch = fit_steps = math.ceil((len(train_split) + len(makes.make_only("train")))
+                                                / train_cfg["batch_size"])
+        print(f"make output: {len(makes.labels)} makes; {len(makes.make_only('train'))} train / "
+              f"{len(makes.make_only('val'))} val photos labelled by make only")
 
     _set_precision(train_cfg["precision"])
     strategy = _strategy(train_cfg)
     with strategy.scope():
         model = build_model(model_cfg["backbone"], num_classes, weights=model_cfg["weights"],
                             image_size=image_size, name=config["name"],
-                            train_batchnorm=bool(train_cfg["train_batchnorm"]), **head_options(model_cfg))
+                            train_batchnorm=bool(train_cfg["train_batchnorm"]), **head_options(model_cfg, makes))
     enable_adversarial_training(model, train_cfg["adversarial_epsilon"])
     monitor = train_cfg["monitor"]
-    steps_per_epoch = math.ceil(len(train_split) / train_cfg["batch_size"])
     state_file = run_dir / "phases.json"
     finished: list[dict[str, Any]] = json.loads(state_file.read_text()) if state_file.exists() else []
     logged = _logged_epochs(run_dir, monitor)
@@ -265,13 +300,13 @@ def _train_in(run_dir: Path, config: dict[str, Any], *, resumed: bool) -> dict[s
             _compile(model, train_cfg, learning_rate, num_classes)
         print(f"{describe}: {count_params(model)['trainable']:,} trainable parameters")
         before = [row["value"] for row in logged if row["epoch"] >= epoch]
-        best_before = (max(before) if "acc" in monitor else min(before)) if before else None
+        best_before = (max(before) if higher_is_better(monitor) else min(before)) if before else None
         callbacks, checkpoint = _callbacks(run_dir, phase, train_cfg, best_before)
         history = model.fit(train_ds, validation_data=val_ds, epochs=epoch + epochs_wanted, initial_epoch=epoch,
-                            callbacks=callbacks, verbose=verbose)
+                            steps_per_epoch=fit_steps, callbacks=callbacks, verbose=verbose)
         best = _best(history, monitor)
         if best_before is not None:
-            best = max(best, best_before if "acc" in monitor else -best_before)
+            best = max(best, best_before if higher_is_better(monitor) else -best_before)
         if checkpoint.exists():
             load_weights_into(model, checkpoint)  # the phase's best epoch, before or after a resume
         last_epoch = epoch + len(history.epoch) + sum(1 for row in logged if row["epoch"] >= epoch)
@@ -285,8 +320,11 @@ def _train_in(run_dir: Path, config: dict[str, Any], *, resumed: bool) -> dict[s
     if train_cfg["head_epochs"] > 0 and train_cfg["head_on_features"]:
         done = next((p for p in finished if p["phase"] == "head"), None)
         checkpoint = run_dir / "checkpoints" / "head.best.weights.h5"
-        if done is None:
+        if done is None and makes is not None:
+            best = train_heads_on_features(model, train_split, val_split, makes, config, weights, run_dir)
+        elif done is None:
             best = train_head_on_features(model, train_split, val_split, config, weights, run_dir)
+        if done is None:
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
             model.save_weights(str(checkpoint))
             done = {"phase": "head", "epochs": train_cfg["head_epochs"], "last_epoch": 0, "best": best,
@@ -321,6 +359,36 @@ def _train_in(run_dir: Path, config: dict[str, Any], *, resumed: bool) -> dict[s
     if resumed:
         started -= _previous_wall_time(run_dir)
     return finish_run(model, config, dataset, run_dir, phases, started)
+
+
+def _inputs(config: dict[str, Any], train_split, val_split, num_classes: int, image_size: tuple[int, int],
+            weights: dict[int, float] | None):
+    """The training and validation datasets of a class-only run."""
+    augment_cfg, train_cfg = config["augment"], config["train"]
+    common = dict(num_classes=num_classes, image_size=image_size, resize_mode=config["model"]["resize_mode"],
+                  batch_size=train_cfg["batch_size"], cache=config["data"]["cache"], seed=config["seed"])
+    train_ds = make_dataset(train_split.paths, train_split.labels, training=True,
+                            augmenter=build_augmenter(augment_cfg, seed=config["seed"]), sample_weights=weights,
+                            mixup=augment_cfg["mixup"] if augment_cfg["enabled"] else 0.0,
+                            cutmix=augment_cfg["cutmix"] if augment_cfg["enabled"] else 0.0, **common)
+    return train_ds, make_dataset(val_split.paths, val_split.labels, **common)
+
+
+def _multitask_inputs(config: dict[str, Any], train_split, val_split, makes: makes_lib.MakeData,
+                      image_size: tuple[int, int], weights: dict[int, float] | None):
+    """The training and validation datasets of a run with a make output (both label sources)."""
+    augment_cfg, train_cfg, data_cfg = config["augment"], config["train"], config["data"]
+    common = dict(num_classes=len(makes.class_make), num_makes=len(makes.labels), image_size=image_size,
+                  resize_mode=config["model"]["resize_mode"], batch_size=train_cfg["batch_size"],
+                  seed=config["seed"])
+    crops = augment_cfg["scene_crop"] if augment_cfg["enabled"] else None
+    train_ds = make_multitask_dataset(
+        train_split, makes.class_make, makes.make_only("train"), training=True,
+        augmenter=build_augmenter(augment_cfg, seed=config["seed"]), class_weights=weights,
+        make_share=data_cfg["make_share"], class_area=tuple(crops["class_area"]) if crops else (1.0, 1.0),
+        scene_area=tuple(crops["scene_area"]) if crops else (1.0, 1.0), **common)
+    val_ds = make_multitask_dataset(val_split, makes.class_make, makes.make_only("val"), **common)
+    return train_ds, val_ds
 
 
 def _pooled_features(model: keras.Model, dataset, *, mirrored: bool = False) -> np.ndarray:
@@ -387,6 +455,70 @@ def train_head_on_features(model: keras.Model, train_split, val_split, config: d
         layer.set_weights(trained.get_weights())
     best = float(max(history.history["val_accuracy"]))
     print(f"phase 1 done in {time.monotonic() - started:.0f} s: val accuracy {best:.4f}")
+    return best
+
+
+def _features_and_targets(extractor: keras.Model, dataset) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """Pooled features of every batch of a :func:`make_multitask_dataset`, with its targets and weights."""
+    features, targets, weights = [], [[], []], [[], []]
+    for images, (class_y, make_y), (class_w, make_w) in dataset:
+        features.append(np.asarray(extractor(images, training=False), dtype="float32"))
+        for store, values in ((targets, (class_y, make_y)), (weights, (class_w, make_w))):
+            for column, value in zip(store, values):
+                column.append(np.broadcast_to(np.asarray(value), (len(features[-1]),) + np.shape(value)[1:]))
+    return (np.concatenate(features), [np.concatenate(t) for t in targets],
+            [np.concatenate(w).astype("float32") for w in weights])
+
+
+def train_heads_on_features(model: keras.Model, train_split, val_split, makes: makes_lib.MakeData,
+                            config: dict[str, Any], class_weights: dict[int, float] | None, run_dir: Path) -> float:
+    """Phase 1 of a run with a make output: both heads trained on pooled features computed once.
+
+    As :func:`train_head_on_features`, for the class and the make head together: photos without a class
+    train the make head only. The heads start from the model's own weights, so a class head copied from
+    an earlier model (``--weights model.keras``) goes on from where it was.
+
+    Returns:
+        The best validation ``val_score`` (mean of the two outputs' accuracy).
+    """
+    model_cfg, train_cfg = config["model"], config["train"]
+    image_size = tuple(model.input.shape[1:3])
+    plain = dict(num_classes=len(makes.class_make), num_makes=len(makes.labels), image_size=image_size,
+                 resize_mode=model_cfg["resize_mode"], batch_size=train_cfg["batch_size"])
+    started = time.monotonic()
+    extractor = keras.Model(model.inputs, model.get_layer("pool").output)
+    x_train, y_train, w_train = _features_and_targets(extractor, make_multitask_dataset(
+        train_split, makes.class_make, makes.make_only("train"), **plain))
+    x_val, y_val, w_val = _features_and_targets(extractor, make_multitask_dataset(
+        val_split, makes.class_make, makes.make_only("val"), **plain))
+    print(f"phase 1 (heads on cached features): {len(x_train)} training feature vectors in "
+          f"{time.monotonic() - started:.0f} s")
+    inputs = keras.Input(shape=(x_train.shape[1],), name="features")
+    pool_index = model.layers.index(model.get_layer("pool"))
+    head_layers = model.layers[pool_index + 1:]
+    copies = {}
+    for layer in head_layers:
+        source = layer.input if not isinstance(layer.input, list) else layer.input[0]
+        parent = source._keras_history.operation.name if hasattr(source, "_keras_history") else "pool"
+        upstream = inputs if parent == "pool" else copies[parent]
+        copies[layer.name] = layer.__class__.from_config(layer.get_config())(upstream)
+    head = keras.Model(inputs, [copies[CLASS_OUTPUT], copies[MAKE_OUTPUT]])
+    for layer in head_layers:
+        head.get_layer(layer.name).set_weights(layer.get_weights())
+    _compile(head, {**train_cfg, "ema": 0.0}, train_cfg["head_lr"], len(makes.class_make))
+    history = head.fit(
+        x_train, y_train, sample_weight=w_train, validation_data=(x_val, y_val, w_val),
+        epochs=train_cfg["head_epochs"], batch_size=train_cfg["batch_size"], shuffle=True,
+        verbose=2 if train_cfg["verbose"] else 0,
+        callbacks=[BothOutputsScore(),
+                   keras.callbacks.EarlyStopping(monitor="val_score", mode="max",
+                                                 patience=max(5, train_cfg["head_epochs"] // 5),
+                                                 restore_best_weights=True),
+                   keras.callbacks.CSVLogger(str(run_dir / "head_features_history.csv"))])
+    for layer in head_layers:
+        layer.set_weights(head.get_layer(layer.name).get_weights())
+    best = float(max(history.history["val_score"]))
+    print(f"phase 1 done in {time.monotonic() - started:.0f} s: val score {best:.4f}")
     return best
 
 
