@@ -27,6 +27,8 @@ RUN useradd --system --uid 10001 --user-group --home-dir /srv/app --shell /usr/s
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /srv/app
 COPY app/ app/
+# The model side the app serves with: decoding, runtimes, gate, answers, heatmaps.
+COPY inference/ inference/
 COPY migrations/ migrations/
 # The app reads the artifact format (file names, version, variants) from these stdlib-only modules.
 COPY training/__init__.py training/export.py training/quantize.py training/

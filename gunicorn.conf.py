@@ -88,7 +88,7 @@ prepare_metrics_dir()
 def serves_with_keras() -> bool:
     """Whether the app will pick the Keras runtime for the configured artifact."""
     try:
-        from app.inference.classifier import resolve_runtime
+        from inference.classifier import resolve_runtime
         from app.config import REPO_ROOT
 
         model_dir = REPO_ROOT / (os.environ.get("MODEL_DIR") or "model_artifacts/default")

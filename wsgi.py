@@ -7,7 +7,7 @@ status 1, rather than a traceback.
 import sys
 
 from app import create_app
-from app.inference.classifier import ArtifactError
+from inference.classifier import ArtifactError
 
 try:
     app = create_app()

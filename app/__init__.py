@@ -9,7 +9,7 @@ from typing import Any, Mapping
 from flask import Flask
 from sqlalchemy import event
 
-from .inference.classifier import load_classifier
+from inference.classifier import load_classifier
 from .config import Config, finalize
 from .extensions import bootstrap, csrf, db, limiter, login_manager, migrate_extension
 from .logs import register_logging
@@ -121,7 +121,7 @@ def load_classifier_into(app: Flask) -> None:
 
 def load_vehicle_gate_into(app: Flask) -> None:
     """Load the "not a car" gate once per process (``VEHICLE_GATE_DIR``; off when absent)."""
-    from .inference.gate import load_vehicle_gate
+    from inference.gate import load_vehicle_gate
 
     app.extensions["vehicle_gate"] = load_vehicle_gate(app.config.get("VEHICLE_GATE_DIR"),
                                                        num_threads=app.config.get("INFERENCE_THREADS"))

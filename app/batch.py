@@ -8,7 +8,7 @@ from flask import current_app
 from werkzeug.datastructures import FileStorage
 
 from .extensions import db
-from .inference.imaging import ImageRejected, declared_pixels
+from inference.imaging import ImageRejected, declared_pixels
 from .services import create_prediction, display_filename
 
 BATCH_MAX_IMAGES = 32

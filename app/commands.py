@@ -14,7 +14,7 @@ from sqlalchemy import select
 from .admin.export import export_corrections
 from .serving import get_classifier
 from .extensions import db
-from .inference.imaging import ImageRejected, decode_upload
+from inference.imaging import ImageRejected, decode_upload
 from .models import AdminUser
 
 MIN_ADMIN_PASSWORD_LENGTH = 8

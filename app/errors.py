@@ -19,7 +19,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
 from .extensions import db, limiter
-from .inference.imaging import ImageRejected
+from inference.imaging import ImageRejected
 
 CODES = {
     400: "bad_request",

@@ -13,7 +13,7 @@ from pathlib import Path
 from flask import current_app
 from werkzeug.datastructures import FileStorage
 
-from .inference.imaging import ImageRejected
+from inference.imaging import ImageRejected
 
 EXAMPLE_SUFFIXES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
 MAX_EXAMPLES = 12

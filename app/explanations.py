@@ -18,9 +18,9 @@ from typing import Any
 from flask import current_app
 from PIL import Image
 
-from .inference.artifact import CLASS_LEVEL
-from .inference.classifier import Classifier
-from .inference.explain import explain_image
+from inference.artifact import CLASS_LEVEL
+from inference.classifier import Classifier
+from inference.explain import explain_image
 from .serving import get_classifier
 
 CACHE_FOLDER = "explanations"
@@ -51,7 +51,7 @@ def explanation_png(prediction: Any) -> bytes:
         PNG bytes, the size of the stored thumbnail.
 
     Raises:
-        ExplanationUnavailable: As :func:`app.inference.explain.explain_image`.
+        ExplanationUnavailable: As :func:`inference.explain.explain_image`.
     """
     classifier = get_classifier()
     path = cache_path(prediction, classifier)

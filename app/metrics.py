@@ -23,7 +23,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry,
                                Gauge, Histogram, generate_latest, multiprocess)
 from sqlalchemy import event  # noqa: E402
 
-from .inference.classifier import Classifier
+from inference.classifier import Classifier
 from .models import Prediction
 
 # Any process may import the app with the variable set (``flask db upgrade`` in the same shell, the

@@ -69,11 +69,11 @@ class Prediction(db.Model):
     top_k = db.Column(db.JSON, nullable=False)
     latency_ms = db.Column(db.Float, nullable=False)
     source = db.Column(db.String(8), nullable=False)
-    # ok | uncertain | not_a_car (app.inference.gate); NULL for predictions made before verdicts existed.
+    # ok | uncertain | not_a_car (inference.gate); NULL for predictions made before verdicts existed.
     verdict = db.Column(db.String(16), nullable=True)
     vehicle_score = db.Column(db.Float, nullable=True)
     # Group scores ({grouping: [{"label", "score"}, ...]}) and the answer at the most specific sure level
-    # (app.inference.answers); NULL for predictions made before answers existed, and no answer at all.
+    # (inference.answers); NULL for predictions made before answers existed, and no answer at all.
     groups = db.Column(db.JSON, nullable=True)
     answer_level = db.Column(db.String(64), nullable=True)
     answer_label = db.Column(db.String(255), nullable=True)

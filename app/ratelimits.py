@@ -24,7 +24,7 @@ from flask import Flask, current_app, g, request
 from limits.storage import Storage
 
 from .extensions import limiter
-from .inference.imaging import declared_pixels
+from inference.imaging import declared_pixels
 
 UPLOAD_FIELDS = ("image", "images")
 # POST routes of the upload and API blueprints that classify nothing: they count as answers, not uploads.

@@ -12,10 +12,10 @@ from flask import current_app
 from werkzeug.datastructures import FileStorage
 
 from .extensions import db
-from .inference.imaging import ImageRejected, decode_upload, make_thumbnail
+from inference.imaging import ImageRejected, decode_upload, make_thumbnail
 from .models import Prediction
-from .inference.answers import choose_answer
-from .inference.gate import judge
+from inference.answers import choose_answer
+from inference.gate import judge
 from .serving import get_classifier, get_vehicle_gate
 
 TOP_K_RANGE = (1, 20)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import current_app
 
-from .inference.classifier import Classifier
-from .inference.gate import VehicleGate
+from inference.classifier import Classifier
+from inference.gate import VehicleGate
 
 
 def get_classifier() -> Classifier:

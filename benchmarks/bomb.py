@@ -33,7 +33,7 @@ from pathlib import Path
 import PIL
 from PIL import Image
 
-from app.inference.imaging import ImageRejected, decode_upload
+from inference.imaging import ImageRejected, decode_upload
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"

@@ -59,11 +59,11 @@ def photos(folder: Path, count: int) -> list[Path]:
 
 def measure(artifact: Path, paths: list[Path], repeats: int, threads: int) -> dict:
     """Per-heatmap wall times for one artifact."""
-    from app.inference.answers import choose_answer
-    from app.inference.explain import explain_image, get_explainer
-    from app.inference.gate import judge
-    from app.inference.imaging import make_thumbnail
-    from app.inference.classifier import load_classifier
+    from inference.answers import choose_answer
+    from inference.explain import explain_image, get_explainer
+    from inference.gate import judge
+    from inference.imaging import make_thumbnail
+    from inference.classifier import load_classifier
 
     classifier = load_classifier(artifact, runtime="litert", num_threads=threads)
     get_explainer(classifier)  # loads head.npz: once per process, not per request

@@ -34,8 +34,8 @@ import numpy as np
 import yaml
 from PIL import Image, ImageOps
 
-from app.inference.classifier import load_classifier
-from app.inference.imaging import fit_to_input
+from inference.classifier import load_classifier
+from inference.imaging import fit_to_input
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"

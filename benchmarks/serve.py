@@ -287,7 +287,7 @@ def measure_floor(model_dir: Path, payloads: list[tuple[str, bytes]], threads: i
     """
     from app import create_app
     from app.serving import get_classifier
-    from app.inference.imaging import decode_upload
+    from inference.imaging import decode_upload
 
     app = create_app({"MODEL_DIR": str(model_dir), "DATABASE_URL": "sqlite://", "SECRET_KEY": secrets.token_hex(32),
                       "INFERENCE_THREADS": threads, "BATCH_MAX_SIZE": 1, "MODEL_VARIANT": "auto"})
@@ -322,7 +322,7 @@ def measure_batch_invocation(model_dir: Path, batch_sizes: list[int], threads: i
     Returns:
         ``{str(batch size): median ms per image}``.
     """
-    from app.inference.classifier import load_classifier
+    from inference.classifier import load_classifier
 
     classifier = load_classifier(model_dir, num_threads=threads)
     batches = {size: np.random.default_rng(size).uniform(0, 255, (size, *classifier.image_size, 3))
@@ -359,7 +359,7 @@ def like_for_like(results: dict, concurrency: str) -> dict[str, float] | None:
 
 def app_configurations(args: argparse.Namespace) -> dict[str, tuple[str, dict[str, str]]]:
     """The app runs: key -> (label, settings). The first is the app as shipped (defaults)."""
-    from app.inference.artifact import LITERT_VARIANTS
+    from inference.artifact import LITERT_VARIANTS
 
     # The load generator is one client: limits are raised rather than switched off, so their checks still
     # run on every request as in production.
@@ -384,7 +384,7 @@ def app_configurations(args: argparse.Namespace) -> dict[str, tuple[str, dict[st
 
 def served_variant(model_dir: Path) -> str:
     """The LiteRT copy the app serves ``model_dir`` with by default (``MODEL_VARIANT=auto``)."""
-    from app.inference.classifier import recommended_variant
+    from inference.classifier import recommended_variant
 
     return recommended_variant(model_dir, json.loads((model_dir / "metadata.json").read_text(encoding="utf-8")))
 

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from app.inference.answers import choose_answer, group_scores, groupings
-from app.inference.artifact import ArtifactError, check_groups, read_artifact
+from inference.answers import choose_answer, group_scores, groupings
+from inference.artifact import ArtifactError, check_groups, read_artifact
 from support import REPO_ROOT
 
 LABELS = ["Audi A4", "Audi A6", "BMW X5", "BMW M3", "Fiat Panda"]

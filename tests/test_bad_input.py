@@ -90,7 +90,7 @@ def test_jpeg_whose_data_is_far_short_of_its_header_is_422(app, client, progress
                                           ("L", {"optimize": True}), ("RGB", {"subsampling": 0})])
 def test_blank_large_jpegs_are_complete(mode, options):
     """The size floor is a true lower bound: the most compressible photos there are still pass it."""
-    from app.inference.imaging import decode_upload, jpeg_data_complete
+    from inference.imaging import decode_upload, jpeg_data_complete
 
     data = encode(Image.new(mode, (4000, 3000), 128), "JPEG", **options)
     assert jpeg_data_complete(data)

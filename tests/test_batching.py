@@ -16,8 +16,8 @@ import time
 import numpy as np
 import pytest
 
-from app.inference.batching import MicroBatcher
-from app.inference.classifier import load_classifier
+from inference.batching import MicroBatcher
+from inference.classifier import load_classifier
 from support import COLOR_LABELS
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.inference.classifier import ArtifactError, load_classifier, resolve_runtime
+from inference.classifier import ArtifactError, load_classifier, resolve_runtime
 from support import COLOR_RGB, REPO_ROOT, stanford_photos
 
 
@@ -202,7 +202,7 @@ def test_serving_works_with_tensorflow_absent(color_artifact):
 import sys
 sys.modules["tensorflow"] = sys.modules["keras"] = None  # import fails, find_spec says not installed
 from PIL import Image
-from app.inference.classifier import ArtifactError, load_classifier
+from inference.classifier import ArtifactError, load_classifier
 classifier = load_classifier({str(color_artifact)!r})
 print(classifier.runtime, classifier.classify(Image.new("RGB", (9, 9), (0, 0, 255)))[0]["label"])
 try:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from app import create_app
-from app.inference.classifier import Classifier
+from inference.classifier import Classifier
 from app.config import REPO_ROOT, Config, finalize
 
 

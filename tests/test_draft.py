@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.inference.classifier import load_classifier
-from app.inference.imaging import decode_upload, fit_to_input, scale_factors
+from inference.classifier import load_classifier
+from inference.imaging import decode_upload, fit_to_input, scale_factors
 from support import REPO_ROOT, encode, stanford_photos
 
 pytestmark = pytest.mark.slow

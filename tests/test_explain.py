@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.inference.explain import ClassActivationMap, ExplanationUnavailable, explain_image, place_on_photo
+from inference.explain import ClassActivationMap, ExplanationUnavailable, explain_image, place_on_photo
 from support import REPO_ROOT, build_color_model, encode, export
 from trust_support import dispose, make_app, post_image
 
@@ -80,7 +80,7 @@ def grad_cam(model, pixels: np.ndarray, class_index: int) -> np.ndarray:
     import keras
     import tensorflow as tf
 
-    from app.inference.runtimes import feature_layer, outer_output
+    from inference.runtimes import feature_layer, outer_output
 
     layer = feature_layer(model)
     features_model = keras.Model(model.inputs[0], outer_output(layer))
@@ -101,7 +101,7 @@ def grad_cam(model, pixels: np.ndarray, class_index: int) -> np.ndarray:
 
 @pytest.fixture(scope="module", params=["litert", "keras"])
 def region_classifier(region_artifact, request):
-    from app.inference.classifier import load_classifier
+    from inference.classifier import load_classifier
 
     return load_classifier(region_artifact, runtime=request.param)
 
@@ -126,7 +126,7 @@ def test_heatmap_is_high_on_the_region_that_decides(region_classifier, left, top
 def test_the_map_equals_grad_cam_computed_with_tensorflow(mobilenet_artifact, runtime):
     import keras
 
-    from app.inference.classifier import load_classifier
+    from inference.classifier import load_classifier
 
     classifier = load_classifier(mobilenet_artifact, runtime=runtime)
     model = keras.saving.load_model(mobilenet_artifact / "model.keras", compile=False)
@@ -147,7 +147,7 @@ def test_the_map_equals_grad_cam_computed_with_tensorflow(mobilenet_artifact, ru
 
 
 def test_a_group_map_is_the_probability_weighted_sum_of_its_members(mobilenet_artifact, tmp_path):
-    from app.inference.classifier import load_classifier
+    from inference.classifier import load_classifier
 
     artifact = tmp_path / "grouped"
     import shutil
@@ -175,7 +175,7 @@ def test_a_group_map_is_the_probability_weighted_sum_of_its_members(mobilenet_ar
 
 def test_a_grouped_artifact_explains_its_groups_from_the_fine_head(mobilenet_artifact, tmp_path):
     """The premium/basic kind of artifact: a frozen 0/1 layer sums the fine probabilities into groups."""
-    from app.inference.classifier import load_classifier
+    from inference.classifier import load_classifier
     from training.group import grouped_model
     from training.model import load_model
 
@@ -201,7 +201,7 @@ def test_a_head_the_map_cannot_explain_answers_501(tmp_path):
     """A hidden ReLU layer between pooling and the classifier: no exact map, so no head.npz and a clear 501."""
     import keras
 
-    from app.inference.classifier import load_classifier
+    from inference.classifier import load_classifier
 
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.Conv2D(4, 3, activation="relu")(keras.layers.Rescaling(1 / 255)(inputs))
@@ -292,7 +292,7 @@ def test_heatmap_on_a_model_whose_feature_map_is_its_rescaled_input(tmp_path):
     Its logit for red is 10 x the mean red channel, so the map of red is the red channel itself, scaled so
     that the reddest pixel is 1: the square (230) is 1 and the grey (128) 128 / 230.
     """
-    from app.inference.classifier import load_classifier
+    from inference.classifier import load_classifier
 
     artifact = export(build_color_model((32, 32)), ["red", "green", "blue"], tmp_path / "colours", name="colours",
                       image_size=(32, 32))

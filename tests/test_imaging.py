@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import bad_files
-from app.inference.imaging import ImageRejected, decode_upload, fit_to_input, make_thumbnail, to_rgb
+from inference.imaging import ImageRejected, decode_upload, fit_to_input, make_thumbnail, to_rgb
 from support import COLOR_RGB, encode
 
 LIMIT = 40_000_000

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from app.inference.imaging import ImageRejected, decode_upload, fit_to_input
+from inference.imaging import ImageRejected, decode_upload, fit_to_input
 from support import encode
 
 MAX_PIXELS = 1_000_000

@@ -32,7 +32,7 @@ def wide_photo(seed: int, size=(300, 140)) -> Image.Image:
 
 
 def test_fitting_gives_the_input_shape_for_every_mode(wide_artifact):
-    from app.inference.imaging import fit_to_input
+    from inference.imaging import fit_to_input
 
     _, mode = wide_artifact
     for size in ((300, 140), (140, 300), (48, 24), (1000, 90)):
@@ -42,7 +42,7 @@ def test_fitting_gives_the_input_shape_for_every_mode(wide_artifact):
 def test_api_answers_are_the_model_on_the_fitted_photo(wide_artifact, database_url):
     import keras
 
-    from app.inference.imaging import fit_to_input
+    from inference.imaging import fit_to_input
 
     artifact, mode = wide_artifact
     application = make_app(artifact, database_url, TOP_K=6)
@@ -89,7 +89,7 @@ def test_batch_route_and_explanation_with_a_wide_input(wide_artifact, database_u
 
 
 def test_heatmap_placement_covers_the_photo_for_a_wide_input(wide_artifact):
-    from app.inference.explain import place_on_photo
+    from inference.explain import place_on_photo
 
     _, mode = wide_artifact
     cam = np.linspace(0, 1, 3 * 6).reshape(3, 6)
@@ -114,8 +114,8 @@ def with_metadata(artifact, out, **changes):
 def test_flip_tta_averages_the_photo_and_its_mirror_in_one_invocation(wide_artifact, tmp_path, runtime):
     import keras
 
-    from app.inference.classifier import load_classifier
-    from app.inference.imaging import fit_to_input
+    from inference.classifier import load_classifier
+    from inference.imaging import fit_to_input
 
     artifact, mode = wide_artifact
     flipped = load_classifier(with_metadata(artifact, tmp_path / "flip", tta="flip"), runtime=runtime,
@@ -136,8 +136,8 @@ def test_flip_tta_averages_the_photo_and_its_mirror_in_one_invocation(wide_artif
 
 
 def test_unknown_tta_is_refused_at_load(wide_artifact, tmp_path):
-    from app.inference.artifact import ArtifactError
-    from app.inference.classifier import load_classifier
+    from inference.artifact import ArtifactError
+    from inference.classifier import load_classifier
 
     artifact, _ = wide_artifact
     with pytest.raises(ArtifactError, match="tta"):

@@ -19,7 +19,7 @@ from PIL import Image, ImageOps
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
-from app.inference.imaging import THUMBNAIL_MAX_SIDE, decode_upload, make_thumbnail
+from inference.imaging import THUMBNAIL_MAX_SIDE, decode_upload, make_thumbnail
 from benchmarks import serve
 from support import COLOR_LABELS, COLOR_RGB, REPO_ROOT, encode, stanford_photos
 

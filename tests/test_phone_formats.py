@@ -15,7 +15,7 @@ from PIL import Image
 
 import phone_files
 from app.extensions import db
-from app.inference.imaging import ImageRejected, decode_upload
+from inference.imaging import ImageRejected, decode_upload
 from app.models import Prediction
 from support import COLOR_RGB
 from test_errors import csrf_token

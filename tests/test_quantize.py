@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.inference.classifier import ArtifactError, load_classifier
+from inference.classifier import ArtifactError, load_classifier
 from support import COLOR_RGB, encode, export
 from training.quantize import LITERT_VARIANTS, quantize_artifact
 

@@ -43,7 +43,7 @@ def trust_server(color_artifact, tmp_path):
 
 
 def car_photos_the_gate_passes(count: int) -> list[Path]:
-    from app.inference.gate import VehicleGate
+    from inference.gate import VehicleGate
 
     gate = VehicleGate(SHIPPED_GATE, num_threads=1)
     photos = [p for p in stanford_photos(count + 4) if gate.is_vehicle(gate.score(Image.open(p).convert("RGB")))]

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.inference.classifier import ArtifactError
-from app.inference.gate import VehicleGate
+from inference.classifier import ArtifactError
+from inference.gate import VehicleGate
 from support import REPO_ROOT, SHARED, stanford_photos
 from trust_support import CARS_VS_PLANES, SHIPPED_GATE, dispose, make_app, post_image
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.inference.gate import confidence_threshold, decide
+from inference.gate import confidence_threshold, decide
 from trust_support import dispose, make_app, post_image, with_confidence
 
 TOP = [{"label": "a", "score": 0.6}, {"label": "b", "score": 0.3}]

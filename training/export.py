@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from app.inference.artifact import (ARTIFACT_FORMAT_VERSION, HEAD_FILE, KERAS_FILE, LABELS_FILE,  # noqa: F401
+from inference.artifact import (ARTIFACT_FORMAT_VERSION, HEAD_FILE, KERAS_FILE, LABELS_FILE,  # noqa: F401
                                     LITERT_FILE, LITERT_VARIANTS, METADATA_FILE, RESIZE_MODES)
 
 
@@ -100,7 +100,7 @@ def explainable_head(model) -> dict[str, Any] | None:
     import keras
     import numpy as np
 
-    from app.inference.runtimes import feature_layer, outer_output
+    from inference.runtimes import feature_layer, outer_output
 
     layer = feature_layer(model)
     if layer is None:
@@ -149,7 +149,7 @@ def serving_model(model, head: dict[str, Any] | None):
         return model
     import keras
 
-    from app.inference.runtimes import outer_output
+    from inference.runtimes import outer_output
 
     return keras.Model(model.inputs, [model.outputs[0], outer_output(head["feature_layer"])], name=model.name)
 

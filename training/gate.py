@@ -15,7 +15,7 @@ sample pictures and faces) are stopped.
         --non-cars ../shared/datasets/cars-vs-planes/val/planes --non-cars ../shared/datasets/cars-vs-planes/train/planes \\
         --out model_artifacts/vehicle-gate
 
-The scores are computed with the app's own gate code (:class:`app.inference.gate.VehicleGate`) on the exported
+The scores are computed with the app's own gate code (:class:`inference.gate.VehicleGate`) on the exported
 file, so the measurement is of exactly what is served.
 """
 
@@ -91,7 +91,7 @@ def calibration_inputs(folders: list[Path], image_size: tuple[int, int], count: 
     Returns:
         A zero-argument callable returning an iterator of ``[float32 (1, H, W, 3)]``.
     """
-    from app.inference.imaging import fit_to_input
+    from inference.imaging import fit_to_input
 
     paths = sorted(p for folder in folders for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
@@ -200,7 +200,7 @@ def write_gate(model_file: Path, out: Path, *, alpha: float, quantization: str, 
                measurement: dict[str, Any], image_size: tuple[int, int] = IMAGE_SIZE,
                calibration: list[str] | None = None) -> Path:
     """Write the gate artifact folder: ``model.tflite`` + ``metadata.json``."""
-    from app.inference.gate import GATE_KIND, GATE_METADATA_FILE, GATE_MODEL_FILE
+    from inference.gate import GATE_KIND, GATE_METADATA_FILE, GATE_MODEL_FILE
 
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_file, out / GATE_MODEL_FILE)
@@ -245,7 +245,7 @@ def build_gate(*, cars: list[Path], held_out_cars: list[Path], non_cars: list[Pa
     Returns:
         The measurement written into the metadata.
     """
-    from app.inference.gate import GATE_MODEL_FILE, VehicleGate
+    from inference.gate import GATE_MODEL_FILE, VehicleGate
 
     image_size = tuple(image_size)
     model = build_imagenet_mobilenet(alpha, image_size)

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from app.inference.answers import choose_answer, group_scores, groupings
-from app.inference.artifact import CLASS_LEVEL, check_groups
+from inference.answers import choose_answer, group_scores, groupings
+from inference.artifact import CLASS_LEVEL, check_groups
 from training import data as data_lib
 from training import evaluate as evaluate_lib
 from training import export as export_lib

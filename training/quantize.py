@@ -110,7 +110,7 @@ class LiteRTScorer:
     """Runs a ``.tflite`` file on batches with the app's own LiteRT runtime (one thread, as a worker would)."""
 
     def __init__(self, path: Path):
-        from app.inference.runtimes import LiteRTRuntime  # measured exactly as served
+        from inference.runtimes import LiteRTRuntime  # measured exactly as served
 
         self._runtime = LiteRTRuntime(path, num_threads=1)
 

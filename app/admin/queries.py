@@ -15,7 +15,7 @@ from sqlalchemy import Select, and_, case, exists, func, literal_column, or_, se
 from sqlalchemy.orm import aliased, contains_eager, defer
 
 from ..extensions import db
-from ..inference.gate import VERDICTS
+from inference.gate import VERDICTS
 from ..models import FEEDBACK_WRONG, SOURCES, Correction, Feedback, Prediction
 
 PAGE_SIZES = (25, 50, 100, 200)
@@ -70,7 +70,7 @@ class ReviewFilters:
         label: Exact top label.
         model_version: Exact model version.
         source: ``web``, ``example`` or ``api``.
-        verdict: ``ok``, ``uncertain`` or ``not_a_car`` (see :mod:`app.inference.gate`).
+        verdict: ``ok``, ``uncertain`` or ``not_a_car`` (see :mod:`inference.gate`).
         answer_level: ``class``, a grouping name, or ``none`` (no level was sure).
         score_min: Lowest top score included.
         score_max: Highest top score included.

@@ -95,7 +95,7 @@ def explanation(prediction_id: str):
     """
     from ..errors import error_response
     from ..explanations import explanation_png
-    from ..inference.explain import ExplanationUnavailable
+    from inference.explain import ExplanationUnavailable
 
     prediction = prediction_or_404(prediction_id)
     try:

@@ -66,8 +66,8 @@ def build_card(classifier, gate=None) -> dict[str, Any]:
     """Everything the model card page shows, from the artifact of ``classifier``.
 
     Args:
-        classifier: The served :class:`app.inference.classifier.Classifier`.
-        gate: The loaded :class:`app.inference.gate.VehicleGate`, or ``None``.
+        classifier: The served :class:`inference.classifier.Classifier`.
+        gate: The loaded :class:`inference.gate.VehicleGate`, or ``None``.
 
     Returns:
         A dictionary for the template (missing parts are empty, never an error).

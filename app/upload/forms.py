@@ -4,7 +4,7 @@ from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
 from wtforms import SubmitField
 
-from ..inference.imaging import ACCEPTED_CONTENT_TYPES
+from inference.imaging import ACCEPTED_CONTENT_TYPES
 
 
 class UploadForm(FlaskForm):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..inference.artifact import CLASS_LEVEL
+from inference.artifact import CLASS_LEVEL
 
 
 def with_article(label: str) -> str:

@@ -7,7 +7,7 @@ from flask import (Response, abort, current_app, jsonify, make_response, redirec
 
 from ..examples import find_example, list_examples, open_example
 from ..feedback import FeedbackRejected, allowed_labels, answer_of, record_answer, session_key
-from ..inference.imaging import ImageRejected
+from inference.imaging import ImageRejected
 from ..models import prediction_or_404
 from ..ratelimits import FEEDBACK_LIMIT
 from ..serving import get_classifier

@@ -274,7 +274,7 @@ def stanford_photos(count: int = 20) -> list:
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_imagenet_head_sees_vehicles_in_car_photos(variant):
-    from app.inference.imaging import fit_to_input
+    from inference.imaging import fit_to_input
     from training.backbones import preprocessing_layer
     from training.gate import VEHICLE_CLASSES
 
@@ -315,7 +315,7 @@ def numpy_stem(image: np.ndarray, state: dict[str, np.ndarray]) -> np.ndarray:
 def test_stem_agrees_with_a_numpy_forward_pass(size):
     import keras
 
-    from app.inference.imaging import fit_to_input
+    from inference.imaging import fit_to_input
     from training.backbones import get_backbone, preprocessing_layer
 
     needs_weights("lite0")
@@ -361,7 +361,7 @@ def test_headless_non_square_classifier_saves_and_loads_without_this_package(tmp
 
 @pytest.mark.slow
 def test_cli_trains_efficientnet_lite0_from_scratch(presplit_folder, tmp_path):
-    from app.inference.classifier import load_classifier
+    from inference.classifier import load_classifier
     from training.cli import main
 
     out = tmp_path / "artifact"

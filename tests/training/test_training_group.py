@@ -19,7 +19,7 @@ def test_grouping_matrix_sums_each_label_into_its_group():
 
 
 def test_group_command_writes_an_artifact_the_app_serves(trained, image_folder, tmp_path):
-    from app.inference.classifier import load_classifier
+    from inference.classifier import load_classifier
     from training.cli import main
 
     label_map = tmp_path / "warmth.csv"

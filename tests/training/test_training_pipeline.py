@@ -14,7 +14,7 @@ DEFAULT_AUGMENT = {"enabled": True, "rotation": 40.0, "width_shift": 0.2, "heigh
 
 @pytest.mark.parametrize("mode", ["center_crop", "stretch", "pad"])
 def test_training_resize_matches_the_app(mode, tmp_path):
-    from app.inference.imaging import fit_to_input
+    from inference.imaging import fit_to_input
 
     rng = np.random.default_rng(0)
     # A smooth wide image: resampling filters agree on smooth content, so the difference measures layout.

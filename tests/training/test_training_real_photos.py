@@ -34,7 +34,7 @@ def car_photos(tmp_path):
 def test_mobilenet_025_artifact_loads_in_the_app(car_photos, keras_home, tmp_path):
     from PIL import Image
 
-    from app.inference.classifier import load_classifier
+    from inference.classifier import load_classifier
 
     # A child process: Keras reads KERAS_HOME once, when it is first imported.
     artifact = tmp_path / "artifact"

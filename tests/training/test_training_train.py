@@ -52,7 +52,7 @@ def test_saved_model_carries_no_optimizer_state(trained):
 
 @pytest.mark.parametrize("runtime", ["keras", "litert"])
 def test_artifact_round_trips_through_the_app_classifier(trained, runtime):
-    from app.inference.classifier import load_classifier
+    from inference.classifier import load_classifier
     from training.model import load_model
 
     artifact = trained["artifact"]
@@ -61,7 +61,7 @@ def test_artifact_round_trips_through_the_app_classifier(trained, runtime):
     assert classifier.image_size == (32, 32)
     photos = [make_photo(color, 900 + i, (60, 40)) for i, color in
               enumerate([(30, 40, 210), (40, 190, 60), (210, 40, 30), (120, 120, 120)])]
-    from app.inference.imaging import fit_to_input
+    from inference.imaging import fit_to_input
 
     pixels = np.stack([fit_to_input(photo, (32, 32), "stretch") for photo in photos])
     expected = load_model(artifact / "model.keras").predict(pixels.astype("float32"), verbose=0)
@@ -107,7 +107,7 @@ def test_tiny_overrides_are_valid_config_keys():
 
 
 def test_export_command_rebuilds_the_artifact_from_the_run_folder(trained, tmp_path):
-    from app.inference.classifier import load_classifier
+    from inference.classifier import load_classifier
     from training.cli import main
 
     out = tmp_path / "exported"

@@ -43,7 +43,7 @@ LITERT_VARIANTS = {"float32": LITERT_FILE, "float16": "model.fp16.tflite", "int8
                    "int8-full": "model.int8-full.tflite"}
 CLASS_LEVEL = "class"  # the answer level of the model's own labels
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class ArtifactError(RuntimeError):
