@@ -1,6 +1,10 @@
 """From class probabilities to an answer at every level: the class, and each label grouping (make, segment).
 
-A group's score is the sum of its member classes' probabilities. The answer is the most specific level
+A group's score is the sum of its member classes' probabilities - or, for a model with a make output and
+a grouping ``"from": "make_output"``, the sum of its member makes' probabilities from that output, which
+knows makes beyond the classes (recent cars, :data:`.artifact.OTHER_MAKE`). Such a model answers at the
+class level only when the class also agrees with those groupings' best label (its make is the make the
+make output names). The answer is the most specific level
 whose best score clears that level's confidence threshold (chosen on the validation split at the target
 precision): first the model's own classes, then the groupings from the most to the least specific
 (more group labels = more specific). No answer when the photo is not a car or when no level is sure.
@@ -13,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .artifact import CLASS_LEVEL
+from .artifact import CLASS_LEVEL, MAKE_OUTPUT
 
 GROUP_TOP_K = 3
 
@@ -25,14 +29,20 @@ class Grouping:
     Attributes:
         name: The grouping's name (``make``, ``segment``).
         labels: Group labels, in the order of the matrix columns.
-        matrix: ``(num_classes, num_groups)`` 0/1, one 1 per row.
+        matrix: ``(num_members, num_groups)`` 0/1, one 1 per row; the members are the classes, or the
+            make output's labels when ``source`` is ``make_output``.
         threshold: Confidence threshold of the group's top score, ``None`` when the metadata has none.
+        source: ``classes`` or ``make_output``: which probabilities the group scores sum.
+        of_class: For a ``make_output`` grouping, the group label of each class (through its make), which a
+            class answer must agree with.
     """
 
     name: str
     labels: tuple[str, ...]
     matrix: np.ndarray
     threshold: float | None
+    source: str = "classes"
+    of_class: dict[str, str] | None = None
 
     def members(self, label: str) -> np.ndarray:
         """Indices of the classes that make up group ``label``."""
@@ -57,31 +67,40 @@ def groupings(metadata: dict[str, Any], labels: list[str]) -> list[Grouping]:
         (ties by name, so the order never depends on the file).
     """
     result = []
+    make_output = metadata.get(MAKE_OUTPUT) or {}
     for name, group in (metadata.get("groups") or {}).items():
         names = tuple(group["labels"])
-        matrix = np.zeros((len(labels), len(names)), dtype=np.float32)
+        source = group.get("from", "classes")
+        members = list(make_output["labels"]) if source == MAKE_OUTPUT else labels
+        matrix = np.zeros((len(members), len(names)), dtype=np.float32)
         column = {label: i for i, label in enumerate(names)}
-        for row, label in enumerate(labels):
+        for row, label in enumerate(members):
             matrix[row, column[group["of"][label]]] = 1.0
-        result.append(Grouping(name, names, matrix, threshold_of(group.get("confidence"))))
+        of_class = ({label: group["of"][make_output["of"][label]] for label in labels}
+                    if source == MAKE_OUTPUT else None)
+        result.append(Grouping(name, names, matrix, threshold_of(group.get("confidence")), source, of_class))
     return sorted(result, key=lambda g: (-len(g.labels), g.name))
 
 
-def group_scores(probabilities: np.ndarray, groups: list[Grouping], top_k: int = GROUP_TOP_K
-                 ) -> dict[str, list[dict[str, Any]]]:
+def group_scores(probabilities: np.ndarray, groups: list[Grouping], top_k: int = GROUP_TOP_K, *,
+                 make: np.ndarray | None = None) -> dict[str, list[dict[str, Any]]]:
     """Per grouping, the best group labels with their summed probability.
 
     Args:
         probabilities: ``(num_classes,)`` class probabilities of one image.
         groups: From :func:`groupings`.
         top_k: How many group labels to keep (all of them when a grouping has no more than that).
+        make: ``(num_makes,)`` make-output probabilities, for the ``make_output`` groupings.
 
     Returns:
         ``{name: [{"label", "score"}, ...]}``, best first.
     """
     scores = {}
     for group in groups:
-        sums = np.asarray(probabilities, dtype=np.float64) @ group.matrix
+        source = make if group.source == MAKE_OUTPUT else probabilities
+        if source is None:
+            raise ValueError(f"grouping {group.name} sums the make output, and no make probabilities were given")
+        sums = np.asarray(source, dtype=np.float64) @ group.matrix
         best = np.argsort(-sums, kind="stable")[:top_k]
         scores[group.name] = [{"label": group.labels[i], "score": float(sums[i])} for i in best]
     return scores
@@ -89,7 +108,7 @@ def group_scores(probabilities: np.ndarray, groups: list[Grouping], top_k: int =
 
 def choose_answer(top: dict[str, Any], class_threshold: float | None, scores: dict[str, list[dict[str, Any]]],
                   groups: list[Grouping], verdict: str) -> dict[str, Any] | None:
-    """The most specific level that is sure enough.
+    """The most specific level that is sure enough (a class only where the make output agrees with it).
 
     Args:
         top: The best class ``{"label", "score"}``.
@@ -103,7 +122,9 @@ def choose_answer(top: dict[str, Any], class_threshold: float | None, scores: di
     """
     if verdict == "not_a_car":
         return None
-    if class_threshold is None or top["score"] >= class_threshold:
+    agrees = all(group.of_class[top["label"]] == scores[group.name][0]["label"]
+                 for group in groups if group.of_class is not None)
+    if agrees and (class_threshold is None or top["score"] >= class_threshold):
         return {"level": CLASS_LEVEL, "label": top["label"], "score": float(top["score"])}
     for group in groups:
         best = scores[group.name][0]

@@ -17,6 +17,12 @@ An artifact folder holds:
 ``groups`` maps a grouping name to ``{"labels": [...], "of": {fine label: group label}, "confidence":
 {...}}``: every fine label belongs to exactly one group label of each grouping.
 
+A model may have a second softmax output, the make output: ``make_output`` is ``{"labels": [...], "of":
+{class label: make label}}`` (the make of each class; a make label may have no class, e.g. a make known
+only from web photos, or :data:`OTHER_MAKE`). Its probabilities follow the class probabilities in the
+runtime's rows. A grouping with ``"from": "make_output"`` groups the make labels instead of the classes:
+its ``of`` maps every make label to a group label, and its scores come from the make output.
+
 The training package writes artifacts with these names and checks them with :func:`check_groups`, so
 writer and reader cannot drift apart. This module imports only the standard library.
 """
@@ -42,6 +48,8 @@ TTA_MODES = ("none", "flip")
 LITERT_VARIANTS = {"float32": LITERT_FILE, "float16": "model.fp16.tflite", "int8": "model.int8.tflite",
                    "int8-full": "model.int8-full.tflite"}
 CLASS_LEVEL = "class"  # the answer level of the model's own labels
+MAKE_OUTPUT = "make_output"  # the metadata section of the second output, and a grouping's "from" value
+OTHER_MAKE = "Other make"  # the make output's label for cars of makes the model was not taught
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,18 +111,50 @@ def read_artifact(model_dir: str | Path) -> tuple[dict[str, Any], list[str]]:
     if metadata.get("tta", "none") not in TTA_MODES:
         raise broken(folder, f"metadata.json tta is not one of {', '.join(TTA_MODES)}")
     try:
-        check_groups(metadata.get("groups") or {}, labels)
+        make_labels = check_make_output(metadata.get(MAKE_OUTPUT), labels)
+        check_groups(metadata.get("groups") or {}, labels, make_labels)
     except ValueError as exc:
         raise broken(folder, f"metadata.json groups: {exc}") from None
     return metadata, labels
 
 
-def check_groups(groups: Any, labels: list[str]) -> None:
+def make_labels_of(metadata: dict[str, Any]) -> list[str]:
+    """The make output's labels, ``[]`` for a model without one."""
+    section = metadata.get(MAKE_OUTPUT)
+    return list(section["labels"]) if isinstance(section, dict) else []
+
+
+def check_make_output(section: Any, labels: list[str]) -> list[str]:
+    """Check the ``make_output`` section against the class labels.
+
+    Returns:
+        The make labels (``[]`` when the section is absent).
+
+    Raises:
+        ValueError: The section is malformed or leaves a class without a known make.
+    """
+    if section is None:
+        return []
+    if not isinstance(section, dict):
+        raise ValueError(f"{MAKE_OUTPUT} is not an object")
+    makes, of = section.get("labels"), section.get("of")
+    if not (isinstance(makes, list) and makes and all(isinstance(x, str) for x in makes)) or len(set(makes)) != len(makes):
+        raise ValueError(f"{MAKE_OUTPUT}.labels is not a list of distinct names")
+    if not isinstance(of, dict) or any(label not in of for label in labels):
+        raise ValueError(f"{MAKE_OUTPUT}.of does not give every class its make")
+    strays = [label for label in labels if of[label] not in makes]
+    if strays:
+        raise ValueError(f"{MAKE_OUTPUT}.of maps {strays[0]!r} to a make not in {MAKE_OUTPUT}.labels")
+    return list(makes)
+
+
+def check_groups(groups: Any, labels: list[str], make_labels: list[str] | None = None) -> None:
     """Check the ``groups`` section of ``metadata.json`` against the model's labels.
 
     Args:
-        groups: The section as read (``{name: {"labels", "of", "confidence"}}``).
+        groups: The section as read (``{name: {"labels", "of", "confidence"[, "from"]}}``).
         labels: The model's labels.
+        make_labels: The make output's labels, which groupings ``"from": "make_output"`` group.
 
     Raises:
         ValueError: A grouping is malformed, misses a fine label, names an unknown one, or maps a fine
@@ -122,12 +162,16 @@ def check_groups(groups: Any, labels: list[str]) -> None:
     """
     if not isinstance(groups, dict):
         raise ValueError("is not an object of named groupings")
-    fine = set(labels)
     for name, group in groups.items():
         if not isinstance(name, str) or not name or name == CLASS_LEVEL:
             raise ValueError(f"grouping name {name!r} is empty or reserved")
         if not isinstance(group, dict):
             raise ValueError(f"{name} is not an object")
+        source = group.get("from", "classes")
+        if source not in ("classes", MAKE_OUTPUT) or (source == MAKE_OUTPUT and not make_labels):
+            raise ValueError(f"{name}.from is {source!r}: use classes, or {MAKE_OUTPUT} for a model with a make output")
+        members = list(make_labels or []) if source == MAKE_OUTPUT else labels
+        fine = set(members)
         names, of = group.get("labels"), group.get("of")
         if not (isinstance(names, list) and names and all(isinstance(x, str) for x in names)):
             raise ValueError(f"{name}.labels is not a non-empty list of names")
@@ -135,7 +179,7 @@ def check_groups(groups: Any, labels: list[str]) -> None:
             raise ValueError(f"{name}.labels lists a group label twice")
         if not isinstance(of, dict):
             raise ValueError(f"{name}.of is not an object")
-        missing = [label for label in labels if label not in of]
+        missing = [label for label in members if label not in of]
         if missing:
             raise ValueError(f"{name} leaves {len(missing)} label(s) without a group, e.g. {missing[0]!r}")
         unknown = [label for label in of if label not in fine]

@@ -17,7 +17,8 @@ import numpy as np
 from PIL import Image
 
 from .answers import Grouping, group_scores, groupings
-from .artifact import (KERAS_FILE, LITERT_FILE, LITERT_VARIANTS, ArtifactError, broken, read_artifact)
+from .artifact import (KERAS_FILE, LITERT_FILE, LITERT_VARIANTS, ArtifactError, broken, make_labels_of,
+                       read_artifact)
 from .batching import MicroBatcher
 from .imaging import fit_to_input
 from .runtimes import KerasRuntime, LiteRTRuntime, litert_available, resolve_runtime
@@ -31,11 +32,13 @@ class Outcome:
         top_k: The best classes, ``[{"label", "score"}, ...]`` best first.
         groups: Per grouping, the best group labels (:func:`.answers.group_scores`).
         probabilities: ``(num_classes,)`` float32, for explanations and tests.
+        make: ``(num_makes,)`` float32 probabilities of the make output, ``None`` for a model without one.
     """
 
     top_k: list[dict[str, Any]]
     groups: dict[str, list[dict[str, Any]]]
     probabilities: np.ndarray
+    make: np.ndarray | None = None
 
 
 class Classifier:
@@ -50,6 +53,7 @@ class Classifier:
         self._runtime = runtime
         self.engine = runtime  # the runtime itself, also when ``_runtime`` is a micro-batcher around it
         self.warmup_ms: float | None = None  # the load-time warm-up inference, for /_ah/warmup
+        self.make_labels: list[str] = make_labels_of(metadata)  # the make output's labels, [] without one
         self.groupings: list[Grouping] = groupings(metadata, labels)
 
     @property
@@ -79,13 +83,13 @@ class Classifier:
         return self._runtime.name
 
     def predict_batch(self, pixels: np.ndarray) -> np.ndarray:
-        """Class probabilities for a batch of model-sized RGB images.
+        """Probabilities for a batch of model-sized RGB images: the classes, then the makes if any.
 
         Args:
             pixels: ``(N, H, W, 3)`` uint8 or float32 in 0..255.
 
         Returns:
-            ``(N, num_classes)`` float32 probabilities.
+            ``(N, num_classes + num_makes)`` float32 probabilities (:meth:`split` separates them).
         """
         batch = np.ascontiguousarray(pixels, dtype=np.float32)
         expected = (*self.image_size, 3)
@@ -98,8 +102,17 @@ class Classifier:
         """Test-time augmentation the artifact asks for: ``none`` or ``flip`` (photo and mirror image averaged)."""
         return str(self.metadata.get("tta") or "none")
 
-    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        """Class probabilities of one fitted photo, with the artifact's test-time augmentation.
+    def split(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(class probabilities, make probabilities or None)`` of rows from :meth:`predict_batch`.
+
+        Each part is scaled to sum to 1: an integer model's softmax is quantised, and its outputs can sum
+        to a few percent less, which would show as group scores that do not add up.
+        """
+        width = len(self.labels)
+        return _normalised(rows[..., :width]), (_normalised(rows[..., width:]) if self.make_labels else None)
+
+    def outputs(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class and make probabilities of one fitted photo, with the artifact's test-time augmentation.
 
         With ``tta: flip`` the photo and its mirror image go through the model as one batch of two (one
         invocation) and their probabilities are averaged, as they were when the artifact was evaluated.
@@ -108,11 +121,17 @@ class Classifier:
             pixels: ``(H, W, 3)`` model-sized RGB image.
 
         Returns:
-            ``(num_classes,)`` float32 probabilities.
+            ``((num_classes,), (num_makes,) or None)`` float32 probabilities.
         """
         if self.tta == "flip":
-            return self.predict_batch(np.stack([pixels, pixels[:, ::-1]])).mean(axis=0)
-        return self.predict_batch(pixels[np.newaxis])[0]
+            row = self.predict_batch(np.stack([pixels, pixels[:, ::-1]])).mean(axis=0)
+        else:
+            row = self.predict_batch(pixels[np.newaxis])[0]
+        return self.split(row)
+
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """Class probabilities of one fitted photo, with the artifact's test-time augmentation (:meth:`outputs`)."""
+        return self.outputs(pixels)[0]
 
     def classify(self, image: Image.Image, top_k: int = 5) -> list[dict[str, Any]]:
         """Top-``k`` labels for one RGB image, best first.
@@ -136,17 +155,17 @@ class Classifier:
         Returns:
             The :class:`Outcome`.
         """
-        probabilities = self.probabilities(fit_to_input(image, self.image_size, self.resize_mode))
+        probabilities, make = self.outputs(fit_to_input(image, self.image_size, self.resize_mode))
         k = max(1, min(int(top_k), len(self.labels)))
         best = np.argsort(-probabilities, kind="stable")[:k]
         top = [{"label": self.labels[i], "score": float(probabilities[i])} for i in best]
-        return Outcome(top, group_scores(probabilities, self.groupings), probabilities)
+        return Outcome(top, group_scores(probabilities, self.groupings, make=make), probabilities, make)
 
     def describe(self) -> dict[str, Any]:
         """Metadata, labels, runtime and the LiteRT copy served, for the API and the CLI."""
         return {"name": self.name, "version": self.version, "runtime": self.runtime,
                 "variant": self.variant if self.runtime == "litert" else None,
-                "metadata": self.metadata, "labels": self.labels}
+                "metadata": self.metadata, "labels": self.labels, "make_labels": self.make_labels}
 
 
 def load_classifier(model_dir: str | Path, runtime: str = "auto", num_threads: int | None = None, *,
@@ -210,9 +229,11 @@ def load_classifier(model_dir: str | Path, runtime: str = "auto", num_threads: i
             engine = KerasRuntime(path, image_size, num_threads)
         except Exception as exc:
             raise broken(folder, f"{KERAS_FILE} does not load ({_first_line(exc)})") from None
-    if engine.output_width != len(labels):
+    makes = len(make_labels_of(metadata))
+    if engine.output_width != len(labels) + makes:
+        also = f" plus {makes} makes in metadata.json make_output" if makes else ""
         raise broken(folder, f"the model outputs {engine.output_width} classes but labels.json "
-                              f"has {len(labels)}")
+                              f"has {len(labels)}{also}")
     classifier = Classifier(folder, metadata, labels, engine, variant)
     try:  # warm-up: allocates tensors / traces the graph before the first request
         started = time.perf_counter()
@@ -235,6 +256,13 @@ def recommended_variant(folder: Path, metadata: dict[str, Any]) -> str:
     if variant in LITERT_VARIANTS and (folder / LITERT_VARIANTS[variant]).is_file():
         return str(variant)
     return "float32"
+
+
+def _normalised(probabilities: np.ndarray) -> np.ndarray:
+    """``probabilities`` scaled to sum to 1 along the last axis (rows that sum to 0 are left as they are)."""
+    total = probabilities.sum(axis=-1, keepdims=True, dtype=np.float64)
+    return np.divide(probabilities, total, out=np.array(probabilities, dtype=np.float32),
+                     where=total > 0).astype(np.float32)
 
 
 def _first_line(exc: BaseException) -> str:

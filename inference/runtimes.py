@@ -64,7 +64,9 @@ class LiteRTRuntime:
     The interpreter keeps its tensors inside the object, so concurrent ``invoke`` calls would overwrite
     each other's inputs: a lock serialises them (threads still overlap decoding and I/O).
 
-    The probabilities are the output of rank 2; an output of rank 4, when present, is the feature map.
+    The probabilities are the outputs of rank 2, in the network's output order (the class output, then
+    the make output when there is one), joined into one row per image; an output of rank 4, when
+    present, is the feature map.
     """
 
     name = "litert"
@@ -85,8 +87,8 @@ class LiteRTRuntime:
 
         self._interpreter = Interpreter(model_path=str(self.path), num_threads=self.num_threads)
         self._input = self._interpreter.get_input_details()[0]
-        outputs = self._interpreter.get_output_details()
-        self._output = next((o for o in outputs if len(o["shape"]) == 2), outputs[0])
+        outputs = ordered_outputs(self._interpreter)
+        self._outputs = [o for o in outputs if len(o["shape"]) == 2] or outputs[:1]
         self._features = next((o for o in outputs if len(o["shape"]) == 4), None)
         self._batch = None
 
@@ -98,8 +100,8 @@ class LiteRTRuntime:
 
     @property
     def output_width(self) -> int:
-        """Number of classes the network outputs."""
-        return int(self._output["shape"][-1])
+        """Width of a row of probabilities: the classes, plus the makes of a make output."""
+        return sum(int(o["shape"][-1]) for o in self._outputs)
 
     @property
     def has_features(self) -> bool:
@@ -114,7 +116,8 @@ class LiteRTRuntime:
                 self._batch = batch.shape[0]
             self._interpreter.set_tensor(self._input["index"], batch)
             self._interpreter.invoke()
-            probabilities = self._interpreter.get_tensor(self._output["index"]).copy()
+            rows = [self._interpreter.get_tensor(o["index"]) for o in self._outputs]
+            probabilities = rows[0].copy() if len(rows) == 1 else np.concatenate(rows, axis=1)
             if not with_features:
                 return probabilities
             return probabilities, self._interpreter.get_tensor(self._features["index"]).copy()
@@ -152,9 +155,9 @@ class KerasRuntime:
         model = keras.saving.load_model(path, compile=False)
         self._spec = tf.TensorSpec([None, image_size[0], image_size[1], 3], tf.float32)
         self._tf, self._model = tf, model
-        self._call = tf.function(lambda x: model(x, training=False), input_signature=[self._spec])
+        self._call = tf.function(lambda x: _joined(model(x, training=False), tf), input_signature=[self._spec])
         self._call_features = None
-        self.output_width = int(model.outputs[0].shape[-1])
+        self.output_width = sum(int(output.shape[-1]) for output in model.outputs)
 
     @property
     def has_features(self) -> bool:
@@ -177,11 +180,44 @@ class KerasRuntime:
             layer = feature_layer(self._model)
             if layer is None:
                 raise LookupError("the model has no convolutional feature map")
-            both = keras.Model(self._model.inputs, [self._model.outputs[0], outer_output(layer)])
-            self._call_features = self._tf.function(lambda x: both(x, training=False),
-                                                    input_signature=[self._spec])
+            both = keras.Model(self._model.inputs, [*self._model.outputs, outer_output(layer)])
+            tf = self._tf
+            self._call_features = tf.function(lambda x: (lambda out: (_joined(out[:-1], tf), out[-1]))(
+                both(x, training=False)), input_signature=[self._spec])
         probabilities, maps = self._call_features(batch)
         return probabilities.numpy(), maps.numpy()
+
+
+def _joined(outputs, tf):
+    """One row of probabilities per image from a model's output or outputs (class, then make)."""
+    if isinstance(outputs, (list, tuple)):
+        return outputs[0] if len(outputs) == 1 else tf.concat(list(outputs), axis=1)
+    return outputs
+
+
+def ordered_outputs(interpreter) -> list[dict]:
+    """A LiteRT interpreter's output details in the exported network's output order.
+
+    ``get_output_details`` lists tensors in the flatbuffer's order, which need not be the network's; the
+    serving signature names its outputs ``output_0``, ``output_1``, ... in the network's order.
+    """
+    details = interpreter.get_output_details()
+    try:
+        signature = interpreter.get_signature_runner().get_output_details()
+        by_index = {o["index"]: o for o in details}
+        ordered = [by_index[d["index"]] for _, d in sorted(signature.items(), key=lambda kv: _natural(kv[0]))]
+        if len(ordered) == len(details):
+            return ordered
+    except (ValueError, KeyError, AttributeError):
+        pass
+    return sorted(details, key=lambda o: _natural(o["name"]))
+
+
+def _natural(name: str) -> tuple:
+    """Sort key that orders ``x:2`` before ``x:10``."""
+    import re
+
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
 
 
 def feature_layer(model):

@@ -1,4 +1,4 @@
-"""Command line: ``python -m training train|evaluate|export|group|tools|quantize|reproduce|gate|groups|tune|visualize``.
+"""Command line: ``python -m training train|evaluate|export|group|tools|quantize|reproduce|gate|groups|levels|tune|visualize``.
 
 Every ``train`` option is also a configuration key (shown in brackets in ``--help``); an option given
 on the command line beats the ``--config`` file, which beats the defaults in :mod:`training.config`.
@@ -13,6 +13,7 @@ from typing import Any
 from training.export import add_refresh_parser
 from training.gate import add_gate_parser
 from training.groups import add_groups_parser
+from training.make_levels import add_levels_parser
 from training.quantize import add_quantize_parser
 from training.reproduce import add_reproduce_parser
 from training.tools import add_tools_parser
@@ -252,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_reproduce_parser(subparsers)
     add_gate_parser(subparsers)
     add_groups_parser(subparsers)
+    add_levels_parser(subparsers)
     add_refresh_parser(subparsers)
     add_tune_parser(subparsers)
     add_visualize_parser(subparsers)

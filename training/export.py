@@ -105,7 +105,8 @@ def explainable_head(model) -> dict[str, Any] | None:
     layer = feature_layer(model)
     if layer is None:
         return None
-    head = model.layers[model.layers.index(layer) + 1:]
+    # A make output is a second head beside the class head; the map explains the class head.
+    head = [h for h in model.layers[model.layers.index(layer) + 1:] if not h.name.startswith("make_")]
     if not head or not isinstance(head[0], keras.layers.GlobalAveragePooling2D):
         return None
     rest = [h for h in head[1:] if not isinstance(h, keras.layers.Dropout)]
@@ -144,14 +145,14 @@ def explainable_head(model) -> dict[str, Any] | None:
 
 
 def serving_model(model, head: dict[str, Any] | None):
-    """The network the LiteRT files hold: ``model``, plus the feature map as a second output when explainable."""
+    """The network the LiteRT files hold: ``model`` (class, then make output), plus the feature map when explainable."""
     if head is None:
         return model
     import keras
 
     from inference.runtimes import outer_output
 
-    return keras.Model(model.inputs, [model.outputs[0], outer_output(head["feature_layer"])], name=model.name)
+    return keras.Model(model.inputs, [*model.outputs, outer_output(head["feature_layer"])], name=model.name)
 
 
 def write_head(head: dict[str, Any], path: Path) -> Path:

@@ -117,3 +117,11 @@ def load_for_config(config: dict[str, Any], class_names: list[str]) -> MakeData 
         return None
     return load_make_data(class_names, data_cfg["class_makes"], data_cfg.get("make_data"),
                           data_cfg.get("other_makes"))
+
+
+def metadata_section(makes: MakeData, class_names: list[str], class_makes: str | Path) -> dict[str, Any]:
+    """The ``make_output`` and ``make_data`` entries of ``metadata.json`` (see :mod:`inference.artifact`)."""
+    return {"make_output": {"labels": list(makes.labels),
+                            "of": {name: makes.labels[m] for name, m in zip(class_names, makes.class_make)},
+                            "label_map": Path(class_makes).name},
+            "make_data": makes.summary()}

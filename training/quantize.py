@@ -83,8 +83,7 @@ def calibration_inputs(model_dir: Path, metadata: dict[str, Any], labels: list[s
 
     def inputs():
         seen = 0
-        for images, _ in validation_batches(model_dir, metadata, labels, data_path, "train", 32, count,
-                                            spread=True):
+        for images, _ in _calibration_batches(model_dir, metadata, labels, data_path, count):
             for image in np.asarray(images, dtype=np.float32):
                 if flip and seen % 2:
                     image = image[:, ::-1]
@@ -92,6 +91,54 @@ def calibration_inputs(model_dir: Path, metadata: dict[str, Any], labels: list[s
                 yield [np.ascontiguousarray(image[np.newaxis])]
 
     return inputs
+
+
+def _calibration_batches(model_dir: Path, metadata: dict[str, Any], labels: list[str], data_path: Path, count: int):
+    """Training photos for the activation ranges: with a make output, half of them make-only photos (scenes)."""
+    from training.makes import load_for_config
+
+    makes = load_for_config(metadata.get("training_config", {}).get("config", {"data": {}}), labels) \
+        if metadata.get("make_output") else None
+    scenes = makes.make_only("train") if makes is not None else None
+    if not scenes or not len(scenes):
+        yield from validation_batches(model_dir, metadata, labels, data_path, "train", 32, count, spread=True)
+        return
+    yield from validation_batches(model_dir, metadata, labels, data_path, "train", 32, count - count // 2, spread=True)
+    yield from _batches_of(metadata, _spread(scenes, count // 2), 32)
+
+
+def _spread(part, limit: int):
+    """``limit`` photos of a split spread evenly over it (so over its labels)."""
+    from training.data import Split
+
+    if limit >= len(part):
+        return part
+    chosen = [round(i * (len(part) - 1) / max(1, limit - 1)) for i in range(limit)]
+    return Split([part.paths[i] for i in chosen], [part.labels[i] for i in chosen])
+
+
+def _batches_of(metadata: dict[str, Any], part, batch_size: int):
+    """``(images, label ids)`` batches of ``part``, fitted as the artifact's input says."""
+    from training.pipeline import make_dataset
+
+    ds = make_dataset(part.paths, part.labels, num_classes=max(part.labels) + 1,
+                      image_size=tuple(metadata["image_size"]), resize_mode=metadata.get("resize_mode", "center_crop"),
+                      batch_size=batch_size, cache=False)
+    for images, one_hot in ds.as_numpy_iterator():
+        yield images, one_hot.argmax(axis=1)
+
+
+def make_only_validation(metadata: dict[str, Any], labels: list[str], limit: int | None):
+    """The make-only validation photos of an artifact with a make output (labels: make indices), or ``None``."""
+    from training.makes import load_for_config
+
+    if not metadata.get("make_output"):
+        return None
+    makes = load_for_config(metadata.get("training_config", {}).get("config", {"data": {}}), labels)
+    part = makes.make_only("val") if makes is not None else None
+    if not part or not len(part):
+        return None
+    return _spread(part, limit) if limit else part
 
 
 def at_threshold(answered: list[tuple[float, bool]], threshold: float) -> dict[str, float | None]:
@@ -109,13 +156,18 @@ def served_scores(probabilities, flipped_probabilities):
 class LiteRTScorer:
     """Runs a ``.tflite`` file on batches with the app's own LiteRT runtime (one thread, as a worker would)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, num_classes: int | None = None):
         from inference.runtimes import LiteRTRuntime  # measured exactly as served
 
         self._runtime = LiteRTRuntime(path, num_threads=1)
+        self.num_classes = num_classes
 
     def __call__(self, images):
-        """Probabilities for a float32 ``(N, H, W, 3)`` batch."""
+        """Class probabilities for a float32 ``(N, H, W, 3)`` batch."""
+        return self.rows(images)[:, :self.num_classes]
+
+    def rows(self, images):
+        """Whole rows of probabilities: the classes, then the makes of a make output."""
         return self._runtime(images)
 
     def invoke_seconds(self, images) -> float:
@@ -217,8 +269,8 @@ def quantize_artifact(model_dir: str | Path, data_path: str | Path, *, variants=
     with tempfile.TemporaryDirectory() as scratch:
         candidates = {name: convert(model, name, Path(scratch) / LITERT_VARIANTS[name], calibration)
                       for name in variants}
-        scorers = {"float32": LiteRTScorer(model_dir / LITERT_FILE)}
-        scorers.update({name: LiteRTScorer(path) for name, path in candidates.items()})
+        scorers = {"float32": LiteRTScorer(model_dir / LITERT_FILE, len(labels))}
+        scorers.update({name: LiteRTScorer(path, len(labels)) for name, path in candidates.items()})
         correct = dict.fromkeys(scorers, 0)
         # Top score and whether it was right, per photo: how the artifact's "not sure" threshold (chosen on
         # float32's scores) holds for each copy.
@@ -243,12 +295,14 @@ def quantize_artifact(model_dir: str | Path, data_path: str | Path, *, variants=
                                            float(np.abs(outputs[name] - outputs["float32"]).max()))
             seen += len(truth)
         float32_top1 = 100.0 * correct["float32"] / seen
+        make_top1 = make_accuracy(scorers, metadata, labels, flip, batch_size, limit)
         timing = milliseconds_per_image(scorers, image_shape, batch=2 if flip else 1)
         float32_ms = timing["float32"]
         for name, path in candidates.items():
             top1 = 100.0 * correct[name] / seen
             drop = float32_top1 - top1
-            kept = drop <= max_drop_points
+            make_drop = (make_top1["float32"] - make_top1[name]) if make_top1 else 0.0
+            kept = drop <= max_drop_points and make_drop <= max_drop_points
             target = model_dir / LITERT_VARIANTS[name]
             if kept:
                 target.write_bytes(path.read_bytes())
@@ -266,6 +320,10 @@ def quantize_artifact(model_dir: str | Path, data_path: str | Path, *, variants=
                 "float32_ms_per_image": round(float32_ms, 2),
                 "timed_batch": 2 if flip else 1,
             }
+            if make_top1:
+                results[name].update({"make_top1_float32": round(make_top1["float32"], 3),
+                                      "make_top1": round(make_top1[name], 3), "make_drop_points": round(make_drop, 3),
+                                      "make_images": make_top1["images"]})
             if name == "int8-full":
                 results[name]["calibration_images"] = calibration_images
             threshold = (metadata.get("confidence") or {}).get("threshold")
@@ -283,6 +341,25 @@ def quantize_artifact(model_dir: str | Path, data_path: str | Path, *, variants=
         metadata.pop("serving_variant")  # the recommended file is gone
     write_json(model_dir / METADATA_FILE, metadata)
     return results
+
+
+def make_accuracy(scorers: dict[str, LiteRTScorer], metadata: dict[str, Any], labels: list[str], flip: bool,
+                  batch_size: int, limit: int | None) -> dict[str, float] | None:
+    """Make-output top-1 (percent) of each copy on the make-only validation photos, ``None`` without them."""
+    import numpy as np
+
+    part = make_only_validation(metadata, labels, limit)
+    if part is None:
+        return None
+    correct, seen = dict.fromkeys(scorers, 0), 0
+    for images, truth in _batches_of(metadata, part, batch_size):
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        mirrored = np.ascontiguousarray(images[:, :, ::-1]) if flip else None
+        for name, scorer in scorers.items():
+            rows = served_scores(scorer.rows(images), scorer.rows(mirrored) if flip else None)
+            correct[name] += int((rows[:, len(labels):].argmax(axis=1) == truth).sum())
+        seen += len(truth)
+    return {**{name: 100.0 * hits / seen for name, hits in correct.items()}, "images": seen}
 
 
 def add_quantize_parser(subparsers) -> None:

@@ -550,8 +550,11 @@ def finish_run(model: keras.Model, config: dict[str, Any], dataset: data_lib.Dat
     image_size = tuple(model_cfg["image_size"] or entry.image_size)
     num_classes = len(dataset.class_names)
     val_split = dataset.splits["val"]
+    makes = makes_lib.load_for_config(config, dataset.class_names)
     clean = inference_copy(model, model_cfg["backbone"], num_classes, image_size=image_size, name=config["name"],
-                           **head_options(model_cfg))
+                           **head_options(model_cfg, makes))
+    # The class output is scored here as before; the make output is scored with the answer levels below.
+    class_model = clean if makes is None else keras.Model(clean.inputs, clean.outputs[0], name=clean.name)
     out_dir = Path(export_cfg["out"] or run_dir / "artifact")
     report_dir = out_dir / "report"
     if report_dir.exists():
@@ -559,7 +562,7 @@ def finish_run(model: keras.Model, config: dict[str, Any], dataset: data_lib.Dat
     report_dir.mkdir(parents=True)
     shutil.copyfile(run_dir / HISTORY_FILE, report_dir / HISTORY_FILE)
     evaluation = evaluate_lib.evaluate_model(
-        clean, dataset.class_names, val_split.paths, val_split.labels, image_size=image_size,
+        class_model, dataset.class_names, val_split.paths, val_split.labels, image_size=image_size,
         resize_mode=model_cfg["resize_mode"], batch_size=train_cfg["batch_size"], report_dir=report_dir,
         split_name="val", target_precision=export_cfg["target_precision"], tta=model_cfg.get("tta", "none"))
     wall_time = time.monotonic() - started
@@ -579,9 +582,14 @@ def finish_run(model: keras.Model, config: dict[str, Any], dataset: data_lib.Dat
         preprocessing=describe_preprocessing(entry.preprocessing), metrics=evaluation["metrics"],
         dataset=summary, training_config=training_record,
         label_map=Path(data_cfg["label_map"]).name if data_cfg["label_map"] else None,
-        extra={"confidence": evaluation["confidence"], "tta": model_cfg.get("tta", "none")})
+        extra={"confidence": evaluation["confidence"], "tta": model_cfg.get("tta", "none"),
+               **(makes_lib.metadata_section(makes, dataset.class_names, data_cfg["class_makes"]) if makes else {})})
     export_lib.export_artifact(clean, dataset.class_names, metadata, out_dir, litert=export_cfg["litert"])
-    if config.get("groups"):
+    if makes is not None:
+        from training.make_levels import calibrate_levels
+
+        calibrate_levels(out_dir, runtime="litert" if export_cfg["litert"] else "keras")
+    elif config.get("groups"):
         from training.groups import add_groups
 
         add_groups(out_dir, config["groups"], data_cfg["path"], target_precision=export_cfg["target_precision"],
@@ -639,7 +647,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None) -> dict[str, 
     entry = get_backbone(model_cfg["backbone"])
     model = build_model(model_cfg["backbone"], len(dataset.class_names), weights=None,
                         image_size=tuple(model_cfg["image_size"] or entry.image_size), name=config["name"],
-                        **head_options(model_cfg))
+                        **head_options(model_cfg, makes_lib.load_for_config(config, dataset.class_names)))
     load_weights_into(model, checkpoint)
     with open(run_dir / HISTORY_FILE, encoding="utf-8") as handle:
         logged_epochs = sum(1 for line in handle if line[:1].isdigit())

@@ -87,7 +87,10 @@ def render_result(prediction, status: int = 200, feedback_error: FeedbackRejecte
     Only whoever has the link sees it, so neither this page nor the thumbnail may be kept by a shared
     cache (``Cache-Control: private``).
     """
-    page = render_template("upload/result.html", prediction=prediction, headline=headline(prediction),
+    classifier = get_classifier()
+    make_of = next((g.of_class for g in classifier.groupings if g.name == "make" and g.of_class), None)
+    page = render_template("upload/result.html", prediction=prediction,
+                           headline=headline(prediction, make_of, len(classifier.labels)),
                            answer=answer_of(prediction, session_key(create=False)),
                            feedback_labels=allowed_labels(prediction),
                            feedback_error=feedback_error)
