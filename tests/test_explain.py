@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.errors import status_of
 from inference.explain import ClassActivationMap, ExplanationUnavailable, explain_image, place_on_photo
 from support import REPO_ROOT, build_color_model, encode, export
 from trust_support import dispose, make_app, post_image
@@ -170,7 +171,7 @@ def test_a_group_map_is_the_probability_weighted_sum_of_its_members(mobilenet_ar
     assert shown >= 1
     with pytest.raises(ExplanationUnavailable) as unknown:
         explainer.heatmap(pixels, "pair", "ef")
-    assert unknown.value.status == 409
+    assert status_of(unknown.value) == 409
 
 
 def test_a_grouped_artifact_explains_its_groups_from_the_fine_head(mobilenet_artifact, tmp_path):
@@ -212,7 +213,7 @@ def test_a_head_the_map_cannot_explain_answers_501(tmp_path):
     assert json.loads((artifact / "metadata.json").read_text())["explanation"]["method"] is None
     with pytest.raises(ExplanationUnavailable) as refused:
         ClassActivationMap(load_classifier(artifact))
-    assert refused.value.status == 501 and refused.value.code == "explanation_unsupported"
+    assert status_of(refused.value) == 501 and refused.value.code == "explanation_unsupported"
 
 
 def test_heatmap_is_placed_on_the_centre_crop_of_a_wide_photo():
