@@ -177,7 +177,7 @@ def test_a_group_map_is_the_probability_weighted_sum_of_its_members(mobilenet_ar
 def test_a_grouped_artifact_explains_its_groups_from_the_fine_head(mobilenet_artifact, tmp_path):
     """The premium/basic kind of artifact: a frozen 0/1 layer sums the fine probabilities into groups."""
     from inference.classifier import load_classifier
-    from training.group import grouped_model
+    from training.grouped_artifact import grouped_model
     from training.model import load_model
 
     matrix = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype="float32")

@@ -12,7 +12,7 @@ from typing import Any
 
 from training.export import add_refresh_parser
 from training.gate import add_gate_parser
-from training.groups import add_groups_parser
+from training.label_groupings import add_groups_parser
 from training.quantize import add_quantize_parser
 from training.reproduce import add_reproduce_parser
 from training.tools import add_tools_parser
@@ -230,7 +230,7 @@ def _add_group_parser(subparsers) -> None:
 
 
 def _run_group(args: argparse.Namespace) -> int:
-    from training.group import group_artifact
+    from training.grouped_artifact import group_artifact
 
     group_artifact(args.model, args.label_map, args.data, args.out, name=args.name, version=args.version,
                    target_precision=args.target_precision, litert=not args.no_litert)

@@ -450,7 +450,7 @@ def finish_run(model: keras.Model, config: dict[str, Any], dataset: data_lib.Dat
         extra={"confidence": evaluation["confidence"], "tta": model_cfg.get("tta", "none")})
     export_lib.export_artifact(clean, dataset.class_names, metadata, out_dir, litert=export_cfg["litert"])
     if config.get("groups"):
-        from training.groups import add_groups
+        from training.label_groupings import add_groups
 
         add_groups(out_dir, config["groups"], data_cfg["path"], target_precision=export_cfg["target_precision"],
                    batch_size=train_cfg["batch_size"])
