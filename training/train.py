@@ -22,7 +22,7 @@ import numpy as np
 from training import data as data_lib
 from training import evaluate as evaluate_lib
 from training import export as export_lib
-from training.backbones import describe_preprocessing, get_backbone
+from training.backbones import describe_preprocessing, get_backbone, resolve_image_size
 from training.config import save_config
 from training.model import (build_model, count_params, inference_copy, is_pretrained, load_weights_into,
                             unfreeze_model)
@@ -180,6 +180,7 @@ def run_training(config: dict[str, Any]) -> dict[str, Any]:
     save_config(config, run_dir / "config.yaml")
     return _train_in(run_dir, config, resumed=False)
 
+    config = resolve_image_size(config)
 
 def resume_training(run_dir: str | Path) -> dict[str, Any]:
     """Continue a stopped run from its last finished epoch, optimizer state included.
@@ -195,7 +196,7 @@ def resume_training(run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
-    config = complete(load_config_file(run_dir / "config.yaml"))
+    config = resolve_image_size(complete(load_config_file(run_dir / "config.yaml")))
     return _train_in(run_dir, config, resumed=True)
 
 
@@ -216,8 +217,7 @@ def _train_in(run_dir: Path, config: dict[str, Any], *, resumed: bool) -> dict[s
     else:
         data_lib.write_split_file(dataset, split_file)
     num_classes = len(dataset.class_names)
-    entry = get_backbone(model_cfg["backbone"])
-    image_size = tuple(model_cfg["image_size"] or entry.image_size)
+    image_size = tuple(model_cfg["image_size"])
     train_split, val_split = dataset.splits["train"], dataset.splits["val"]
     if not len(val_split):
         raise ValueError("the validation split is empty; add images or change data.split")
@@ -415,7 +415,7 @@ def finish_run(model: keras.Model, config: dict[str, Any], dataset: data_lib.Dat
     """
     model_cfg, train_cfg, export_cfg, data_cfg = (config[k] for k in ("model", "train", "export", "data"))
     entry = get_backbone(model_cfg["backbone"])
-    image_size = tuple(model_cfg["image_size"] or entry.image_size)
+    image_size = tuple(model_cfg["image_size"])
     num_classes = len(dataset.class_names)
     val_split = dataset.splits["val"]
     clean = inference_copy(model, model_cfg["backbone"], num_classes, image_size=image_size, name=config["name"],
@@ -489,7 +489,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None) -> dict[str, 
     from training.config import complete, load_config_file
 
     run_dir = Path(run_dir)
-    config = complete(load_config_file(run_dir / "config.yaml"))
+    config = resolve_image_size(complete(load_config_file(run_dir / "config.yaml")))
     if out is not None:
         config["export"]["out"] = str(out)
     data_cfg, model_cfg = config["data"], config["model"]
@@ -506,7 +506,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None) -> dict[str, 
         raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}")
     entry = get_backbone(model_cfg["backbone"])
     model = build_model(model_cfg["backbone"], len(dataset.class_names), weights=None,
-                        image_size=tuple(model_cfg["image_size"] or entry.image_size), name=config["name"],
+                        image_size=tuple(model_cfg["image_size"]), name=config["name"],
                         **head_options(model_cfg))
     load_weights_into(model, checkpoint)
     with open(run_dir / HISTORY_FILE, encoding="utf-8") as handle:
