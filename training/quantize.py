@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from training.commands import command
 from training.export import (KERAS_FILE, LABELS_FILE, LITERT_FILE, LITERT_VARIANTS, METADATA_FILE, explainable_head,
                              serving_model, write_json)
 QUANTIZED = ("float16", "int8", "int8-full")
@@ -285,6 +286,7 @@ def quantize_artifact(model_dir: str | Path, data_path: str | Path, *, variants=
     return results
 
 
+@command("quantize")
 def add_quantize_parser(subparsers) -> None:
     """Register ``quantize`` on the ``python -m training`` command line."""
     parser = subparsers.add_parser(

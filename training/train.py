@@ -7,6 +7,7 @@ by ``--out`` receives only what the app needs plus ``report/``.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import datetime as dt
 import json
@@ -23,9 +24,11 @@ from training import data as data_lib
 from training import evaluate as evaluate_lib
 from training import export as export_lib
 from training.backbones import describe_preprocessing, get_backbone, resolve_image_size
+from training.commands import command, subcommand
 from training.config import save_config
 from training.model import (build_model, count_params, inference_copy, is_pretrained, load_weights_into,
                             unfreeze_model)
+from training.options import TRAIN_OPTIONS
 from training.pipeline import build_augmenter, make_dataset
 from training.robustness import enable_adversarial_training
 
@@ -177,10 +180,10 @@ def run_training(config: dict[str, Any]) -> dict[str, Any]:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = Path(config["train"]["runs_dir"]) / f"{config['name']}-{stamp}"
     run_dir.mkdir(parents=True, exist_ok=False)
+    config = resolve_image_size(config)
     save_config(config, run_dir / "config.yaml")
     return _train_in(run_dir, config, resumed=False)
 
-    config = resolve_image_size(config)
 
 def resume_training(run_dir: str | Path) -> dict[str, Any]:
     """Continue a stopped run from its last finished epoch, optimizer state included.
@@ -504,7 +507,6 @@ def export_run(run_dir: str | Path, out: str | Path | None = None) -> dict[str, 
     checkpoint = next((c for c in checkpoints if c.exists()), None)
     if checkpoint is None:
         raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}")
-    entry = get_backbone(model_cfg["backbone"])
     model = build_model(model_cfg["backbone"], len(dataset.class_names), weights=None,
                         image_size=tuple(model_cfg["image_size"]), name=config["name"],
                         **head_options(model_cfg))
@@ -516,3 +518,52 @@ def export_run(run_dir: str | Path, out: str | Path | None = None) -> dict[str, 
     started = time.monotonic() - (time.time() - (run_dir / "config.yaml").stat().st_mtime)
     print(f"exporting {checkpoint} ({logged_epochs} epochs logged)")
     return finish_run(model, config, dataset, run_dir, phases, started)
+
+
+@command("train")
+def add_train_parser(subparsers) -> None:
+    """Register ``python -m training train``."""
+    parser = subparsers.add_parser(
+        "train", help="train a classifier and write the artifact the app loads",
+        description="Two-phase transfer learning (head on the frozen backbone, then the top blocks), "
+                    "evaluation on val, export to --out. Options override the --config file; the "
+                    "[bracketed] name is the configuration key each option sets. Every epoch is "
+                    "checkpointed with its optimizer state: --resume RUN continues a stopped run.")
+    parser.add_argument("--config", metavar="FILE", help="JSON or YAML configuration (see training/configs/)")
+    parser.add_argument("--resume", metavar="RUN", help="continue the run folder RUN from its last finished "
+                        "epoch, with its own config.yaml (other options are ignored)")
+    for group_name, options in TRAIN_OPTIONS.items():
+        group = parser.add_argument_group(group_name)
+        for flag, key, kwargs in options:
+            described = {**kwargs, "help": f"{kwargs.get('help', '')} [{key}]".lstrip()}
+            group.add_argument(flag, dest=key, default=None, **described)
+    parser.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from training.config import resolve
+
+    if args.resume:
+        resume_training(args.resume)
+        return 0
+    overrides = {key: getattr(args, key) for options in TRAIN_OPTIONS.values() for _, key, _ in options}
+    config = resolve(args.config, overrides)
+    run_training(config)
+    return 0
+
+
+@command("export")
+def add_export_parser(subparsers) -> None:
+    """Register ``python -m training export``."""
+    parser, required = subcommand(
+        subparsers, "export", _run_export, summary="write the artifact from the best checkpoint of a run folder",
+        description="Evaluate and export the best checkpoint of RUN (for a run stopped before its last "
+                    "epoch); configuration and data come from RUN/config.yaml.")
+    required.add_argument("--run", required=True, metavar="RUN", help="run folder, e.g. runs/car-models-196-...")
+    options = parser.add_argument_group("export")
+    options.add_argument("--out", metavar="DIR", help="artifact folder (default: the run's export.out)")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    export_run(args.run, args.out)
+    return 0

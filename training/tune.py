@@ -38,6 +38,7 @@ import json
 
 import numpy as np
 
+from training.commands import command
 from training.config import resolve, save_config
 
 # TensorFlow, Keras and KerasTuner are imported inside the functions: registering this command's
@@ -550,6 +551,7 @@ def run_tune(config: dict[str, Any], out_dir: str | Path, *, trials: int, max_mi
     return {**summary, "out_dir": out_dir, "rows": rows}
 
 
+@command("tune")
 def add_tune_parser(subparsers) -> None:
     """Register ``python -m training tune``."""
     parser = subparsers.add_parser(
