@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 from app.errors import STATUSES, RequestRejected, rejection_body, status_of
 from inference.errors import ExplanationUnavailable, ImageRejected
+from support import REPO_ROOT as REPO
 
-REPO = Path(__file__).resolve().parent.parent
 REJECTION_CLASSES = {"InferenceError", "ImageRejected", "ExplanationUnavailable", "RequestRejected"}
 
 

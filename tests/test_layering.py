@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from support import REPO_ROOT as REPO
+
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 PACKAGES = ("app", "benchmarks", "inference", "training")
 LAYERS = "Layers: benchmarks above app and training"
