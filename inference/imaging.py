@@ -51,7 +51,7 @@ THUMBNAIL_MAX_SIDE = 320
 THUMBNAIL_QUALITY = 85
 # The decode keeps at least this many source pixels per model pixel. 2 changed the model input by
 # resampling noise only, 1 by about twice that, at a third less decode and resize work per phone photo
-# and the same accuracy (tests/test_draft.py).
+# and the same accuracy (tests/inference/test_draft.py).
 DRAFT_OVERSAMPLING = 1
 # EXIF orientations 5..8 rotate by 90 degrees: the stored width is the displayed height.
 TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
