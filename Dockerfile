@@ -30,8 +30,6 @@ COPY app/ app/
 # The model side the app serves with: decoding, runtimes, gate, answers, heatmaps.
 COPY inference/ inference/
 COPY migrations/ migrations/
-# The app reads the artifact format (file names, version, variants) from these stdlib-only modules.
-COPY training/__init__.py training/export.py training/quantize.py training/
 COPY model_artifacts/ model_artifacts/
 COPY examples/ examples/
 COPY wsgi.py gunicorn.conf.py ./

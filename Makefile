@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
+# Parallel test workers; each test file runs whole in one worker (its module fixtures are built once).
+TEST_WORKERS ?= auto
 export MODEL_DIR ?= model_artifacts/default
 
 .PHONY: run test cluster cluster-test bench bench-input bench-admin install install-dev clean help
@@ -32,8 +34,8 @@ run: install  ## Serve the default model at http://127.0.0.1:$(PORT)/
 	$(BIN)/flask --app wsgi db upgrade
 	PORT=$(PORT) $(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
 
-test: install-dev  ## Run the whole test suite
-	$(BIN)/python -m pytest
+test: install-dev  ## Run the whole test suite, in parallel on every core
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 cluster: install  ## nginx :$(PORT) -> 2 gunicorn -> PostgreSQL + Redis, on 127.0.0.1 (Ctrl-C stops)
 	scripts/cluster-packages.sh

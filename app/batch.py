@@ -7,8 +7,10 @@ from typing import Any
 from flask import current_app
 from werkzeug.datastructures import FileStorage
 
+from inference.imaging import declared_pixels
+
+from .errors import REJECTIONS, RequestRejected, rejection_body, status_of
 from .extensions import db
-from inference.imaging import ImageRejected, declared_pixels
 from .services import create_prediction, display_filename
 
 BATCH_MAX_IMAGES = 32
@@ -22,20 +24,21 @@ def classify_batch(files: list[FileStorage], *, top_k: int) -> dict[str, Any]:
         top_k: Answers per prediction.
 
     The batch has a pixel budget (``BATCH_MAX_PIXELS``, summed over its photos as their headers declare
-    them): a photo that would go over it is answered 413 without being decoded, so a request's work is
-    bounded however many huge images it holds.
+    them): a photo that would go over it is refused (``batch_pixel_budget``) without being decoded, so a
+    request's work is bounded however many huge images it holds.
 
     Returns:
         ``{"results": [...], "succeeded": n, "failed": m}``, one result per file in order.
 
     Raises:
-        ImageRejected: 400 when no file or more than :data:`BATCH_MAX_IMAGES` were sent.
+        RequestRejected: ``no_file`` when no file, ``too_many_images`` when more than
+            :data:`BATCH_MAX_IMAGES` were sent.
     """
     if not files:
-        raise ImageRejected(400, "no_file", "No images were uploaded: send the files in repeated 'images' fields.")
+        raise RequestRejected("no_file", "No images were uploaded: send the files in repeated 'images' fields.")
     if len(files) > BATCH_MAX_IMAGES:
-        raise ImageRejected(400, "too_many_images",
-                            f"{len(files)} images were sent; a batch holds at most {BATCH_MAX_IMAGES}.")
+        raise RequestRejected("too_many_images",
+                              f"{len(files)} images were sent; a batch holds at most {BATCH_MAX_IMAGES}.")
     budget = current_app.config["BATCH_MAX_PIXELS"]
     spent = 0
     results = []
@@ -46,13 +49,13 @@ def classify_batch(files: list[FileStorage], *, top_k: int) -> dict[str, Any]:
             if pixels > current_app.config["MAX_IMAGE_PIXELS"]:
                 pixels = 0  # refused from its header alone (413 image_too_large), nothing decoded
             if spent + pixels > budget:
-                raise ImageRejected(413, "batch_pixel_budget",
-                                    f"This image ({pixels:,} pixels) would take the batch over its budget of "
-                                    f"{budget:,} pixels in all; send it in another request.")
+                raise RequestRejected("batch_pixel_budget",
+                                      f"This image ({pixels:,} pixels) would take the batch over its budget of "
+                                      f"{budget:,} pixels in all; send it in another request.")
             spent += pixels
             prediction = create_prediction(upload, source="api", top_k=top_k)
-        except ImageRejected as exc:
-            entry.update(status=exc.status, error={"status": exc.status, "code": exc.code, "message": exc.message})
+        except REJECTIONS as exc:
+            entry.update(status=status_of(exc), error=rejection_body(exc))
         except Exception:  # one file breaking something unexpected must not lose the others' results
             db.session.rollback()
             current_app.logger.exception("batch item %d failed", index)

@@ -11,11 +11,13 @@ import click
 from flask import Flask, current_app
 from sqlalchemy import select
 
+from inference.errors import ImageRejected
+from inference.pipeline import answer_photo
+
 from .admin.export import export_corrections
-from .serving import get_classifier
 from .extensions import db
-from inference.imaging import ImageRejected, decode_upload
 from .models import AdminUser
+from .serving import get_classifier, get_vehicle_gate
 
 MIN_ADMIN_PASSWORD_LENGTH = 8
 
@@ -34,19 +36,28 @@ def register(app: Flask) -> None:
     @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
     @click.option("--top-k", default=None, type=click.IntRange(1, 20), help="Answers per image.")
     def classify(images: tuple[str, ...], top_k: int | None) -> None:
-        """Classify image files with the served model (nothing is stored)."""
-        classifier = get_classifier()
+        """Classify image files as the web page does, vehicle check and answer included (nothing is stored).
+
+        One line per file: the top classes, then the verdict and the answer the model stands behind.
+        """
+        classifier, gate = get_classifier(), get_vehicle_gate()
         k = top_k or current_app.config["TOP_K"]
         for path in images:
             try:
-                decoded = decode_upload(Path(path).read_bytes(),
-                                        max_pixels=current_app.config["MAX_IMAGE_PIXELS"],
-                                        target=classifier.image_size, resize_mode=classifier.resize_mode)
+                result = answer_photo(Path(path).read_bytes(), classifier, gate,
+                                      max_pixels=current_app.config["MAX_IMAGE_PIXELS"], top_k=k, thumbnail=False)
             except ImageRejected as exc:
                 click.echo(f"{path}: {exc.message}", err=True)
                 continue
-            answers = classifier.classify(decoded.image, top_k=k)
-            click.echo(f"{path}: " + ", ".join(f"{a['label']} {a['score']:.3f}" for a in answers))
+            click.echo(f"{path}: " + ", ".join(f"{a['label']} {a['score']:.3f}" for a in result.top_k)
+                       + f" | verdict {result.verdict.verdict}, answer {describe_answer(result.answer)}")
+
+
+def describe_answer(answer: dict | None) -> str:
+    """``make Audi 0.940``, or ``none`` when the model stands behind no level."""
+    if answer is None:
+        return "none"
+    return f"{answer['level']} {answer['label']} {answer['score']:.3f}"
 
 
 def register_admin_commands(app: Flask) -> None:

@@ -1,7 +1,9 @@
 """Error responses: JSON for the API and for clients that ask for JSON, an HTML page otherwise.
 
 Both carry the same status and message, so a person using the page and a program using the API are
-told the same thing. A busy or unreachable database is a 503 with ``Retry-After`` (the request can
+told the same thing. A photo the model side refuses (:class:`inference.errors.InferenceError`) and a
+request the web layer refuses (:class:`RequestRejected`) both carry only a code and a message;
+:data:`STATUSES` is the one table that gives each code its HTTP status. A busy or unreachable database is a 503 with ``Retry-After`` (the request can
 simply be repeated), too many requests a 429 with ``Retry-After``; anything unexpected becomes a logged
 500 with a generic message. No response ever carries a stack trace.
 """
@@ -18,8 +20,9 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
+from inference.errors import InferenceError
+
 from .extensions import db, limiter
-from inference.imaging import ImageRejected
 
 CODES = {
     400: "bad_request",
@@ -39,8 +42,67 @@ MESSAGES = {
     413: "The upload is too large.",
     500: "Something went wrong on our side; the error has been logged.",
 }
+# The HTTP status of every code a refused request can carry, from the model side or the web layer.
+STATUSES = {
+    # inference: the photo itself
+    "empty_file": 400,
+    "image_too_large": 413,
+    "too_many_frames": 413,
+    "unsupported_media_type": 415,
+    "corrupt_image": 422,
+    # inference: heatmaps
+    "label_not_in_model": 409,
+    "explanation_unsupported": 501,
+    "explanation_unavailable": 503,
+    # web: the request around the photo
+    "no_file": 400,
+    "several_files": 400,
+    "photo_and_example": 400,
+    "unknown_example": 400,
+    "invalid_top_k": 400,
+    "conflicting_top_k": 400,
+    "too_many_images": 400,
+    "batch_pixel_budget": 413,
+    # web: answers to "Was this right?"
+    "invalid_feedback": 400,
+    "invalid_verdict": 400,
+    "unexpected_label": 400,
+    "missing_label": 400,
+    "unknown_label": 400,
+    "already_answered": 409,
+}
 DATABASE_UNAVAILABLE = ("The database is busy or unavailable, so nothing was saved. "
                         "Please try again in a few seconds.")
+
+
+class RequestRejected(Exception):
+    """A request the web layer refuses before or around the model: a missing file, a bad ``top_k``, a batch
+    over its limits, an unknown example, a malformed answer to "Was this right?".
+
+    Args:
+        code: Stable machine-readable code, a key of :data:`STATUSES`.
+        message: Plain-language explanation for a person.
+    """
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# Everything refused with a code and a message; both kinds are answered alike.
+Rejection = InferenceError | RequestRejected
+REJECTIONS = (InferenceError, RequestRejected)
+
+
+def status_of(rejection: Rejection) -> int:
+    """The HTTP status of a refused request; a code missing from :data:`STATUSES` is our own bug (500)."""
+    return STATUSES.get(rejection.code, 500)
+
+
+def rejection_body(rejection: Rejection) -> dict:
+    """The JSON error object of a refused request, ``{"status", "code", "message"}``."""
+    return {"status": status_of(rejection), "code": rejection.code, "message": rejection.message}
 
 
 def wants_json() -> bool:
@@ -147,9 +209,9 @@ def handle_database_unavailable(exc: Exception):
     return error_response(503, CODES[503], DATABASE_UNAVAILABLE, DATABASE_RETRY_AFTER_S)
 
 
-def handle_image_rejected(exc: ImageRejected):
-    """An upload the app cannot classify; the exception carries status, code and message."""
-    return error_response(exc.status, exc.code, exc.message)
+def handle_rejected(exc: Rejection):
+    """A photo or a request the app cannot take: the code decides the status, the message is shown."""
+    return error_response(status_of(exc), exc.code, exc.message)
 
 
 def handle_unexpected(exc: Exception):
@@ -163,7 +225,8 @@ def handle_unexpected(exc: Exception):
 def register_errorhandlers(app: Flask) -> None:
     """Install the handlers on ``app``."""
     app.register_error_handler(CSRFError, handle_csrf_error)
-    app.register_error_handler(ImageRejected, handle_image_rejected)
+    app.register_error_handler(InferenceError, handle_rejected)
+    app.register_error_handler(RequestRejected, handle_rejected)
     app.register_error_handler(RateLimitExceeded, handle_rate_limited)
     app.register_error_handler(OperationalError, handle_database_unavailable)
     app.register_error_handler(PoolTimeoutError, handle_database_unavailable)

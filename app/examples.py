@@ -13,7 +13,7 @@ from pathlib import Path
 from flask import current_app
 from werkzeug.datastructures import FileStorage
 
-from inference.imaging import ImageRejected
+from .errors import RequestRejected
 
 EXAMPLE_SUFFIXES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
 MAX_EXAMPLES = 12
@@ -59,12 +59,12 @@ def find_example(name: str) -> Example:
     """The example called ``name``.
 
     Raises:
-        ImageRejected: 400 when no example has that name (or examples are switched off).
+        RequestRejected: ``unknown_example`` when no example has that name (or examples are switched off).
     """
     for example in list_examples():
         if example.name == name:
             return example
-    raise ImageRejected(400, "unknown_example", "There is no example photo with that name; reload the page.")
+    raise RequestRejected("unknown_example", "There is no example photo with that name; reload the page.")
 
 
 def open_example(name: str) -> FileStorage:

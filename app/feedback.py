@@ -17,22 +17,13 @@ from flask import current_app, request, session
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from .serving import get_classifier
+from .errors import RequestRejected
 from .extensions import db
 from .models import FEEDBACK_VERDICTS, Feedback, Prediction
+from .serving import get_classifier
 
 LABEL_MAX_LENGTH = 255
 SESSION_VISITOR = "visitor"
-
-
-class FeedbackRejected(Exception):
-    """An answer that cannot be stored: ``status`` 400 (malformed) or 409 (already answered)."""
-
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 def keyed_hash(kind: str, value: str) -> str:
@@ -75,29 +66,30 @@ def parse_answer(payload: Mapping[str, Any] | None, prediction: Prediction) -> t
         ``(verdict, label)``, the label None unless the verdict is ``wrong``.
 
     Raises:
-        FeedbackRejected: 400 with a message saying what is wrong.
+        RequestRejected: ``invalid_feedback``, ``invalid_verdict``, ``unexpected_label``, ``missing_label`` or
+            ``unknown_label``, with a message saying what is wrong.
     """
     if not isinstance(payload, Mapping):
-        raise FeedbackRejected(400, "invalid_feedback", 'Send a JSON object such as {"verdict": "right"}.')
+        raise RequestRejected("invalid_feedback", 'Send a JSON object such as {"verdict": "right"}.')
     unknown = sorted(set(payload) - {"verdict", "label", "csrf_token"})
     if unknown:
-        raise FeedbackRejected(400, "invalid_feedback", f"Unknown field(s): {', '.join(unknown)}.")
+        raise RequestRejected("invalid_feedback", f"Unknown field(s): {', '.join(unknown)}.")
     verdict = payload.get("verdict")
     if not isinstance(verdict, str) or verdict not in FEEDBACK_VERDICTS:
-        raise FeedbackRejected(400, "invalid_verdict", f"verdict must be one of {', '.join(FEEDBACK_VERDICTS)}.")
+        raise RequestRejected("invalid_verdict", f"verdict must be one of {', '.join(FEEDBACK_VERDICTS)}.")
     label = payload.get("label")
     if isinstance(label, str):
         label = label.strip() or None
     if verdict != "wrong":
         if label is not None:
-            raise FeedbackRejected(400, "unexpected_label", "A label goes only with the verdict 'wrong'.")
+            raise RequestRejected("unexpected_label", "A label goes only with the verdict 'wrong'.")
         return verdict, None
     if not isinstance(label, str):
-        raise FeedbackRejected(400, "missing_label", "Say which car it is: 'wrong' needs a label from the "
-                                                     "model's labels (or send 'unknown').")
+        raise RequestRejected("missing_label", "Say which car it is: 'wrong' needs a label from the "
+                                               "model's labels (or send 'unknown').")
     if len(label) > LABEL_MAX_LENGTH or label not in allowed_labels(prediction):
-        raise FeedbackRejected(400, "unknown_label", "The label is not one of the model's labels "
-                                                     "(GET /api/v1/model lists them).")
+        raise RequestRejected("unknown_label", "The label is not one of the model's labels "
+                                               "(GET /api/v1/model lists them).")
     return verdict, label
 
 
@@ -121,10 +113,11 @@ def record_answer(prediction: Prediction, payload: Mapping[str, Any] | None, cli
         The committed :class:`Feedback`.
 
     Raises:
-        FeedbackRejected: 400 for a malformed answer, 409 when this visitor already answered.
+        RequestRejected: As :func:`parse_answer` for a malformed answer, ``already_answered`` when this
+            visitor already answered.
     """
     verdict, label = parse_answer(payload, prediction)
-    already = FeedbackRejected(409, "already_answered", "You have already answered for this prediction.")
+    already = RequestRejected("already_answered", "You have already answered for this prediction.")
     if answer_of(prediction, client_key) is not None:
         raise already
     answer = Feedback(prediction_id=prediction.id, verdict=verdict, label=label, client_key=client_key,

@@ -33,7 +33,9 @@ from pathlib import Path
 import PIL
 from PIL import Image
 
-from inference.imaging import ImageRejected, decode_upload
+from app.errors import status_of
+from inference.errors import ImageRejected
+from inference.imaging import decode_upload
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
@@ -118,7 +120,7 @@ def measure(data: bytes, repeat: int) -> dict:
             outcome = {"status": 201, "decoded_size": list(decoded.image.size)}
             del decoded
         except ImageRejected as rejection:
-            outcome = {"status": rejection.status, "code": rejection.code, "message": rejection.message}
+            outcome = {"status": status_of(rejection), "code": rejection.code, "message": rejection.message}
         times_ms.append((time.perf_counter() - started) * 1000.0)
     python_peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()

@@ -1,8 +1,8 @@
 """Heatmap benchmark: how long "Why this answer?" takes on a cache miss, once the model is warm, with LiteRT.
 
 For each shipped classifier artifact, loads it with the LiteRT runtime (as ``make run`` serves it, no
-TensorFlow involved), classifies real val photos to get their answers, turns each photo into the stored
-thumbnail the route works from, and then times, per request, what a cache miss of
+TensorFlow involved), answers real val photos as the app does (:func:`inference.pipeline.answer_photo`,
+which also makes the stored thumbnail the route works from), and then times, per request, what a cache miss of
 ``GET /api/v1/predictions/<id>/explanation.png`` costs: fitting the thumbnail to the input, the model
 invocation with the feature-map output, the class activation map in NumPy, placing it on the photo, the
 overlay and the PNG encoding; wall time, and the thread's CPU time, which a busy shared machine inflates
@@ -29,6 +29,7 @@ from benchmarks.serve import REPO_ROOT, RESULTS_DIR, machine_description, update
 ARTIFACTS = ("car-models-196", "premium-basic")
 DEFAULT_PHOTOS = REPO_ROOT.parent / "shared" / "datasets" / "stanford-cars" / "val"
 TARGET_P50_MS = 100.0
+MAX_PIXELS = 40_000_000  # the app's default MAX_IMAGE_PIXELS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -59,25 +60,20 @@ def photos(folder: Path, count: int) -> list[Path]:
 
 def measure(artifact: Path, paths: list[Path], repeats: int, threads: int) -> dict:
     """Per-heatmap wall times for one artifact."""
-    from inference.answers import choose_answer
-    from inference.explain import explain_image, get_explainer
-    from inference.gate import judge
-    from inference.imaging import make_thumbnail
     from inference.classifier import load_classifier
+    from inference.explain import explain_image, get_explainer
+    from inference.pipeline import answer_photo
 
     classifier = load_classifier(artifact, runtime="litert", num_threads=threads)
     get_explainer(classifier)  # loads head.npz: once per process, not per request
     levels: dict[str, int] = {}
     timings, cpu = [], []
     for path in paths:
-        with Image.open(path) as original:
-            photo = original.convert("RGB")
-        outcome = classifier.predict(photo)
-        verdict = judge(outcome.top_k, classifier.metadata, None, None)
-        answer = choose_answer(outcome.top_k[0], verdict.threshold, outcome.groups, classifier.groupings,
-                               verdict.verdict) or {"level": "class", "label": outcome.top_k[0]["label"]}
+        # As the app answers an upload (no vehicle gate: every photo here is a car).
+        result = answer_photo(path.read_bytes(), classifier, None, max_pixels=MAX_PIXELS, top_k=5)
+        answer = result.answer or {"level": "class", "label": result.top_k[0]["label"]}
         levels[answer["level"]] = levels.get(answer["level"], 0) + 1
-        with Image.open(io.BytesIO(make_thumbnail(photo))) as stored:
+        with Image.open(io.BytesIO(result.thumbnail)) as stored:
             thumbnail = stored.convert("RGB")
         explain_image(classifier, thumbnail, answer["level"], answer["label"])  # warm this input size
         for _ in range(repeats):

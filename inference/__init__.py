@@ -9,8 +9,13 @@ Read in this order:
 * :mod:`.classifier` - a loaded artifact: photo -> top classes, group scores;
 * :mod:`.gate`       - the "is this a car at all?" gate and the verdict;
 * :mod:`.answers`    - the most specific level the model can stand behind (class, make, segment);
-* :mod:`.explain`    - "why this answer?": class activation maps with NumPy.
+* :mod:`.explain`    - "why this answer?": class activation maps with NumPy;
+* :mod:`.pipeline`   - the steps in their one order: decode -> thumbnail and vehicle check -> classify ->
+  verdict -> answer (:func:`.pipeline.answer_photo`);
+* :mod:`.errors`     - what cannot be answered, as a code and a message (no HTTP status).
 
 Everything here takes plain inputs and returns plain results; ``app/services.py`` and the blueprints
-put them behind HTTP and into the database. The import-linter contracts in ``.importlinter`` keep it so.
+put them behind HTTP and into the database, ``flask classify`` and the benchmarks call the same
+pipeline. The import-linter contracts in ``.importlinter`` keep this package free of web, database and
+training code.
 """

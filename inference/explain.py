@@ -9,7 +9,7 @@ so the map costs one model invocation and a matrix product, on a server without 
 
 A group answer (a make, a segment) is explained by the probability-weighted sum of its members' maps,
 which is again one product: ``F @ (kernel @ v)`` with ``v`` the members' probabilities. A model whose
-head is not of that shape ships no ``head.npz`` and its heatmaps answer 501.
+head is not of that shape ships no ``head.npz`` and cannot be explained (``explanation_unsupported``).
 
 The map is ReLU'd, scaled to 0..1, placed back onto the photo as it was fitted to the input, and drawn
 over it.
@@ -26,24 +26,15 @@ from PIL import Image
 
 from .artifact import CLASS_LEVEL, HEAD_FILE, LITERT_FILE
 from .classifier import Classifier
+from .errors import ExplanationUnavailable
 from .imaging import fit_to_input, scale_factors
 from .runtimes import LiteRTRuntime, litert_available
 
 HEATMAP_OPACITY = 0.5
 
 
-class ExplanationUnavailable(Exception):
-    """No heatmap can be made; carries the HTTP status, an error code and a message for the client."""
-
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
 def _unsupported(message: str) -> ExplanationUnavailable:
-    return ExplanationUnavailable(501, "explanation_unsupported", message)
+    return ExplanationUnavailable("explanation_unsupported", message)
 
 
 class ClassActivationMap:
@@ -54,7 +45,8 @@ class ClassActivationMap:
             LiteRT copy without it, the artifact's float32 ``model.tflite`` must).
 
     Raises:
-        ExplanationUnavailable: 501 when the artifact has no ``head.npz`` or no runtime gives the map.
+        ExplanationUnavailable: ``explanation_unsupported`` when the artifact has no ``head.npz`` or no
+            runtime gives the map; ``explanation_unavailable`` when ``head.npz`` is unreadable.
     """
 
     def __init__(self, classifier: Classifier):
@@ -69,12 +61,12 @@ class ClassActivationMap:
             raise _unsupported("The served model's head is not global average pooling followed by one dense "
                                "layer, so its answer cannot be drawn as a class activation map.") from None
         except (OSError, ValueError, KeyError) as exc:
-            raise ExplanationUnavailable(503, "explanation_unavailable",
+            raise ExplanationUnavailable("explanation_unavailable",
                                          f"{HEAD_FILE} of the served model is unreadable "
                                          f"({exc.__class__.__name__}).") from None
         outputs = self.kernel.shape[1] if self.group_matrix is None else self.group_matrix.shape[1]
         if outputs != len(classifier.labels):
-            raise ExplanationUnavailable(503, "explanation_unavailable",
+            raise ExplanationUnavailable("explanation_unavailable",
                                          f"{HEAD_FILE} does not match the served model's {len(classifier.labels)} "
                                          f"labels.")
         self.labels = classifier.labels
@@ -101,7 +93,7 @@ class ClassActivationMap:
         """Per fine class, how much its map counts in the map of ``label`` at ``level``.
 
         Raises:
-            ExplanationUnavailable: 409 when the served model has no such label or grouping.
+            ExplanationUnavailable: ``label_not_in_model`` when the served model has no such label or grouping.
         """
         probabilities = None
         if level == CLASS_LEVEL and self.group_matrix is None:
@@ -116,7 +108,7 @@ class ClassActivationMap:
             members = (grouping.members(label).tolist() if grouping is not None and label in grouping.labels
                        else [])
         if not members:
-            raise ExplanationUnavailable(409, "label_not_in_model",
+            raise ExplanationUnavailable("label_not_in_model",
                                          f"The served model has no {'class' if level == CLASS_LEVEL else level} "
                                          f"{label!r}: this prediction was made by another model.")
         probabilities = self.fine_probabilities(features)

@@ -28,6 +28,8 @@ import numpy as np
 import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import ImageRejected
+
 # Depth maps, auxiliary images and embedded thumbnails are never used: not reading them is less work
 # and less parser surface. libheif applies the container's rotation and mirroring itself (and resets
 # the EXIF orientation to 1), so HEIF images come out upright like the others.
@@ -49,14 +51,14 @@ THUMBNAIL_MAX_SIDE = 320
 THUMBNAIL_QUALITY = 85
 # The decode keeps at least this many source pixels per model pixel. 2 changed the model input by
 # resampling noise only, 1 by about twice that, at a third less decode and resize work per phone photo
-# and the same accuracy (tests/test_draft.py).
+# and the same accuracy (tests/inference/test_draft.py).
 DRAFT_OVERSAMPLING = 1
 # EXIF orientations 5..8 rotate by 90 degrees: the stored width is the displayed height.
 TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
 EXIF_ORIENTATION_TAG = 0x0112
 PAD_FILL = (0, 0, 0)
-# First bytes of the allowed formats: a file that starts like one but does not parse is corrupt (422),
-# anything else is not an image we take (415).
+# First bytes of the allowed formats: a file that starts like one but does not parse is corrupt
+# (``corrupt_image``), anything else is not an image we take (``unsupported_media_type``).
 SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a")
 PNG_SIGNATURE = SIGNATURES[1]
 # JPEG frame types coded with Huffman tables: baseline and extended sequential (every block costs a DC
@@ -67,16 +69,6 @@ JPEG_FRAME_MARKERS = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOF0-15 (C4,
 JPEG_STANDALONE_MARKERS = {0x01, *range(0xD0, 0xDA)}  # TEM, RST0-7, SOI, EOI: no length field
 # Only the first frame is decoded, but an animation declaring more frames than any photo has is refused.
 MAX_FRAMES = 1000
-
-
-class ImageRejected(Exception):
-    """An upload that cannot be classified, with the HTTP status and a message a person understands."""
-
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 @dataclass
@@ -208,10 +200,11 @@ def decode_upload(data: bytes, *, max_pixels: int, target: tuple[int, int] | Non
         The decoded image and its facts.
 
     Raises:
-        ImageRejected: 400 empty, 413 too many pixels, 415 not a supported image, 422 corrupt.
+        ImageRejected: ``empty_file``, ``image_too_large``, ``too_many_frames``, ``unsupported_media_type``
+            or ``corrupt_image``.
     """
     if not data:
-        raise ImageRejected(400, "empty_file", "The uploaded file is empty.")
+        raise ImageRejected("empty_file", "The uploaded file is empty.")
     digest = hashlib.sha256(data).hexdigest()
     if data.startswith(PNG_SIGNATURE) and not png_checksums_ok(data):
         raise _corrupt()
@@ -225,11 +218,11 @@ def decode_upload(data: bytes, *, max_pixels: int, target: tuple[int, int] | Non
         except UnidentifiedImageError:
             declared = declared_isobmff_size(data)
             if declared and declared[0] * declared[1] > max_pixels:
-                # libavif refuses canvases over its own limit before Pillow sees a size: still 413.
+                # libavif refuses canvases over its own limit before Pillow sees a size: still too large.
                 raise _too_many_pixels(max_pixels, *declared) from None
             if looks_like_allowed_format(data):
                 raise _corrupt() from None
-            raise ImageRejected(415, "unsupported_media_type",
+            raise ImageRejected("unsupported_media_type",
                                 f"The file is not an image in a supported format ({FORMAT_NAMES})."
                                 ) from None
         except Exception:  # a header Pillow recognises but cannot parse
@@ -242,7 +235,7 @@ def decode_upload(data: bytes, *, max_pixels: int, target: tuple[int, int] | Non
             raise _corrupt()
         if img.format != "GIF" and getattr(img, "n_frames", 1) > MAX_FRAMES:
             # APNG and WebP declare their frame count up front; a GIF would have to be read to the end.
-            raise ImageRejected(413, "too_many_frames",
+            raise ImageRejected("too_many_frames",
                                 f"The animation has too many frames; the limit is {MAX_FRAMES}.")
         orientation = _orientation(img)
         width, height = img.size
@@ -342,9 +335,9 @@ def _major_brand(data: bytes) -> bytes | None:
 def declared_isobmff_size(data: bytes, search_bytes: int = 65536) -> tuple[int, int] | None:
     """The width and height of the first ``ispe`` (image spatial extent) box of a HEIF or AVIF file.
 
-    Only used to tell a refused giant canvas (413) from a corrupt file (422) when the decoder library
-    would not open the file at all; the box is looked up by its type in the file's first bytes, which
-    is enough for the metadata that writers put up front.
+    Only used to tell a refused giant canvas (``image_too_large``) from a corrupt file (``corrupt_image``)
+    when the decoder library would not open the file at all; the box is looked up by its type in the
+    file's first bytes, which is enough for the metadata that writers put up front.
 
     Args:
         data: The uploaded bytes.
@@ -444,10 +437,10 @@ def png_checksums_ok(data: bytes) -> bool:
 
 def _too_many_pixels(max_pixels: int, width: int | None = None, height: int | None = None) -> ImageRejected:
     size = f" ({width} x {height})" if width and height else ""
-    return ImageRejected(413, "image_too_large",
+    return ImageRejected("image_too_large",
                          f"The image has too many pixels{size}; the limit is {max_pixels:,} pixels.")
 
 
 def _corrupt() -> ImageRejected:
-    return ImageRejected(422, "corrupt_image",
+    return ImageRejected("corrupt_image",
                          "The image is truncated or corrupt and cannot be decoded.")

@@ -107,6 +107,9 @@ def app(color_artifact, database_url, tmp_path):
         "RATELIMIT_ENABLED": False,  # tests fire hundreds of requests from one address
         # Per test, also when the database is a PostgreSQL schema (the default would be the instance folder).
         "RATELIMIT_STORAGE_URI": f"sqlite:///{tmp_path / 'ratelimits.db'}",
+        # Per test too: the default, under the repository's instance folder, is shared by every test (and
+        # every parallel worker) whose first prediction is the same photo.
+        "EXPLANATION_CACHE_DIR": str(tmp_path / "explanations"),
     })
     with application.app_context():
         upgrade()

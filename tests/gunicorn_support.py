@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Iterator
 
 from support import REPO_ROOT
+
+
+def loadtest_script():
+    """``scripts/loadtest.py`` as a module, loaded once for every test folder that needs it."""
+    if "loadtest" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("loadtest", REPO_ROOT / "scripts" / "loadtest.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["loadtest"] = module  # its dataclasses look their module up there
+        spec.loader.exec_module(module)
+    return sys.modules["loadtest"]
 
 
 @contextlib.contextmanager
@@ -18,8 +30,7 @@ def running_gunicorn(model_dir: Path, workdir: Path, **env_overrides: str) -> It
     Yields:
         ``(server, database path)``; ``server.port`` is the port.
     """
-    from test_load_faults import loadtest
-
+    loadtest = loadtest_script()
     database = workdir / "served.db"
     env = {**os.environ, "MODEL_DIR": str(model_dir), "DATABASE_URL": f"sqlite:///{database}",
            "WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "2", "RATELIMIT_ENABLED": "false",

@@ -149,6 +149,23 @@ def get_backbone(name: str) -> Backbone:
         raise KeyError(f"unknown backbone {name!r}; choose one of {', '.join(REGISTRY)}") from None
 
 
+def resolve_image_size(config: dict) -> dict:
+    """``config`` with ``model.image_size`` filled in: the backbone's default input when it is null.
+
+    Training and tuning call this once, before the configuration is saved, so ``config.yaml``, the
+    recorded training command and a resumed or exported run all name the size that was used.
+
+    Args:
+        config: A resolved configuration (see :mod:`training.config`).
+
+    Returns:
+        A copy with ``model.image_size`` as ``[height, width]``.
+    """
+    model_cfg = config["model"]
+    size = model_cfg.get("image_size") or get_backbone(model_cfg["backbone"]).image_size
+    return {**config, "model": {**model_cfg, "image_size": [int(size[0]), int(size[1])]}}
+
+
 def preprocessing_layer(mode: str) -> keras.layers.Layer | None:
     """Build the in-model preprocessing for float32 RGB pixels in [0, 255].
 

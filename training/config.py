@@ -88,7 +88,7 @@ DEFAULTS: dict[str, Any] = {
         "verbose": 1,
     },
     # {name: folder,label CSV}: label groupings (make, segment) measured on val after training and stored
-    # in the artifact (training/groups.py); null for none.
+    # in the artifact (training/label_groupings.py); null for none.
     "groups": None,
     "export": {
         "out": None,

@@ -9,6 +9,7 @@ when a ``history.csv`` is present.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 from pathlib import Path
@@ -21,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from training import export as export_lib  # noqa: E402
+from training.commands import command, subcommand  # noqa: E402
 from training.pipeline import make_dataset  # noqa: E402
 
 FULL_LABELS_UP_TO = 30   # above this many classes the full matrix is drawn without tick labels
@@ -349,3 +351,52 @@ def evaluate_artifact(model_dir: str | Path, data_path: str | Path, *, split: st
             metadata["robustness"] = result["robustness"]
         export_lib.write_json(model_dir / export_lib.METADATA_FILE, metadata)
     return result
+
+
+@command("evaluate")
+def add_evaluate_parser(subparsers) -> None:
+    """Register ``python -m training evaluate``."""
+    parser, required = subcommand(
+        subparsers, "evaluate", _run_evaluate, summary="evaluate an artifact on a data split and write report/ beside it",
+        description="Accuracy, top-5, classification report, confusion matrix, confidence threshold and "
+                    "training curves, written to MODEL/report/.")
+    required.add_argument("--model", required=True, metavar="DIR", help="artifact folder")
+    required.add_argument("--data", required=True, metavar="DIR", help="data folder the model was trained on")
+    options = parser.add_argument_group("evaluation")
+    options.add_argument("--split", default="val", choices=["val", "test", "train"], help="split to evaluate")
+    options.add_argument("--batch-size", type=int, default=32)
+    options.add_argument("--target-precision", type=float, default=None,
+                         help="precision for the confidence threshold (default: the artifact's)")
+    options.add_argument("--update-metadata", action="store_true",
+                         help="also store the new metrics and threshold in metadata.json")
+    options.add_argument("--fgsm", metavar="EPS[,EPS...]", type=_epsilons, default=None,
+                         help="also measure accuracy under FGSM perturbations of these sizes, in pixel units "
+                              "0..255 (e.g. 0.5,1,2,4); writes robustness.json and example images")
+    options.add_argument("--fgsm-limit", type=int, default=None, metavar="N",
+                         help="run FGSM on the first N images of the split only")
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    result = evaluate_artifact(args.model, args.data, split=args.split, batch_size=args.batch_size,
+                               target_precision=args.target_precision, update_metadata=args.update_metadata,
+                               fgsm=args.fgsm, fgsm_limit=args.fgsm_limit)
+    metrics = result["metrics"]
+    print(", ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in metrics.items()))
+    confidence = result["confidence"]
+    if confidence["threshold"] is not None:
+        print(f"confidence threshold {confidence['threshold']:.3f} keeps {confidence['coverage']:.1%} of answers "
+              f"at {confidence['accuracy']:.1%} accuracy (target {confidence['target_precision']:.0%})")
+    for row in result.get("robustness", {}).get("results", []):
+        print(f"FGSM epsilon {row['epsilon']:g} ({row['fraction']:.4f} of the range): accuracy {row['accuracy']:.1%}, "
+              f"{row['changed']:.1%} of answers changed")
+    print(f"report written to {args.model}/report/")
+    return 0
+
+
+def _epsilons(text: str) -> list[float]:
+    from training.robustness import parse_epsilons
+
+    try:
+        return parse_epsilons(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

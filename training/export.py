@@ -17,6 +17,7 @@ from typing import Any
 
 from inference.artifact import (ARTIFACT_FORMAT_VERSION, HEAD_FILE, KERAS_FILE, LABELS_FILE,  # noqa: F401
                                     LITERT_FILE, LITERT_VARIANTS, METADATA_FILE, RESIZE_MODES)
+from training.options import reproduce_command
 
 
 def build_metadata(
@@ -75,8 +76,6 @@ def build_metadata(
     }
     metadata.update(extra or {})
     if isinstance(metadata["training_config"].get("config"), dict):
-        from training.cli import reproduce_command  # the option table lives with the command line
-
         metadata["training_config"] = {**metadata["training_config"],
                                        "command": reproduce_command(metadata["training_config"])}
     return metadata
@@ -182,40 +181,6 @@ def export_litert(model, path: Path) -> Path:
     return path
 
 
-def refresh_serving_files(model_dir: str | Path) -> dict[str, Any]:
-    """Rewrite an artifact's LiteRT files and ``head.npz`` from its ``model.keras`` (the source of truth).
-
-    For artifacts written before the feature-map output existed: ``model.tflite`` and any quantised copy
-    already there are re-exported with it (same weights, same probabilities), and ``head.npz`` is added.
-
-    Args:
-        model_dir: Artifact folder.
-
-    Returns:
-        ``{"explainable": bool, "files": [written file names]}``.
-    """
-    import keras
-
-    from training.quantize import convert
-
-    folder = Path(model_dir)
-    model = keras.saving.load_model(folder / KERAS_FILE, compile=False)
-    head = explainable_head(model)
-    network = serving_model(model, head)
-    written = [export_litert(network, folder / LITERT_FILE).name]
-    for variant, filename in LITERT_VARIANTS.items():
-        if variant != "float32" and (folder / filename).is_file():
-            written.append(convert(network, variant, folder / filename).name)
-    metadata = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
-    if head is not None:
-        written.append(write_head(head, folder / HEAD_FILE).name)
-    elif (folder / HEAD_FILE).exists():
-        (folder / HEAD_FILE).unlink()
-    metadata["explanation"] = explanation_record(head)
-    write_json(folder / METADATA_FILE, metadata)
-    return {"explainable": head is not None, "files": written}
-
-
 def explanation_record(head: dict[str, Any] | None) -> dict[str, Any]:
     """The ``explanation`` entry of ``metadata.json``."""
     if head is None:
@@ -266,21 +231,3 @@ def export_artifact(model, labels: list[str], metadata: dict[str, Any], out_dir:
     write_json(out / LABELS_FILE, list(labels))
     write_json(out / METADATA_FILE, metadata)
     return out
-
-
-def add_refresh_parser(subparsers) -> None:
-    """Register ``refresh`` on the ``python -m training`` command line."""
-    parser = subparsers.add_parser(
-        "refresh", help="re-export an artifact's LiteRT files and head.npz from its model.keras",
-        description="Rewrite ARTIFACT's model.tflite (and the quantised copies it has) from model.keras with the "
-        "last feature map as a second output, and write head.npz, so that the app can draw heatmaps without "
-        "TensorFlow. Weights and probabilities are unchanged.")
-    parser.add_argument("artifact", metavar="ARTIFACT", help="artifact folder with model.keras")
-    parser.set_defaults(handler=lambda args: _run_refresh(args.artifact))
-
-
-def _run_refresh(artifact: str) -> int:
-    result = refresh_serving_files(artifact)
-    state = "explainable" if result["explainable"] else "not explainable (no head.npz)"
-    print(f"{artifact}: {', '.join(result['files'])} written; {state}")
-    return 0

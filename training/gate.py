@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from training import export as export_lib
+from training.commands import command
 
 IMAGE_SIZE = (224, 224)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -306,6 +307,7 @@ def build_gate(*, cars: list[Path], held_out_cars: list[Path], non_cars: list[Pa
     return {"threshold": threshold, **measurement}
 
 
+@command("gate")
 def add_gate_parser(subparsers) -> None:
     """Register ``python -m training gate``."""
     parser = subparsers.add_parser(

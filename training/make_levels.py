@@ -31,6 +31,7 @@ from training import data as data_lib
 from training import evaluate as evaluate_lib
 from training import export as export_lib
 from training import makes as makes_lib
+from training.commands import command
 
 DEFAULT_GROUPS = {"segment": str(Path(__file__).resolve().parent / "label_maps" / "make_premium_basic.csv")}
 SETS = ("stanford", "web", "other")
@@ -344,6 +345,7 @@ def render_markdown(metadata: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@command("levels")
 def add_levels_parser(subparsers) -> None:
     """Register ``levels`` on the ``python -m training`` command line."""
     parser = subparsers.add_parser(

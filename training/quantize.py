@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from training.commands import command
 from training.export import (KERAS_FILE, LABELS_FILE, LITERT_FILE, LITERT_VARIANTS, METADATA_FILE, explainable_head,
                              serving_model, write_json)
 QUANTIZED = ("float16", "int8", "int8-full")
@@ -362,6 +363,7 @@ def make_accuracy(scorers: dict[str, LiteRTScorer], metadata: dict[str, Any], la
     return {**{name: 100.0 * hits / seen for name, hits in correct.items()}, "images": seen}
 
 
+@command("quantize")
 def add_quantize_parser(subparsers) -> None:
     """Register ``quantize`` on the ``python -m training`` command line."""
     parser = subparsers.add_parser(

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from training import export as export_lib
+from training.commands import command
 
 DEFAULT_TOLERANCE_POINTS = 1.5
 REPORT_FILE = "reproduction.json"
@@ -113,6 +114,7 @@ def compare_runs(reference: str | Path, rerun: str | Path, data_path: str | Path
     return record
 
 
+@command("reproduce")
 def add_reproduce_parser(subparsers) -> None:
     """Register ``python -m training reproduce``."""
     parser = subparsers.add_parser(

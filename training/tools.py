@@ -17,6 +17,7 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from training.data import IMAGE_SUFFIXES, class_folders, list_images, stratified_split
+from training.commands import command
 
 
 def iter_images(root: Path) -> list[Path]:
@@ -230,6 +231,7 @@ def _add_tool(commands, name: str, handler, *, summary: str, description: str, f
     return options
 
 
+@command("tools")
 def add_tools_parser(subparsers) -> None:
     """Register ``tools`` and its sub-commands on the top-level parser."""
     tools = subparsers.add_parser("tools", help="dataset tools: dedupe, resize, split",

@@ -7,6 +7,7 @@ by ``--out`` receives only what the app needs plus ``report/``.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import datetime as dt
 import json
@@ -23,10 +24,12 @@ from training import data as data_lib
 from training import evaluate as evaluate_lib
 from training import export as export_lib
 from training import makes as makes_lib
-from training.backbones import describe_preprocessing, get_backbone
+from training.backbones import describe_preprocessing, get_backbone, resolve_image_size
+from training.commands import command, subcommand
 from training.config import save_config
 from training.model import (CLASS_OUTPUT, MAKE_OUTPUT, build_model, count_params, has_make_head, inference_copy,
                             is_pretrained, load_weights_into, unfreeze_model)
+from training.options import TRAIN_OPTIONS
 from training.pipeline import build_augmenter, make_dataset, make_multitask_dataset
 from training.robustness import enable_adversarial_training
 
@@ -210,6 +213,7 @@ def run_training(config: dict[str, Any]) -> dict[str, Any]:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = Path(config["train"]["runs_dir"]) / f"{config['name']}-{stamp}"
     run_dir.mkdir(parents=True, exist_ok=False)
+    config = resolve_image_size(config)
     save_config(config, run_dir / "config.yaml")
     return _train_in(run_dir, config, resumed=False)
 
@@ -228,7 +232,7 @@ def resume_training(run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
-    config = complete(load_config_file(run_dir / "config.yaml"))
+    config = resolve_image_size(complete(load_config_file(run_dir / "config.yaml")))
     return _train_in(run_dir, config, resumed=True)
 
 
@@ -249,8 +253,7 @@ def _train_in(run_dir: Path, config: dict[str, Any], *, resumed: bool) -> dict[s
     else:
         data_lib.write_split_file(dataset, split_file)
     num_classes = len(dataset.class_names)
-    entry = get_backbone(model_cfg["backbone"])
-    image_size = tuple(model_cfg["image_size"] or entry.image_size)
+    image_size = tuple(model_cfg["image_size"])
     train_split, val_split = dataset.splits["train"], dataset.splits["val"]
     if not len(val_split):
         raise ValueError("the validation split is empty; add images or change data.split")
@@ -547,7 +550,7 @@ def finish_run(model: keras.Model, config: dict[str, Any], dataset: data_lib.Dat
     """
     model_cfg, train_cfg, export_cfg, data_cfg = (config[k] for k in ("model", "train", "export", "data"))
     entry = get_backbone(model_cfg["backbone"])
-    image_size = tuple(model_cfg["image_size"] or entry.image_size)
+    image_size = tuple(model_cfg["image_size"])
     num_classes = len(dataset.class_names)
     val_split = dataset.splits["val"]
     makes = makes_lib.load_for_config(config, dataset.class_names)
@@ -590,7 +593,7 @@ def finish_run(model: keras.Model, config: dict[str, Any], dataset: data_lib.Dat
 
         calibrate_levels(out_dir, runtime="litert" if export_cfg["litert"] else "keras")
     elif config.get("groups"):
-        from training.groups import add_groups
+        from training.label_groupings import add_groups
 
         add_groups(out_dir, config["groups"], data_cfg["path"], target_precision=export_cfg["target_precision"],
                    batch_size=train_cfg["batch_size"])
@@ -629,7 +632,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None) -> dict[str, 
     from training.config import complete, load_config_file
 
     run_dir = Path(run_dir)
-    config = complete(load_config_file(run_dir / "config.yaml"))
+    config = resolve_image_size(complete(load_config_file(run_dir / "config.yaml")))
     if out is not None:
         config["export"]["out"] = str(out)
     data_cfg, model_cfg = config["data"], config["model"]
@@ -644,9 +647,8 @@ def export_run(run_dir: str | Path, out: str | Path | None = None) -> dict[str, 
     checkpoint = next((c for c in checkpoints if c.exists()), None)
     if checkpoint is None:
         raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}")
-    entry = get_backbone(model_cfg["backbone"])
     model = build_model(model_cfg["backbone"], len(dataset.class_names), weights=None,
-                        image_size=tuple(model_cfg["image_size"] or entry.image_size), name=config["name"],
+                        image_size=tuple(model_cfg["image_size"]), name=config["name"],
                         **head_options(model_cfg, makes_lib.load_for_config(config, dataset.class_names)))
     load_weights_into(model, checkpoint)
     with open(run_dir / HISTORY_FILE, encoding="utf-8") as handle:
@@ -656,3 +658,52 @@ def export_run(run_dir: str | Path, out: str | Path | None = None) -> dict[str, 
     started = time.monotonic() - (time.time() - (run_dir / "config.yaml").stat().st_mtime)
     print(f"exporting {checkpoint} ({logged_epochs} epochs logged)")
     return finish_run(model, config, dataset, run_dir, phases, started)
+
+
+@command("train")
+def add_train_parser(subparsers) -> None:
+    """Register ``python -m training train``."""
+    parser = subparsers.add_parser(
+        "train", help="train a classifier and write the artifact the app loads",
+        description="Two-phase transfer learning (head on the frozen backbone, then the top blocks), "
+                    "evaluation on val, export to --out. Options override the --config file; the "
+                    "[bracketed] name is the configuration key each option sets. Every epoch is "
+                    "checkpointed with its optimizer state: --resume RUN continues a stopped run.")
+    parser.add_argument("--config", metavar="FILE", help="JSON or YAML configuration (see training/configs/)")
+    parser.add_argument("--resume", metavar="RUN", help="continue the run folder RUN from its last finished "
+                        "epoch, with its own config.yaml (other options are ignored)")
+    for group_name, options in TRAIN_OPTIONS.items():
+        group = parser.add_argument_group(group_name)
+        for flag, key, kwargs in options:
+            described = {**kwargs, "help": f"{kwargs.get('help', '')} [{key}]".lstrip()}
+            group.add_argument(flag, dest=key, default=None, **described)
+    parser.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from training.config import resolve
+
+    if args.resume:
+        resume_training(args.resume)
+        return 0
+    overrides = {key: getattr(args, key) for options in TRAIN_OPTIONS.values() for _, key, _ in options}
+    config = resolve(args.config, overrides)
+    run_training(config)
+    return 0
+
+
+@command("export")
+def add_export_parser(subparsers) -> None:
+    """Register ``python -m training export``."""
+    parser, required = subcommand(
+        subparsers, "export", _run_export, summary="write the artifact from the best checkpoint of a run folder",
+        description="Evaluate and export the best checkpoint of RUN (for a run stopped before its last "
+                    "epoch); configuration and data come from RUN/config.yaml.")
+    required.add_argument("--run", required=True, metavar="RUN", help="run folder, e.g. runs/car-models-196-...")
+    options = parser.add_argument_group("export")
+    options.add_argument("--out", metavar="DIR", help="artifact folder (default: the run's export.out)")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    export_run(args.run, args.out)
+    return 0

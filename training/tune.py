@@ -38,6 +38,7 @@ import json
 
 import numpy as np
 
+from training.commands import command
 from training.config import resolve, save_config
 
 # TensorFlow, Keras and KerasTuner are imported inside the functions: registering this command's
@@ -177,7 +178,8 @@ def build_cache(config: dict[str, Any], bottom, strengths: list[float], *,
     """Load the data as ``train`` does and extract the activations at the cut for every view.
 
     Args:
-        config: Resolved configuration.
+        config: Resolved configuration, ``model.image_size`` included
+            (:func:`training.backbones.resolve_image_size`).
         bottom: The model up to the cut (preprocessing included).
         strengths: Augmentation strengths to cache a training view for.
         train_per_class: Training photos per class (``None``: the configuration's ``max_per_class``).
@@ -191,7 +193,6 @@ def build_cache(config: dict[str, Any], bottom, strengths: list[float], *,
         The :class:`FeatureCache`.
     """
     from training import data as data_lib
-    from training.backbones import get_backbone
 
     started = time.monotonic()
     data_cfg, model_cfg, train_cfg = config["data"], config["model"], config["train"]
@@ -202,7 +203,7 @@ def build_cache(config: dict[str, Any], bottom, strengths: list[float], *,
     train_split, val_split = dataset.splits["train"], dataset.splits["val"]
     if not len(val_split):
         raise ValueError("the validation split is empty; tuning needs val photos to score trials")
-    image_size = tuple(model_cfg["image_size"] or get_backbone(model_cfg["backbone"]).image_size)
+    image_size = tuple(model_cfg["image_size"])
     common = dict(num_classes=num_classes, image_size=image_size, resize_mode=model_cfg["resize_mode"],
                   batch_size=train_cfg["batch_size"], seed=config["seed"], verbose=verbose)
     print(f"caching activations: {num_classes} classes, {len(train_split)} train photos x {len(strengths)} "
@@ -449,7 +450,7 @@ def run_tune(config: dict[str, Any], out_dir: str | Path, *, trials: int, max_mi
     import keras
     import keras_tuner
 
-    from training.backbones import get_backbone, preprocessing_layer
+    from training.backbones import get_backbone, preprocessing_layer, resolve_image_size
     from training.model import _backbone_weights, _copy_backbone_weights, is_pretrained
 
     _, CachedFeatureHyperModel = _keras_classes()
@@ -457,12 +458,13 @@ def run_tune(config: dict[str, Any], out_dir: str | Path, *, trials: int, max_mi
     deadline = started + max_minutes * 60
     if not config["data"]["path"]:
         raise ValueError("no data folder: pass --data or set data.path in the config")
+    config = resolve_image_size(config)  # best.yaml then names the size the trials ran at
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config["seed"])
     model_cfg = config["model"]
     entry = get_backbone(model_cfg["backbone"])
-    image_size = tuple(model_cfg["image_size"] or entry.image_size)
+    image_size = tuple(model_cfg["image_size"])
     pretrained = is_pretrained(model_cfg["weights"])
     backbone = entry.build(_backbone_weights(model_cfg["weights"]), (*image_size, 3))
     if model_cfg["weights"] and str(model_cfg["weights"]).endswith(".keras"):
@@ -549,6 +551,7 @@ def run_tune(config: dict[str, Any], out_dir: str | Path, *, trials: int, max_mi
     return {**summary, "out_dir": out_dir, "rows": rows}
 
 
+@command("tune")
 def add_tune_parser(subparsers) -> None:
     """Register ``python -m training tune``."""
     parser = subparsers.add_parser(

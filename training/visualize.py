@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from training.commands import command
+
 INDEX_FILE = "visualize.json"
 TILE = 64                 # pixels per feature map or pattern in the grids: keeps each PNG at tens of KB
 GAP = 2
@@ -298,6 +300,7 @@ def visualize(model_dir: str | Path, *, photo: str | Path | None = None, layers:
     return index
 
 
+@command("visualize")
 def add_visualize_parser(subparsers) -> None:
     """Register ``python -m training visualize``."""
     parser = subparsers.add_parser(

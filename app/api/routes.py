@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Response, current_app, jsonify, request, url_for
 
-from ..feedback import FeedbackRejected, address_hash, record_answer
+from ..feedback import address_hash, record_answer
 from ..models import prediction_or_404
 from ..ratelimits import FEEDBACK_LIMIT
 from ..serving import get_classifier
@@ -48,13 +48,8 @@ def feedback(prediction_id: str):
     Returns:
         201 with the stored answer; 400 for a malformed body, 409 for a second answer.
     """
-    from ..errors import error_response
-
     prediction = prediction_or_404(prediction_id)
-    try:
-        answer = record_answer(prediction, request.get_json(silent=True), address_hash())
-    except FeedbackRejected as exc:
-        return error_response(exc.status, exc.code, exc.message)
+    answer = record_answer(prediction, request.get_json(silent=True), address_hash())
     response = jsonify(answer.to_dict())
     response.status_code = 201
     return response
@@ -93,15 +88,9 @@ def explanation(prediction_id: str):
     501 for a model whose head cannot be explained, 503 when its ``head.npz`` is unreadable, 409 when the
     served model does not know the answer's label.
     """
-    from ..errors import error_response
     from ..explanations import explanation_png
-    from inference.explain import ExplanationUnavailable
 
-    prediction = prediction_or_404(prediction_id)
-    try:
-        data = explanation_png(prediction)
-    except ExplanationUnavailable as exc:
-        return error_response(exc.status, exc.code, exc.message)
+    data = explanation_png(prediction_or_404(prediction_id))
     response = Response(data, mimetype="image/png")
     response.cache_control.private = True
     response.cache_control.max_age = 86400  # a new model version changes the heatmap, so not immutable

@@ -6,8 +6,8 @@ from flask import (Response, abort, current_app, jsonify, make_response, redirec
                    send_file, url_for)
 
 from ..examples import find_example, list_examples, open_example
-from ..feedback import FeedbackRejected, allowed_labels, answer_of, record_answer, session_key
-from inference.imaging import ImageRejected
+from ..errors import REJECTIONS, Rejection, RequestRejected, status_of
+from ..feedback import allowed_labels, answer_of, record_answer, session_key
 from ..models import prediction_or_404
 from ..ratelimits import FEEDBACK_LIMIT
 from ..serving import get_classifier
@@ -17,10 +17,12 @@ from .forms import ExampleForm, UploadForm
 from .headline import headline
 
 
-def render_index(form: UploadForm, status: int = 200, error: ImageRejected | None = None):
-    """The upload page, with the example row when examples are configured."""
+def render_index(form: UploadForm, error: Rejection | None = None):
+    """The upload page, with the example row when examples are configured; a refused upload's message
+    under its status."""
+    status = status_of(error) if error is not None else 200
     page = render_template("upload/index.html", form=form, classifier=get_classifier(), error=error,
-                           examples=list_examples(), example_form=ExampleForm())
+                           error_status=status, examples=list_examples(), example_form=ExampleForm())
     return page, status
 
 
@@ -43,14 +45,14 @@ def submit():
         example = request.form.get("example")
         upload = single_upload(request.files)
         if example is not None and upload is not None and upload.filename:
-            raise ImageRejected(400, "photo_and_example", "Send either a photo or an example, not both.")
+            raise RequestRejected("photo_and_example", "Send either a photo or an example, not both.")
         if example is not None:
             prediction = create_prediction(open_example(example), source="example",
                                            top_k=current_app.config["TOP_K"])
         else:
             prediction = create_prediction(upload, source="web", top_k=current_app.config["TOP_K"])
-    except ImageRejected as exc:
-        return render_index(form, exc.status, exc)
+    except REJECTIONS as exc:
+        return render_index(form, exc)
     return redirect(url_for("upload.result", prediction_id=prediction.public_id), code=303)
 
 
@@ -59,7 +61,7 @@ def example_image(name: str):
     """An example photo as shown in the row (only names listed in ``EXAMPLES_DIR`` are served)."""
     try:
         example = find_example(name)
-    except ImageRejected:
+    except RequestRejected:
         abort(404)
     return send_file(example.path, mimetype=example.content_type, max_age=86400)
 
@@ -81,19 +83,21 @@ def create_photo():
     return response
 
 
-def render_result(prediction, status: int = 200, feedback_error: FeedbackRejected | None = None):
+def render_result(prediction, feedback_error: RequestRejected | None = None):
     """The result page, asking "Was this right?" unless this browser session already answered.
 
     Only whoever has the link sees it, so neither this page nor the thumbnail may be kept by a shared
     cache (``Cache-Control: private``).
     """
+    status = status_of(feedback_error) if feedback_error is not None else 200
     classifier = get_classifier()
     make_of = next((g.of_class for g in classifier.groupings if g.name == "make" and g.of_class), None)
     page = render_template("upload/result.html", prediction=prediction,
                            headline=headline(prediction, make_of, len(classifier.labels)),
                            answer=answer_of(prediction, session_key(create=False)),
                            feedback_labels=allowed_labels(prediction),
-                           feedback_error=feedback_error)
+                           feedback_error=feedback_error,
+                           feedback_error_status=status)
     response = make_response(page, status)
     response.cache_control.private = True
     response.cache_control.no_cache = True  # the page can change (a later model's heatmap, an answer)
@@ -119,8 +123,8 @@ def feedback(prediction_id: str):
     answer = {"verdict": verdict, "label": request.form.get("label")} if verdict == "wrong" else {"verdict": verdict}
     try:
         record_answer(prediction, answer, session_key(create=True))
-    except FeedbackRejected as exc:
-        return render_result(prediction, exc.status, exc)
+    except RequestRejected as exc:
+        return render_result(prediction, exc)
     return redirect(url_for("upload.result", prediction_id=prediction_id, _anchor="feedback"), code=303)
 
 

@@ -48,3 +48,14 @@ def test_the_required_presets_exist():
     names = {p.name for p in CONFIGS.glob("*.yaml")}
     assert {"stanford196_mobilenet.yaml", "premium_basic_mobilenet.yaml", "premium_basic_vgg16.yaml",
             "car_models_resnet50.yaml"} <= names
+
+
+def test_the_image_size_is_resolved_once_from_the_backbone():
+    from training.backbones import get_backbone, resolve_image_size
+
+    config = resolve(None, {"model.backbone": "mobilenet_v1_0.25"})
+    assert config["model"]["image_size"] is None
+    resolved = resolve_image_size(config)
+    assert resolved["model"]["image_size"] == list(get_backbone("mobilenet_v1_0.25").image_size)
+    assert config["model"]["image_size"] is None  # the caller's configuration is left as it was
+    assert resolve_image_size(resolve(None, {"model.image_size": [40, 60]}))["model"]["image_size"] == [40, 60]

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from training.group import grouping_matrix
+from training.grouped_artifact import grouping_matrix
 
 
 def test_grouping_matrix_sums_each_label_into_its_group():

@@ -84,7 +84,7 @@ def test_orientation_applied_in_place_equals_pillows_transpose(orientation):
 # rebuild their interpreters in the child, which is slow and beside the point here.
 FORK_CHECK = """
 import os, signal
-from app.services import SideWork
+from inference.pipeline import SideWork
 side_work = SideWork()
 assert side_work.submit(pow, 2, 10).result(10) == 1024
 read_end, write_end = os.pipe()

@@ -8,31 +8,22 @@ made by hand; its figures are in the README.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sqlite3
 import subprocess
-import sys
 
 import pytest
 from werkzeug.test import EnvironBuilder
 
 import hostile_files
+from gunicorn_support import loadtest_script
 from support import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 REQUESTS, CONCURRENCY = 300, 8
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("loadtest", REPO_ROOT / "scripts" / "loadtest.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["loadtest"] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-loadtest = load_script()
+loadtest = loadtest_script()
 
 
 def test_small_load_with_a_killed_worker_a_locked_database_and_broken_models(color_artifact, tmp_path):

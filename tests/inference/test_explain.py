@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.errors import status_of
 from inference.explain import ClassActivationMap, ExplanationUnavailable, explain_image, place_on_photo
 from support import REPO_ROOT, build_color_model, encode, export
 from trust_support import dispose, make_app, post_image
@@ -170,13 +171,13 @@ def test_a_group_map_is_the_probability_weighted_sum_of_its_members(mobilenet_ar
     assert shown >= 1
     with pytest.raises(ExplanationUnavailable) as unknown:
         explainer.heatmap(pixels, "pair", "ef")
-    assert unknown.value.status == 409
+    assert status_of(unknown.value) == 409
 
 
 def test_a_grouped_artifact_explains_its_groups_from_the_fine_head(mobilenet_artifact, tmp_path):
     """The premium/basic kind of artifact: a frozen 0/1 layer sums the fine probabilities into groups."""
     from inference.classifier import load_classifier
-    from training.group import grouped_model
+    from training.grouped_artifact import grouped_model
     from training.model import load_model
 
     matrix = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype="float32")
@@ -212,7 +213,7 @@ def test_a_head_the_map_cannot_explain_answers_501(tmp_path):
     assert json.loads((artifact / "metadata.json").read_text())["explanation"]["method"] is None
     with pytest.raises(ExplanationUnavailable) as refused:
         ClassActivationMap(load_classifier(artifact))
-    assert refused.value.status == 501 and refused.value.code == "explanation_unsupported"
+    assert status_of(refused.value) == 501 and refused.value.code == "explanation_unsupported"
 
 
 def test_heatmap_is_placed_on_the_centre_crop_of_a_wide_photo():

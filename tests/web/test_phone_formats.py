@@ -15,6 +15,7 @@ from PIL import Image
 
 import phone_files
 from app.extensions import db
+from app.errors import status_of
 from inference.imaging import ImageRejected, decode_upload
 from app.models import Prediction
 from support import COLOR_RGB
@@ -31,7 +32,7 @@ def close_to(pixel, rgb, tolerance=20) -> bool:
 def rejection(data: bytes) -> tuple[int, str]:
     with pytest.raises(ImageRejected) as info:
         decode_upload(data, max_pixels=LIMIT)
-    return info.value.status, info.value.code
+    return status_of(info.value), info.value.code
 
 
 @pytest.mark.parametrize("fmt", phone_files.FORMATS)

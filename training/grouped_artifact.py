@@ -8,6 +8,7 @@ that "premium" is a union of dozens of unrelated car models.
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import time
@@ -20,6 +21,7 @@ import numpy as np
 from training import data as data_lib
 from training import evaluate as evaluate_lib
 from training import export as export_lib
+from training.commands import command, subcommand
 from training.model import load_model
 
 
@@ -114,3 +116,27 @@ def group_artifact(model_dir: str | Path, label_map: str | Path, data_path: str 
     print(f"artifact written to {out} in {wall_time:.0f} s: "
           + ", ".join(f"{k} {v:.4f}" for k, v in evaluation["metrics"].items() if isinstance(v, float)))
     return {"artifact": out, "metrics": evaluation["metrics"], "wall_time_s": wall_time}
+
+
+@command("group")
+def add_group_parser(subparsers) -> None:
+    """Register ``python -m training group``."""
+    parser, required = subcommand(
+        subparsers, "group", _run_group, summary="derive a coarser-label artifact (e.g. premium/basic) from a finer one",
+        description="Sum a trained model's class probabilities per label-map group (no retraining), "
+                    "evaluate on val through the label map and write the new artifact.")
+    required.add_argument("--model", required=True, metavar="DIR", help="the fine artifact, e.g. model_artifacts/car-models-196")
+    required.add_argument("--label-map", required=True, metavar="CSV", help="folder,label CSV over the model's labels")
+    required.add_argument("--data", required=True, metavar="DIR", help="data folder the fine model was trained on")
+    required.add_argument("--out", required=True, metavar="DIR", help="artifact folder to write")
+    options = parser.add_argument_group("output")
+    options.add_argument("--name", help="model name (default: the label map's file name)")
+    options.add_argument("--version", help="model version (default: the fine model's)")
+    options.add_argument("--target-precision", type=float, help="for the confidence threshold (default: the fine model's)")
+    options.add_argument("--no-litert", action="store_true", help="skip the model.tflite serving copy")
+
+
+def _run_group(args: argparse.Namespace) -> int:
+    group_artifact(args.model, args.label_map, args.data, args.out, name=args.name, version=args.version,
+                   target_precision=args.target_precision, litert=not args.no_litert)
+    return 0

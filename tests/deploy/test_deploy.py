@@ -115,10 +115,10 @@ def test_final_image_runs_as_a_user_with_a_healthcheck_and_the_port():
     assert cmd[0] == "gunicorn" and cmd[-1] == "wsgi:app" and "gunicorn.conf.py" in cmd
 
 
-def test_image_gets_the_app_migrations_format_modules_and_model():
+def test_image_gets_the_app_the_model_side_migrations_and_model_but_not_training():
     copied = {source.rstrip("/") for sources, _ in final_stage_copies() for source in sources}
-    assert {"app", "migrations", "training/__init__.py", "training/export.py", "model_artifacts", "wsgi.py",
-            "gunicorn.conf.py"} <= copied
+    assert {"app", "inference", "migrations", "model_artifacts", "wsgi.py", "gunicorn.conf.py"} <= copied
+    assert not any(source.startswith("training") for source in copied)
     for source in copied:
         assert (REPO_ROOT / source).exists(), f"COPY {source}: not in the repository"
     allowed = {line[1:].strip().rstrip("/") for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()

@@ -29,6 +29,7 @@ from inference.artifact import CLASS_LEVEL, check_groups
 from training import data as data_lib
 from training import evaluate as evaluate_lib
 from training import export as export_lib
+from training.commands import command
 
 REPORT_FILE = "groups.json"
 ANSWERS_TABLE = "answers.csv"
@@ -232,6 +233,7 @@ def update_readme(readme: Path, artifacts_dir: Path) -> list[str]:
     return filled
 
 
+@command("groups")
 def add_groups_parser(subparsers) -> None:
     """Register ``groups add`` on the ``python -m training`` command line."""
     parser = subparsers.add_parser("groups", help="label groupings of an artifact (make, segment)",

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from support import encode
-from training.cli import reproduce_command
+from training.options import reproduce_command
 from trust_support import dispose, make_app, post_image
 
 FIGURES = ("training_curves.png", "confusion_matrix.png", "confidence.png", "robustness.png")
