@@ -13,9 +13,11 @@ import time
 import pytest
 from PIL import Image
 
+import hostile_files
 import phone_files
 from app.extensions import db
-from app.inference.imaging import ImageRejected, decode_upload
+from app.inference.avif import avif_frames
+from app.inference.imaging import ImageRejected, declared_pixels, decode_upload
 from app.models import Prediction
 from support import COLOR_RGB
 from test_errors import csrf_token
@@ -73,6 +75,28 @@ def test_a_huge_declared_canvas_is_refused_from_the_header(fmt, width, height):
 @pytest.mark.parametrize("keep", [0.1, 0.5, 0.95])
 def test_a_truncated_file_is_corrupt_not_unsupported(fmt, keep):
     assert rejection(phone_files.truncated(fmt, keep)) == (422, "corrupt_image")
+
+
+def test_an_avif_is_limited_and_charged_by_the_frame_it_codes_not_the_size_it_declares():
+    # A real 1200 x 1000 frame whose ispe box says 100 x 100, against a 1-megapixel limit: the same lie
+    # as a 16000 x 16000 frame against the real limit, at a size the test can encode.
+    data = hostile_files.avif_declaring((1200, 1000), (100, 100))
+    with pytest.raises(ImageRejected, match=r"1200 x 1000\); the limit is 1,000,000") as refused:
+        decode_upload(data, max_pixels=1_000_000)
+    assert refused.value.status == 413
+    assert declared_pixels(io.BytesIO(data)) == 1_200_000
+
+
+@pytest.mark.parametrize("coded,declared", [((16_000, 16_000), (100, 100)), ((64, 64), (64, 64))])
+def test_the_coded_frame_size_is_read_from_the_av1_sequence_header(coded, declared):
+    frames = avif_frames(hostile_files.avif_coding(coded, declared))
+    assert (frames.size, frames.declared, frames.largest_coded) == (coded, declared, coded[0] * coded[1])
+
+
+def test_an_avif_sequence_is_measured_by_its_first_sample():
+    frames = avif_frames(phone_files.sequence("AVIF"))
+    assert frames.size == frames.declared == (64, 64)
+    assert avif_frames(phone_files.photo("HEIF")) is None  # HEVC: libheif checks its own sizes
 
 
 def test_the_pixel_limit_applies_to_the_real_size():

@@ -13,6 +13,10 @@ A JPEG decoder fills whatever the file leaves out with grey rather than failing,
 bytes that claim a 6000 x 6000 canvas would decode "successfully". Huffman coding spends at least one
 bit per 8 x 8 block even on a blank picture, which gives every canvas a minimum size; a file below it
 is incomplete and refused before it is decoded (:func:`jpeg_data_complete`).
+
+An AVIF file's container declares a size (``ispe``) that its decoder does not obey: dav1d decodes the
+frame the AV1 sequence header codes. That coded size is read first (:mod:`.avif`) and is what the pixel
+limit, the upload's cost and the stored size go by; a file whose two sizes disagree is refused as corrupt.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .avif import AvifSizeError, avif_frames
 
 # Depth maps, auxiliary images and embedded thumbnails are never used: not reading them is less work
 # and less parser surface. libheif applies the container's rotation and mirroring itself (and resets
@@ -240,6 +246,8 @@ def decode_upload(data: bytes, *, max_pixels: int, target: tuple[int, int] | Non
             raise _corrupt()
         if img.format in JPEG_FORMATS and not jpeg_data_complete(data):
             raise _corrupt()
+        if img.format == "AVIF":
+            check_avif_frames(data, img.size, max_pixels)
         if img.format != "GIF" and getattr(img, "n_frames", 1) > MAX_FRAMES:
             # APNG and WebP declare their frame count up front; a GIF would have to be read to the end.
             raise ImageRejected(413, "too_many_frames",
@@ -271,6 +279,29 @@ def decode_upload(data: bytes, *, max_pixels: int, target: tuple[int, int] | Non
     return DecodedImage(image=rgb, width=width, height=height, content_type=content_type, sha256=digest)
 
 
+def check_avif_frames(data: bytes, declared: tuple[int, int], max_pixels: int) -> None:
+    """Refuse an AVIF whose coded frames are over the pixel limit, or whose coded size is not the declared one.
+
+    Pillow takes the size from the container and then reads that many pixels out of whatever frame the
+    decoder made, so a lie either way would be stored with the wrong size and the wrong pixels.
+
+    Raises:
+        ImageRejected: 413 when a coded frame is over ``max_pixels``, 422 when the sizes disagree or the
+            AV1 data cannot be followed.
+    """
+    try:
+        frames = avif_frames(data)
+    except AvifSizeError:
+        raise _corrupt() from None
+    if frames is None:
+        raise _corrupt()
+    width, height = frames.size
+    if max(frames.largest_coded, width * height) > max_pixels:
+        raise _too_many_pixels(max_pixels, width, height)
+    if frames.size != tuple(declared):
+        raise _corrupt()
+
+
 def declared_pixels(stream) -> int:
     """Width x height that an uploaded file's header declares, without decoding any pixel.
 
@@ -288,7 +319,14 @@ def declared_pixels(stream) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(stream, formats=ALLOWED_FORMATS) as img:
-                return img.width * img.height
+                pixels = img.width * img.height
+                if img.format == "AVIF":
+                    # What the decoder will make, not what the container says (a lie costs the same).
+                    stream.seek(position)
+                    frames = avif_frames(stream.read())
+                    if frames is not None:
+                        pixels = max(pixels, frames.largest_coded, frames.size[0] * frames.size[1])
+                return pixels
     except Exception:  # not an image, or a bomb Pillow refuses even to open: the decoder answers it
         return 0
     finally:
