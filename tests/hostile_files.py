@@ -243,6 +243,14 @@ def corpus() -> list[Case]:
              lambda: avif_declaring((614, 224), (6000, 6000)), 422, "corrupt_image"),
         Case("avif coding 640 x 480 while declaring 100 x 100",
              lambda: avif_declaring((640, 480), (100, 100)), 422, "corrupt_image"),
+        # A JPEG decoder fills in what the data leaves out: only the entropy-coded bytes count, and frame
+        # types whose data size bounds nothing are not taken.
+        Case("jpeg claiming 6000 x 6000 as SOF9 (arithmetic)",
+             lambda: bad_files.jpeg_claiming((6000, 6000), frame=0xC9), 415, "unsupported_media_type"),
+        Case("jpeg claiming 6324 x 6324 as SOF10 (progressive arithmetic)",
+             lambda: bad_files.jpeg_claiming((6324, 6324), frame=0xCA), 415, "unsupported_media_type"),
+        Case("jpeg claiming 6000 x 6000 padded with 300 kB of zeros after its end",
+             lambda: bad_files.jpeg_claiming((6000, 6000), padding=300_000), 422, "corrupt_image"),
         Case("file in the wrong field", photo, 400, "no_file", field_name="file"),
         Case("no file at all", lambda: None, 400, "no_file"),
     ]

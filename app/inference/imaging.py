@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import re
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -67,10 +68,15 @@ SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a")
 PNG_SIGNATURE = SIGNATURES[1]
 # JPEG frame types coded with Huffman tables: baseline and extended sequential (every block costs a DC
 # code and an AC code or end-of-block, 2 bits at least), progressive (1 bit at least in its DC scan).
-# Arithmetic-coded and lossless frames are left to the decoder.
+# Only these are taken: arithmetic coding (SOF9-11, 13-15) can code a blank block in a small fraction of a
+# bit, so no data size bounds the work its header asks for, and no camera or phone writes it, lossless
+# (SOF3) or hierarchical (SOF5-7) frames either.
 JPEG_MIN_BITS_PER_BLOCK = {0xC0: 2, 0xC1: 2, 0xC2: 1}
 JPEG_FRAME_MARKERS = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOF0-15 (C4, C8, CC are other segments)
 JPEG_STANDALONE_MARKERS = {0x01, *range(0xD0, 0xDA)}  # TEM, RST0-7, SOI, EOI: no length field
+# Where a scan's entropy-coded data ends: 0xFF followed by anything but a stuffed zero, a restart marker
+# or another fill byte.
+JPEG_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 # Only the first frame is decoded, but an animation declaring more frames than any photo has is refused.
 MAX_FRAMES = 1000
 
@@ -244,8 +250,17 @@ def decode_upload(data: bytes, *, max_pixels: int, target: tuple[int, int] | Non
             raise _too_many_pixels(max_pixels, img.width, img.height)
         if img.width < 1 or img.height < 1:
             raise _corrupt()
-        if img.format in JPEG_FORMATS and not jpeg_data_complete(data):
-            raise _corrupt()
+        if img.format in JPEG_FORMATS:
+            frame_type = jpeg_frame_type(data)
+            if frame_type is None:
+                raise _corrupt()
+            if frame_type not in JPEG_MIN_BITS_PER_BLOCK:
+                raise ImageRejected(415, "unsupported_media_type",
+                                    "The JPEG uses arithmetic, lossless or hierarchical coding, which cameras "
+                                    "do not write and this service does not decode; save it as an ordinary "
+                                    "JPEG or PNG.")
+            if not jpeg_data_complete(data):
+                raise _corrupt()
         if img.format == "AVIF":
             check_avif_frames(data, img.size, max_pixels)
         if img.format != "GIF" and getattr(img, "n_frames", 1) > MAX_FRAMES:
@@ -402,24 +417,27 @@ def declared_isobmff_size(data: bytes, search_bytes: int = 65536) -> tuple[int, 
     return (width, height) if width and height else None
 
 
-def jpeg_data_complete(data: bytes) -> bool:
-    """Whether a JPEG holds at least the coded data its frame header makes necessary.
+def jpeg_frame_type(data: bytes) -> int | None:
+    """The SOF marker (0xC0-0xCF) of a JPEG's first frame header, ``None`` when there is none before a scan."""
+    for marker, start, _ in _jpeg_segments(data):
+        if marker in JPEG_FRAME_MARKERS:
+            return marker
+        if marker == 0xDA:
+            return None
+    return None
 
-    Every 8 x 8 block of every component needs :data:`JPEG_MIN_BITS_PER_BLOCK` bits in a Huffman-coded
-    file, however plain the picture (a blank 6000 x 6000 photo is still over 200 kB). All bytes from
-    the first scan to the end of the file are counted as coded data, which errs towards accepting.
 
-    Args:
-        data: Bytes that Pillow identified as a JPEG.
+def _jpeg_segments(data: bytes):
+    """``(marker, payload start, payload end)`` of each marker segment up to the first scan header.
 
-    Returns:
-        ``False`` when the file is too short for its declared size; ``True`` otherwise, also for
-        frame types this check does not cover and for headers it cannot follow (the decoder judges those).
+    Bytes between segments that are not a marker are skipped, as Pillow and libjpeg skip them, so this
+    walk sees the same frame header as the decoder.
     """
-    position, frame, scan_start = 2, None, None
+    position = 2
     while position + 4 <= len(data):
         if data[position] != 0xFF:
-            return True  # not where a marker should be: leave it to the decoder
+            position += 1
+            continue
         marker = data[position + 1]
         if marker == 0xFF:  # fill byte before a marker
             position += 1
@@ -428,13 +446,65 @@ def jpeg_data_complete(data: bytes) -> bool:
             position += 2
             continue
         length = int.from_bytes(data[position + 2:position + 4], "big")
-        segment = data[position + 4:position + 2 + length]
-        if frame is None and marker in JPEG_FRAME_MARKERS:
-            frame = (marker, segment)
+        yield marker, position + 4, position + 2 + length
         if marker == 0xDA:
-            scan_start = position + 2 + length
-            break
+            return
         position += 2 + length
+
+
+def jpeg_entropy_coded_bytes(data: bytes, scan_start: int) -> int:
+    """Bytes of entropy-coded data in every scan from ``scan_start`` (just after the first scan header)
+    up to the end-of-image marker.
+
+    What follows the end-of-image marker (zeros, an archive) and the marker segments between the scans
+    of a progressive file are not picture data and are not counted.
+    """
+    coded, position = 0, scan_start
+    while position < len(data):
+        found = JPEG_SCAN_END.search(data, position)
+        end = found.start() if found else len(data)
+        coded += end - position
+        if found is None:
+            break
+        marker_at = found.start()
+        marker = data[marker_at + 1]
+        if marker == 0xD9:  # end of image
+            break
+        # Tables and further scan headers between scans: step over them to the next scan's data.
+        position = marker_at
+        while position + 4 <= len(data) and data[position] == 0xFF and data[position + 1] not in (0xD9, 0xDA):
+            if data[position + 1] == 0xFF or data[position + 1] in JPEG_STANDALONE_MARKERS:
+                position += 1 if data[position + 1] == 0xFF else 2
+                continue
+            position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+        if position + 4 > len(data) or data[position] != 0xFF or data[position + 1] == 0xD9:
+            break
+        position += 2 + int.from_bytes(data[position + 2:position + 4], "big")  # the next scan header
+    return coded
+
+
+def jpeg_data_complete(data: bytes) -> bool:
+    """Whether a JPEG holds at least the coded data its frame header makes necessary.
+
+    Every 8 x 8 block of every component needs :data:`JPEG_MIN_BITS_PER_BLOCK` bits in a Huffman-coded
+    file, however plain the picture (a blank 6000 x 6000 photo is still over 200 kB). Only the
+    entropy-coded bytes of the scans count (:func:`jpeg_entropy_coded_bytes`), so padding after the
+    end-of-image marker buys nothing.
+
+    Args:
+        data: Bytes that Pillow identified as a JPEG.
+
+    Returns:
+        ``False`` when the coded data is too short for the declared size; ``True`` otherwise, also for
+        headers this check cannot follow (the decoder judges those). Frame types other than Huffman
+        coding are refused before this check (:func:`decode_upload`).
+    """
+    frame, scan_start = None, None
+    for marker, start, end in _jpeg_segments(data):
+        if frame is None and marker in JPEG_FRAME_MARKERS:
+            frame = (marker, data[start:end])
+        if marker == 0xDA:
+            scan_start = end
     if frame is None or frame[0] not in JPEG_MIN_BITS_PER_BLOCK:
         return True
     marker, segment = frame
@@ -450,7 +520,7 @@ def jpeg_data_complete(data: bytes) -> bool:
     h_max, v_max = max(h for h, _ in sampling), max(v for _, v in sampling)
     blocks = sum(math.ceil(math.ceil(width * h / h_max) / 8) * math.ceil(math.ceil(height * v / v_max) / 8)
                  for h, v in sampling)
-    return (len(data) - scan_start) * 8 >= blocks * JPEG_MIN_BITS_PER_BLOCK[marker]
+    return jpeg_entropy_coded_bytes(data, scan_start) * 8 >= blocks * JPEG_MIN_BITS_PER_BLOCK[marker]
 
 
 def png_checksums_ok(data: bytes) -> bool:
