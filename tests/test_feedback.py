@@ -207,6 +207,19 @@ def test_api_malformed_answers_get_400(app, client, make_image, body, code):
     assert stored(app) == []
 
 
+@pytest.mark.parametrize("body", ["[" * 1000 + "]" * 1000, '{"verdict": ' * 5000 + '"right"' + "}" * 5000,
+                                  "[" * 100_000, b"\xff\xfe{", "NaN]"],
+                         ids=["nested 1000", "nested objects 5000", "unclosed 100000", "not utf-8", "junk"])
+def test_api_any_malformed_json_body_is_400_without_an_error_logged(app, client, make_image, caplog, body):
+    prediction_id = classify(client, make_image)
+    with caplog.at_level("ERROR"):
+        response = client.post(f"/api/v1/predictions/{prediction_id}/feedback", data=body,
+                               content_type="application/json")
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_feedback"
+    assert not [record for record in caplog.records if record.levelname in ("ERROR", "CRITICAL")]
+    assert stored(app) == []
+
+
 def test_api_body_that_is_not_json_gets_400_and_unknown_prediction_404(client, make_image):
     prediction_id = classify(client, make_image)
     not_json = client.post(f"/api/v1/predictions/{prediction_id}/feedback", data="verdict=right",
