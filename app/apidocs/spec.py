@@ -166,7 +166,10 @@ SCHEMAS: dict[str, Any] = {
             "runtime": {"type": "string", "enum": ["litert", "keras"]},
             "variant": {"type": ["string", "null"], "enum": ["float32", "float16", "int8", "int8-full", None],
                         "description": "The LiteRT copy served (`MODEL_VARIANT`); null with the Keras runtime."},
-            "metadata": {"type": "object", "description": "The artifact's metadata.json."},
+            "metadata": {"type": "object", "description": "The publishable part of the artifact's metadata.json: "
+                                                        "what the model is and its measured quality (metrics, "
+                                                        "confidence, groups, dataset counts); no training "
+                                                        "configuration and no file-system path."},
             "labels": {"type": "array", "items": {"type": "string"}, "minItems": 1},
         },
     },
