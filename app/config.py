@@ -106,6 +106,8 @@ class Config:
                                             "`none` hides the row.")
     EXPLANATION_CACHE_DIR = Setting(str, None, "Where the answer heatmaps are cached; default "
                                                "`<instance>/explanations`.")
+    EXPLANATION_CACHE_MAX_BYTES = Setting(int, 100 * 1024 * 1024, "Largest total size of the heatmap cache; "
+                                                                  "the least recently used heatmaps go first.")
     RATELIMIT_ENABLED = Setting(parse_bool, True, "Apply the per-client request limits below.")
     RATELIMIT_UPLOAD = Setting(str, "60 per minute", "Uploads per client address (page and API together), "
                                                      "e.g. `10 per minute;500 per day`.")

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 import bad_files
+import phone_files
 from benchmarks.bomb import gif_bomb, png_bomb
 from benchmarks.bomb import png_chunk as chunk
 from support import COLOR_RGB, encode
@@ -251,6 +252,8 @@ def corpus() -> list[Case]:
              lambda: bad_files.jpeg_claiming((6324, 6324), frame=0xCA), 415, "unsupported_media_type"),
         Case("jpeg claiming 6000 x 6000 padded with 300 kB of zeros after its end",
              lambda: bad_files.jpeg_claiming((6000, 6000), padding=300_000), 422, "corrupt_image"),
+        # libheif opens at most 1,000 items: a larger collection is too many frames, not a corrupt file.
+        Case("heic holding 1001 images", lambda: phone_files.collection("HEIF", 1001), 413, "too_many_frames"),
         Case("file in the wrong field", photo, 400, "no_file", field_name="file"),
         Case("no file at all", lambda: None, 400, "no_file"),
     ]

@@ -6,7 +6,8 @@ whatever the second says, so a few kilobytes can declare 100 x 100 while coding 
 module walks just enough of the ISO base media file format to find the coded data of every AV1 image
 item (``meta``: ``pitm``, ``iinf``, ``iloc``, ``iprp``) and the first sample of every AV1 track
 (``moov``: ``stsd``, ``stsz``, ``stco``), parses each sequence header's largest frame size, and compares
-it with what the container declares. Nothing here allocates more than the file itself.
+it with what the container declares. Nothing here allocates more than the file itself. The same walk
+counts the items of a HEIF file (:func:`item_count`).
 """
 
 from __future__ import annotations
@@ -423,3 +424,30 @@ def _avif_frames(data: bytes) -> AvifFrames | None:
     if size is None:
         raise AvifSizeError("no AV1 image the decoder would show")
     return AvifFrames(size=size, largest_coded=largest, declared=declared)
+
+
+def item_count(data: bytes) -> int | None:
+    """How many items (images, tiles, metadata) the ``meta`` box of a HEIF or AVIF file lists.
+
+    libheif refuses a file of more than 1,000 items before Pillow sees it; this tells such a file (an
+    image collection too large to take) from a damaged one.
+
+    Returns:
+        The number of ``infe`` boxes in ``iinf``, or ``None`` when the boxes cannot be followed.
+    """
+    if len(data) < 12 or data[4:8] != b"ftyp":
+        return None
+    try:
+        counter = [0]
+        top = _children(data, 0, len(data), 0, counter)
+        if b"meta" not in top:
+            return None
+        start, end = top[b"meta"][0]
+        meta = _children(data, start + 4, end, 1, counter)
+        if b"iinf" not in meta:
+            return None
+        iinf_start, iinf_end = meta[b"iinf"][0]
+        offset = iinf_start + 4 + (2 if data[iinf_start] == 0 else 4)
+        return sum(1 for kind, _, _ in _boxes(data, offset, iinf_end, 2, [0]) if kind == b"infe")
+    except (IndexError, ValueError):
+        return None

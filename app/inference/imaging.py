@@ -33,7 +33,7 @@ import numpy as np
 import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .avif import AvifSizeError, avif_frames
+from .avif import AvifSizeError, avif_frames, item_count
 
 # Depth maps, auxiliary images and embedded thumbnails are never used: not reading them is less work
 # and less parser surface. libheif applies the container's rotation and mirroring itself (and resets
@@ -239,6 +239,11 @@ def decode_upload(data: bytes, *, max_pixels: int, target: tuple[int, int] | Non
             if declared and declared[0] * declared[1] > max_pixels:
                 # libavif refuses canvases over its own limit before Pillow sees a size: still 413.
                 raise _too_many_pixels(max_pixels, *declared) from None
+            items = item_count(data)
+            if items is not None and items > MAX_FRAMES:
+                # libheif refuses a file of more than 1,000 items before Pillow sees it: 413, as for an
+                # animation of too many frames, not "corrupt".
+                raise _too_many_frames() from None
             if looks_like_allowed_format(data):
                 raise _corrupt() from None
             raise ImageRejected(415, "unsupported_media_type",
@@ -265,8 +270,7 @@ def decode_upload(data: bytes, *, max_pixels: int, target: tuple[int, int] | Non
             check_avif_frames(data, img.size, max_pixels)
         if img.format != "GIF" and getattr(img, "n_frames", 1) > MAX_FRAMES:
             # APNG and WebP declare their frame count up front; a GIF would have to be read to the end.
-            raise ImageRejected(413, "too_many_frames",
-                                f"The animation has too many frames; the limit is {MAX_FRAMES}.")
+            raise _too_many_frames()
         orientation = _orientation(img)
         width, height = img.size
         if orientation in TRANSPOSING_ORIENTATIONS:
@@ -554,6 +558,11 @@ def _too_many_pixels(max_pixels: int, width: int | None = None, height: int | No
     size = f" ({width} x {height})" if width and height else ""
     return ImageRejected(413, "image_too_large",
                          f"The image has too many pixels{size}; the limit is {max_pixels:,} pixels.")
+
+
+def _too_many_frames() -> ImageRejected:
+    return ImageRejected(413, "too_many_frames",
+                         f"The file holds too many images or frames; the limit is {MAX_FRAMES}.")
 
 
 def _corrupt() -> ImageRejected:
