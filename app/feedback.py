@@ -94,12 +94,13 @@ def parse_answer(payload: Mapping[str, Any] | None, prediction: Prediction) -> t
     if not isinstance(verdict, str) or verdict not in FEEDBACK_VERDICTS:
         raise FeedbackRejected(400, "invalid_verdict", f"verdict must be one of {', '.join(FEEDBACK_VERDICTS)}.")
     label = payload.get("label")
-    if isinstance(label, str):
-        label = label.strip() or None
     if verdict != "wrong":
+        # Blank counts as sent: the published schema takes no label (or null) with these verdicts.
         if label is not None:
             raise FeedbackRejected(400, "unexpected_label", "A label goes only with the verdict 'wrong'.")
         return verdict, None
+    if isinstance(label, str):
+        label = label.strip() or None
     if not isinstance(label, str):
         raise FeedbackRejected(400, "missing_label", "Say which car it is: 'wrong' needs a label from the "
                                                      "model's labels (or send 'unknown').")
