@@ -41,6 +41,7 @@ def register(app: Flask) -> None:
             try:
                 decoded = decode_upload(Path(path).read_bytes(),
                                         max_pixels=current_app.config["MAX_IMAGE_PIXELS"],
+                                        format_max_pixels={"WEBP": current_app.config["MAX_WEBP_PIXELS"]},
                                         target=classifier.image_size, resize_mode=classifier.resize_mode)
             except ImageRejected as exc:
                 click.echo(f"{path}: {exc.message}", err=True)

@@ -150,6 +150,7 @@ def create_prediction(upload: FileStorage | None, *, source: str, top_k: int) ->
     classifier = get_classifier()
     started = time.perf_counter()
     decoded = decode_upload(data, max_pixels=current_app.config["MAX_IMAGE_PIXELS"],
+                            format_max_pixels={"WEBP": current_app.config["MAX_WEBP_PIXELS"]},
                             target=classifier.image_size, resize_mode=classifier.resize_mode)
     # The thumbnail and the vehicle gate overlap the classifier's invocation (all release the GIL).
     thumbnail = side_work.submit(make_thumbnail, decoded.image)

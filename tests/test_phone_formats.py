@@ -99,6 +99,41 @@ def test_an_avif_sequence_is_measured_by_its_first_sample():
     assert avif_frames(phone_files.photo("HEIF")) is None  # HEVC: libheif checks its own sizes
 
 
+def test_webp_has_its_own_lower_pixel_limit(make_image):
+    data = make_image("red", size=(200, 100), fmt="WEBP")
+    with pytest.raises(ImageRejected, match="the limit is 19,999 pixels") as refused:
+        decode_upload(data, max_pixels=40_000_000, format_max_pixels={"WEBP": 19_999})
+    assert refused.value.status == 413
+    assert decode_upload(data, max_pixels=40_000_000, format_max_pixels={"WEBP": 20_000}).width == 200
+    # The other formats keep the general limit.
+    assert decode_upload(make_image("red", size=(200, 100), fmt="PNG"), max_pixels=40_000_000,
+                         format_max_pixels={"WEBP": 19_999}).width == 200
+
+
+def test_the_app_applies_max_webp_pixels(color_artifact, tmp_path, make_image):
+    from trust_support import dispose, make_app
+
+    application = make_app(color_artifact, f"sqlite:///{tmp_path / 'w.db'}", MAX_WEBP_PIXELS=19_999)
+    try:
+        client = application.test_client()
+        webp = client.post("/api/v1/predictions", data={"image": (io.BytesIO(make_image("red", size=(200, 100),
+                                                                                          fmt="WEBP")), "a.webp")})
+        assert webp.status_code == 413 and webp.get_json()["error"]["code"] == "image_too_large"
+        png = client.post("/api/v1/predictions", data={"image": (io.BytesIO(make_image("red", size=(200, 100),
+                                                                                         fmt="PNG")), "a.png")})
+        assert png.status_code == 201
+    finally:
+        dispose(application)
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "AVIF"])
+def test_the_decoders_buffers_are_let_go_once_the_pixels_are_in(make_image, fmt):
+    """The WebP and AVIF plugins keep their decoder and a bytes copy of the frame after loading."""
+    decoded = decode_upload(make_image("red", size=(64, 48), fmt=fmt), max_pixels=40_000_000)
+    assert decoded.image.fp is None and getattr(decoded.image, "_decoder", None) is None
+    assert decoded.image.getpixel((10, 10))[0] > 200
+
+
 def test_the_pixel_limit_applies_to_the_real_size():
     data = phone_files.photo("HEIF", size=(200, 100))
     with pytest.raises(ImageRejected, match="19,999 pixels"):

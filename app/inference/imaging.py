@@ -25,7 +25,9 @@ import hashlib
 import io
 import math
 import re
+import threading
 import warnings
+from contextlib import nullcontext
 import zlib
 from dataclasses import dataclass
 
@@ -79,6 +81,11 @@ JPEG_STANDALONE_MARKERS = {0x01, *range(0xD0, 0xDA)}  # TEM, RST0-7, SOI, EOI: n
 JPEG_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 # Only the first frame is decoded, but an animation declaring more frames than any photo has is refused.
 MAX_FRAMES = 1000
+# Decoding a large image that is not a JPEG (which is decoded at a reduced scale) takes several times the
+# final RGB frame while the decoder works: 200-600 MB at 40 million pixels (benchmarks/memory_formats.py).
+# One such decode at a time per process keeps two threads' uploads from stacking those peaks.
+LARGE_DECODE_PIXELS = 8_000_000
+_large_decode = threading.Lock()
 
 
 class ImageRejected(Exception):
@@ -207,7 +214,7 @@ def make_thumbnail(img: Image.Image, max_side: int = THUMBNAIL_MAX_SIDE) -> byte
 
 
 def decode_upload(data: bytes, *, max_pixels: int, target: tuple[int, int] | None = None,
-                  resize_mode: str = "center_crop") -> DecodedImage:
+                  resize_mode: str = "center_crop", format_max_pixels: dict[str, int] | None = None) -> DecodedImage:
     """Decode uploaded bytes into an upright RGB image, refusing what cannot be handled.
 
     Args:
@@ -215,6 +222,8 @@ def decode_upload(data: bytes, *, max_pixels: int, target: tuple[int, int] | Non
         max_pixels: Largest ``width * height`` accepted.
         target: Model input ``(height, width)``; enables JPEG draft decoding when given.
         resize_mode: How the image will be fitted to ``target`` (bounds the draft scale).
+        format_max_pixels: Lower limits for some formats (Pillow's format name -> pixels), e.g. WebP,
+            whose decoder needs more memory per pixel.
 
     Returns:
         The decoded image and its facts.
@@ -251,6 +260,7 @@ def decode_upload(data: bytes, *, max_pixels: int, target: tuple[int, int] | Non
                                 ) from None
         except Exception:  # a header Pillow recognises but cannot parse
             raise _corrupt() from None
+        max_pixels = min(max_pixels, (format_max_pixels or {}).get(img.format, max_pixels))
         if img.width * img.height > max_pixels:
             raise _too_many_pixels(max_pixels, img.width, img.height)
         if img.width < 1 or img.height < 1:
@@ -278,23 +288,26 @@ def decode_upload(data: bytes, *, max_pixels: int, target: tuple[int, int] | Non
         content_type = CONTENT_TYPES[img.format]
         if img.format == "HEIF" and _major_brand(data) in HEIC_BRANDS:
             content_type = "image/heic"
-        try:
-            if img.format in JPEG_FORMATS and target is not None:
-                _apply_draft(img, target, resize_mode)
-            img.load()  # GIF: loads the first frame only
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise _too_many_pixels(max_pixels, width, height) from None
-        except Exception:
-            raise _corrupt() from None
-    try:
-        # In place: the copy exif_transpose makes otherwise costs a full frame on every upload.
-        ImageOps.exif_transpose(img, in_place=True)
-    except Exception:  # malformed EXIF: keep the pixels as stored
-        pass
-    try:
-        rgb = to_rgb(img)
-    except Exception:
-        raise _corrupt() from None
+        large = img.format not in JPEG_FORMATS and width * height > LARGE_DECODE_PIXELS
+        with _large_decode if large else nullcontext():
+            try:
+                if img.format in JPEG_FORMATS and target is not None:
+                    _apply_draft(img, target, resize_mode)
+                img.load()  # GIF: loads the first frame only
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+                raise _too_many_pixels(max_pixels, width, height) from None
+            except Exception:
+                raise _corrupt() from None
+            _release_decoder(img)
+            try:
+                # In place: the copy exif_transpose makes otherwise costs a full frame on every upload.
+                ImageOps.exif_transpose(img, in_place=True)
+            except Exception:  # malformed EXIF: keep the pixels as stored
+                pass
+            try:
+                rgb = to_rgb(img)
+            except Exception:
+                raise _corrupt() from None
     return DecodedImage(image=rgb, width=width, height=height, content_type=content_type, sha256=digest)
 
 
@@ -319,6 +332,16 @@ def check_avif_frames(data: bytes, declared: tuple[int, int], max_pixels: int) -
         raise _too_many_pixels(max_pixels, width, height)
     if frames.size != tuple(declared):
         raise _corrupt()
+
+
+def _release_decoder(img: Image.Image) -> None:
+    """Let go of what the WebP and AVIF plugins keep after loading: the decoder with its frame buffers,
+    and a copy of the decoded pixels as bytes (120-160 MB at 40 million pixels) that would otherwise live
+    as long as the request. Only the first frame is ever used, so nothing needs them again."""
+    if img.format in ("WEBP", "AVIF"):
+        img.fp = None
+        if hasattr(img, "_decoder"):
+            img._decoder = None
 
 
 def declared_pixels(stream) -> int:
