@@ -266,7 +266,8 @@ PATHS: dict[str, Any] = {
                     "Location": {"description": "The prediction's URL.", "schema": {"type": "string"}}}),
                 "400": error("No file, an empty file, or `top_k` outside 1..20 or different in the "
                              "query and the form."),
-                "413": error("Body over `MAX_CONTENT_LENGTH` or image over `MAX_IMAGE_PIXELS`."),
+                "413": error("Body over `MAX_CONTENT_LENGTH`, image over `MAX_IMAGE_PIXELS` (`MAX_WEBP_PIXELS` "
+                             "for WebP), or a file of more than 1,000 images or frames."),
                 "415": error("Not an image, or not JPEG, PNG, WebP, GIF, HEIC/HEIF or AVIF."),
                 "422": error("Truncated or corrupt image."),
                 "429": TOO_MANY,
