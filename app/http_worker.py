@@ -258,10 +258,19 @@ class BufferingWorker(ThreadWorker):
             return
         except OSError:
             data = b""
+        pending = conn.pending
         if not data:
+            if pending.head_done and not pending.complete:
+                # The client stopped sending before its body's end (and may still read): the app answers
+                # the short body (400) as it would have without this read-ahead.
+                pending.complete = pending.unbuffered = True
+                with self._lock:
+                    self.reading.discard(conn)
+                    self.poller.unregister(conn.sock)
+                self.enqueue_req(conn)
+                return
             self._drop(conn)
             return
-        pending = conn.pending
         pending.feed(data)
         if not pending.head_done and len(pending.head) > MAX_HEAD_BYTES:
             try:
