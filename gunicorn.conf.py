@@ -17,6 +17,8 @@ Environment:
     GUNICORN_THREADS  Threads per worker (default 2).
     INFERENCE_THREADS Threads per model invocation (default: cores / workers).
     GUNICORN_TIMEOUT  Seconds before a silent worker is restarted (default 60).
+    CLIENT_HEADER_TIMEOUT  Seconds a client has to send its request headers (default 10).
+    CLIENT_BODY_TIMEOUT    Seconds a request body may stall between two reads (default 10).
     MIGRATE_ON_START  1 = run ``flask db upgrade`` once before the workers start (default 0).
     PROMETHEUS_MULTIPROC_DIR  Where workers keep their metrics (default: a fresh temporary folder).
     LOG_FORMAT        json (default): gunicorn's own lines are JSON on stdout too, like the app's.
@@ -24,6 +26,7 @@ Environment:
 
 import atexit
 import os
+import resource
 import secrets
 import shutil
 import subprocess
@@ -47,7 +50,14 @@ _host = os.environ.get("BIND_HOST") or ("0.0.0.0" if on_managed_platform() else 
 bind = os.environ.get("BIND") or f"{_host}:{_port}"
 workers = int(os.environ.get("WEB_CONCURRENCY") or min(_cores, 4))
 threads = int(os.environ.get("GUNICORN_THREADS") or 2)
-worker_class = "gthread" if threads > 1 else "sync"
+# gunicorn's threaded worker, except that a request is read whole (headers and body) in the worker's event
+# loop before a thread takes it, as nginx would buffer it: a client trickling its upload a byte a second
+# costs a socket, not a thread, so the image holds without a proxy in front (app/http_worker.py).
+worker_class = "app.http_worker.BufferingWorker"
+# Each connection being read may hold a second descriptor (its spooled body): stay under the open-file limit.
+_open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+_open_files = 65536 if _open_files in (resource.RLIM_INFINITY, -1) else _open_files
+worker_connections = min(1000, max(64, (_open_files - 64) // 2))
 # The app reads this when it builds the interpreter: keep workers x inference threads <= cores.
 os.environ.setdefault("INFERENCE_THREADS", str(max(1, _cores // workers)))
 os.environ.setdefault("WEB_CONCURRENCY", str(workers))

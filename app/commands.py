@@ -45,7 +45,9 @@ def register(app: Flask) -> None:
         for path in images:
             try:
                 result = answer_photo(Path(path).read_bytes(), classifier, gate,
-                                      max_pixels=current_app.config["MAX_IMAGE_PIXELS"], top_k=k, thumbnail=False)
+                                      max_pixels=current_app.config["MAX_IMAGE_PIXELS"],
+                                      format_max_pixels={"WEBP": current_app.config["MAX_WEBP_PIXELS"]},
+                                      top_k=k, thumbnail=False)
             except ImageRejected as exc:
                 click.echo(f"{path}: {exc.message}", err=True)
                 continue

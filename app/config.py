@@ -80,6 +80,9 @@ class Config:
     TOP_K = Setting(int, 5, "Default number of answers per prediction (API accepts `top_k` 1..20).")
     MAX_CONTENT_LENGTH = Setting(int, 10 * 1024 * 1024, "Largest request body in bytes (413 above).")
     MAX_IMAGE_PIXELS = Setting(int, 40_000_000, "Largest image (width x height) decoded (413 above).")
+    MAX_WEBP_PIXELS = Setting(int, 20_000_000, "Largest WebP image (width x height) decoded (413 above): "
+                                               "libwebp needs about twice the memory per pixel of the other "
+                                               "formats (benchmarks/memory_formats.py).")
     INFERENCE_THREADS = Setting(parse_optional_int, None, "Threads per model invocation; default "
                                                            "CPU cores / WEB_CONCURRENCY.")
     MODEL_VARIANT = Setting(str, "auto", "LiteRT file served: `auto` (the artifact's `serving_variant`, else "
@@ -106,6 +109,8 @@ class Config:
                                             "`none` hides the row.")
     EXPLANATION_CACHE_DIR = Setting(str, None, "Where the answer heatmaps are cached; default "
                                                "`<instance>/explanations`.")
+    EXPLANATION_CACHE_MAX_BYTES = Setting(int, 100 * 1024 * 1024, "Largest total size of the heatmap cache; "
+                                                                  "the least recently used heatmaps go first.")
     RATELIMIT_ENABLED = Setting(parse_bool, True, "Apply the per-client request limits below.")
     RATELIMIT_UPLOAD = Setting(str, "60 per minute", "Uploads per client address (page and API together), "
                                                      "e.g. `10 per minute;500 per day`.")

@@ -4,12 +4,15 @@ The original upload is never stored, so the heatmap is computed from what is kep
 (up to 320 pixels, larger than any model input here), fitted to the model input exactly as the upload
 was. It explains the prediction's answer (its top class when it has none) and is cached as a PNG
 (``EXPLANATION_CACHE_DIR``, by default under the instance folder), one file per prediction and model
-version.
+version. The folder is bounded by ``EXPLANATION_CACHE_MAX_BYTES``: after each write the least recently
+used files (a hit refreshes a file's time) are removed until it fits, so asking for every prediction's
+heatmap cannot fill the disk.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import re
 import threading
 from pathlib import Path
@@ -55,8 +58,16 @@ def explanation_png(prediction: Any) -> bytes:
     """
     classifier = get_classifier()
     path = cache_path(prediction, classifier)
-    if path.is_file():
-        return path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        pass
+    else:
+        try:
+            os.utime(path)  # recently used: evicted last
+        except OSError:
+            pass
+        return data
     level, label = explained_answer(prediction)
     with Image.open(io.BytesIO(prediction.thumbnail)) as thumbnail:
         image, _ = explain_image(classifier, thumbnail.convert("RGB"), level, label)
@@ -67,4 +78,43 @@ def explanation_png(prediction: Any) -> bytes:
     partial = path.with_suffix(f".{threading.get_ident()}.tmp")
     partial.write_bytes(data)
     partial.replace(path)  # atomic: a concurrent reader never sees half a file
+    evict(path.parent, current_app.config["EXPLANATION_CACHE_MAX_BYTES"], keep=path)
     return data
+
+
+def evict(folder: Path, max_bytes: int, keep: Path | None = None) -> int:
+    """Remove the least recently used heatmaps of ``folder`` until the PNGs there total ``max_bytes`` or less.
+
+    Several workers may evict at once; a file another one removed first is simply skipped.
+
+    Args:
+        folder: The cache folder.
+        max_bytes: The size to get down to.
+        keep: A file never removed (the one just written, which the caller returns).
+
+    Returns:
+        How many files were removed.
+    """
+    entries = []
+    for entry in os.scandir(folder):
+        if not entry.name.endswith(".png"):
+            continue
+        try:
+            stat = entry.stat()
+        except FileNotFoundError:
+            continue
+        entries.append((stat.st_mtime, stat.st_size, entry.path))
+    total = sum(size for _, size, _ in entries)
+    removed = 0
+    for _, size, name in sorted(entries):
+        if total <= max_bytes:
+            break
+        if keep is not None and Path(name) == keep:
+            continue
+        try:
+            os.unlink(name)
+            removed += 1
+        except FileNotFoundError:
+            pass
+        total -= size
+    return removed

@@ -4,10 +4,15 @@ The page and the API share this path. A visitor is a browser session on the page
 the API; both are stored only as keyed hashes (HMAC-SHA256 with the app's ``SECRET_KEY``), so the table
 holds no address and no session id, and the hashes cannot be recomputed without the key. An answer never
 changes its prediction, and it is not a correction: the admin decides what becomes a true label.
+
+A session costs nothing to drop (a request without the cookie is a new visitor), so one answer per
+prediction is also counted per client address: a second answer from the same address within
+:data:`ADDRESS_WINDOW` is refused on the page and on the API alike, whatever session it comes with.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import secrets
@@ -24,6 +29,9 @@ from .serving import get_classifier
 
 LABEL_MAX_LENGTH = 255
 SESSION_VISITOR = "visitor"
+# Long enough that dropping the cookie does not buy another vote the same day; short enough that the
+# next visitor behind the same shared address may answer a prediction whose link was passed on.
+ADDRESS_WINDOW = dt.timedelta(hours=24)
 
 
 def keyed_hash(kind: str, value: str) -> str:
@@ -78,12 +86,13 @@ def parse_answer(payload: Mapping[str, Any] | None, prediction: Prediction) -> t
     if not isinstance(verdict, str) or verdict not in FEEDBACK_VERDICTS:
         raise RequestRejected("invalid_verdict", f"verdict must be one of {', '.join(FEEDBACK_VERDICTS)}.")
     label = payload.get("label")
-    if isinstance(label, str):
-        label = label.strip() or None
     if verdict != "wrong":
+        # Blank counts as sent: the published schema takes no label (or null) with these verdicts.
         if label is not None:
             raise RequestRejected("unexpected_label", "A label goes only with the verdict 'wrong'.")
         return verdict, None
+    if isinstance(label, str):
+        label = label.strip() or None
     if not isinstance(label, str):
         raise RequestRejected("missing_label", "Say which car it is: 'wrong' needs a label from the "
                                                "model's labels (or send 'unknown').")
@@ -101,6 +110,14 @@ def answer_of(prediction: Prediction, client_key: str | None) -> Feedback | None
                                                     Feedback.client_key == client_key))
 
 
+def answered_from_this_address(prediction: Prediction, client_hash: str) -> bool:
+    """Whether the client's address already answered ``prediction`` within :data:`ADDRESS_WINDOW`."""
+    since = dt.datetime.now(dt.timezone.utc) - ADDRESS_WINDOW
+    return db.session.scalar(select(Feedback.id).where(
+        Feedback.prediction_id == prediction.id, Feedback.client_hash == client_hash,
+        Feedback.created_at >= since).limit(1)) is not None
+
+
 def record_answer(prediction: Prediction, payload: Mapping[str, Any] | None, client_key: str) -> Feedback:
     """Check and store one visitor's answer for ``prediction``.
 
@@ -114,14 +131,15 @@ def record_answer(prediction: Prediction, payload: Mapping[str, Any] | None, cli
 
     Raises:
         RequestRejected: As :func:`parse_answer` for a malformed answer, ``already_answered`` when this
-            visitor already answered.
+            visitor already answered (by its key, or from its address within :data:`ADDRESS_WINDOW`).
     """
     verdict, label = parse_answer(payload, prediction)
     already = RequestRejected("already_answered", "You have already answered for this prediction.")
-    if answer_of(prediction, client_key) is not None:
+    client_hash = address_hash()
+    if answer_of(prediction, client_key) is not None or answered_from_this_address(prediction, client_hash):
         raise already
     answer = Feedback(prediction_id=prediction.id, verdict=verdict, label=label, client_key=client_key,
-                      client_hash=address_hash())
+                      client_hash=client_hash)
     db.session.add(answer)
     try:
         db.session.commit()

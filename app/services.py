@@ -116,7 +116,8 @@ def create_prediction(upload: FileStorage | None, *, source: str, top_k: int) ->
         raise RequestRejected("no_file", "No image was uploaded: send a file in the 'image' field.")
     classifier = get_classifier()
     result = answer_photo(upload.read(), classifier, get_vehicle_gate(),
-                          max_pixels=current_app.config["MAX_IMAGE_PIXELS"], top_k=top_k)
+                          max_pixels=current_app.config["MAX_IMAGE_PIXELS"],
+                          format_max_pixels={"WEBP": current_app.config["MAX_WEBP_PIXELS"]}, top_k=top_k)
     answer = result.answer
     prediction = Prediction(
         original_filename=display_filename(upload.filename),

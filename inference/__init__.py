@@ -3,7 +3,8 @@
 Read in this order:
 
 * :mod:`.artifact`   - the artifact folder format (files, ``metadata.json`` with label ``groups``) and its reader;
-* :mod:`.imaging`    - uploaded bytes -> a checked RGB image -> model-sized pixels;
+* :mod:`.imaging`    - uploaded bytes -> a checked RGB image -> model-sized pixels (:mod:`.avif`: the
+  frame size an AVIF really codes);
 * :mod:`.runtimes`   - LiteRT / Keras: pixels -> probabilities (and the last feature map);
 * :mod:`.batching`   - optional micro-batching of concurrent calls into one invocation;
 * :mod:`.classifier` - a loaded artifact: photo -> top classes, group scores;

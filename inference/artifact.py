@@ -30,6 +30,7 @@ writer and reader cannot drift apart. This module imports only the standard libr
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -195,3 +196,37 @@ def check_groups(groups: Any, labels: list[str], make_labels: list[str] | None =
         confidence = group.get("confidence", {})
         if not isinstance(confidence, dict):
             raise ValueError(f"{name}.confidence is not an object")
+
+
+# What ``GET /api/v1/model`` may publish of ``metadata.json``: what the model is and how good it is.
+# Everything else (the training run's configuration and command, its run folder and checkpoints, the
+# dataset's location, the artifact's file layout) describes the machine it was made on.
+PUBLIC_METADATA_KEYS = ("format_version", "name", "version", "created", "backbone", "image_size", "resize_mode",
+                        "input", "preprocessing", "num_classes", "metrics", "confidence", "tta", "groups",
+                        "serving_variant", "robustness")
+PUBLIC_DATASET_KEYS = ("presplit", "num_classes", "counts", "per_class", "file_list_sha256")
+_PATH_LIKE = re.compile(r"^(?:/|~|\.{1,2}/|[A-Za-z]:[\\/])|/(?:runs|checkpoints|home|work|tmp)/")
+
+
+def looks_like_path(value: str) -> bool:
+    """Whether a metadata string is a file-system path (absolute, home- or dot-relative, or a run folder)."""
+    return bool(_PATH_LIKE.search(value))
+
+
+def public_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The part of an artifact's metadata fit to publish: :data:`PUBLIC_METADATA_KEYS`, the dataset's
+    counts without its location, and no string anywhere that looks like a path."""
+    public = {key: metadata[key] for key in PUBLIC_METADATA_KEYS if key in metadata}
+    if isinstance(metadata.get("dataset"), dict):
+        public["dataset"] = {key: metadata["dataset"][key] for key in PUBLIC_DATASET_KEYS
+                             if key in metadata["dataset"]}
+    return _without_paths(public)
+
+
+def _without_paths(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _without_paths(item) for key, item in value.items()
+                if not (isinstance(item, str) and looks_like_path(item))}
+    if isinstance(value, list):
+        return [_without_paths(item) for item in value if not (isinstance(item, str) and looks_like_path(item))]
+    return value

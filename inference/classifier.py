@@ -18,6 +18,7 @@ from PIL import Image
 
 from .answers import Grouping, group_scores, groupings
 from .artifact import (KERAS_FILE, LITERT_FILE, LITERT_VARIANTS, ArtifactError, broken, make_labels_of,
+                       public_metadata,
                        read_artifact)
 from .batching import MicroBatcher
 from .imaging import fit_to_input
@@ -162,10 +163,11 @@ class Classifier:
         return Outcome(top, group_scores(probabilities, self.groupings, make=make), probabilities, make)
 
     def describe(self) -> dict[str, Any]:
-        """Metadata, labels, runtime and the LiteRT copy served, for the API and the CLI."""
+        """Name, version, labels, runtime, the LiteRT copy served and the publishable part of the metadata
+        (:func:`.artifact.public_metadata`: no path of the machine that trained it), for the API and the CLI."""
         return {"name": self.name, "version": self.version, "runtime": self.runtime,
                 "variant": self.variant if self.runtime == "litert" else None,
-                "metadata": self.metadata, "labels": self.labels, "make_labels": self.make_labels}
+                "metadata": public_metadata(self.metadata), "labels": self.labels, "make_labels": self.make_labels}
 
 
 def load_classifier(model_dir: str | Path, runtime: str = "auto", num_threads: int | None = None, *,

@@ -13,6 +13,10 @@ A JPEG decoder fills whatever the file leaves out with grey rather than failing,
 bytes that claim a 6000 x 6000 canvas would decode "successfully". Huffman coding spends at least one
 bit per 8 x 8 block even on a blank picture, which gives every canvas a minimum size; a file below it
 is incomplete and refused before it is decoded (:func:`jpeg_data_complete`).
+
+An AVIF file's container declares a size (``ispe``) that its decoder does not obey: dav1d decodes the
+frame the AV1 sequence header codes. That coded size is read first (:mod:`.avif`) and is what the pixel
+limit, the upload's cost and the stored size go by; a file whose two sizes disagree is refused as corrupt.
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import re
+import threading
 import warnings
+from contextlib import nullcontext
 import zlib
 from dataclasses import dataclass
 
@@ -28,6 +35,7 @@ import numpy as np
 import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .avif import AvifSizeError, avif_frames, item_count
 from .errors import ImageRejected
 
 # Depth maps, auxiliary images and embedded thumbnails are never used: not reading them is less work
@@ -63,12 +71,22 @@ SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a")
 PNG_SIGNATURE = SIGNATURES[1]
 # JPEG frame types coded with Huffman tables: baseline and extended sequential (every block costs a DC
 # code and an AC code or end-of-block, 2 bits at least), progressive (1 bit at least in its DC scan).
-# Arithmetic-coded and lossless frames are left to the decoder.
+# Only these are taken: arithmetic coding (SOF9-11, 13-15) can code a blank block in a small fraction of a
+# bit, so no data size bounds the work its header asks for, and no camera or phone writes it, lossless
+# (SOF3) or hierarchical (SOF5-7) frames either.
 JPEG_MIN_BITS_PER_BLOCK = {0xC0: 2, 0xC1: 2, 0xC2: 1}
 JPEG_FRAME_MARKERS = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOF0-15 (C4, C8, CC are other segments)
 JPEG_STANDALONE_MARKERS = {0x01, *range(0xD0, 0xDA)}  # TEM, RST0-7, SOI, EOI: no length field
+# Where a scan's entropy-coded data ends: 0xFF followed by anything but a stuffed zero, a restart marker
+# or another fill byte.
+JPEG_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 # Only the first frame is decoded, but an animation declaring more frames than any photo has is refused.
 MAX_FRAMES = 1000
+# Decoding a large image that is not a JPEG (which is decoded at a reduced scale) takes several times the
+# final RGB frame while the decoder works: 200-600 MB at 40 million pixels (benchmarks/memory_formats.py).
+# One such decode at a time per process keeps two threads' uploads from stacking those peaks.
+LARGE_DECODE_PIXELS = 8_000_000
+_large_decode = threading.Lock()
 
 
 @dataclass
@@ -187,7 +205,7 @@ def make_thumbnail(img: Image.Image, max_side: int = THUMBNAIL_MAX_SIDE) -> byte
 
 
 def decode_upload(data: bytes, *, max_pixels: int, target: tuple[int, int] | None = None,
-                  resize_mode: str = "center_crop") -> DecodedImage:
+                  resize_mode: str = "center_crop", format_max_pixels: dict[str, int] | None = None) -> DecodedImage:
     """Decode uploaded bytes into an upright RGB image, refusing what cannot be handled.
 
     Args:
@@ -195,6 +213,8 @@ def decode_upload(data: bytes, *, max_pixels: int, target: tuple[int, int] | Non
         max_pixels: Largest ``width * height`` accepted.
         target: Model input ``(height, width)``; enables JPEG draft decoding when given.
         resize_mode: How the image will be fitted to ``target`` (bounds the draft scale).
+        format_max_pixels: Lower limits for some formats (Pillow's format name -> pixels), e.g. WebP,
+            whose decoder needs more memory per pixel.
 
     Returns:
         The decoded image and its facts.
@@ -220,6 +240,11 @@ def decode_upload(data: bytes, *, max_pixels: int, target: tuple[int, int] | Non
             if declared and declared[0] * declared[1] > max_pixels:
                 # libavif refuses canvases over its own limit before Pillow sees a size: still too large.
                 raise _too_many_pixels(max_pixels, *declared) from None
+            items = item_count(data)
+            if items is not None and items > MAX_FRAMES:
+                # libheif refuses a file of more than 1,000 items before Pillow sees it: 413, as for an
+                # animation of too many frames, not "corrupt".
+                raise _too_many_frames() from None
             if looks_like_allowed_format(data):
                 raise _corrupt() from None
             raise ImageRejected("unsupported_media_type",
@@ -227,16 +252,27 @@ def decode_upload(data: bytes, *, max_pixels: int, target: tuple[int, int] | Non
                                 ) from None
         except Exception:  # a header Pillow recognises but cannot parse
             raise _corrupt() from None
+        max_pixels = min(max_pixels, (format_max_pixels or {}).get(img.format, max_pixels))
         if img.width * img.height > max_pixels:
             raise _too_many_pixels(max_pixels, img.width, img.height)
         if img.width < 1 or img.height < 1:
             raise _corrupt()
-        if img.format in JPEG_FORMATS and not jpeg_data_complete(data):
-            raise _corrupt()
+        if img.format in JPEG_FORMATS:
+            frame_type = jpeg_frame_type(data)
+            if frame_type is None:
+                raise _corrupt()
+            if frame_type not in JPEG_MIN_BITS_PER_BLOCK:
+                raise ImageRejected("unsupported_media_type",
+                                    "The JPEG uses arithmetic, lossless or hierarchical coding, which cameras "
+                                    "do not write and this service does not decode; save it as an ordinary "
+                                    "JPEG or PNG.")
+            if not jpeg_data_complete(data):
+                raise _corrupt()
+        if img.format == "AVIF":
+            check_avif_frames(data, img.size, max_pixels)
         if img.format != "GIF" and getattr(img, "n_frames", 1) > MAX_FRAMES:
             # APNG and WebP declare their frame count up front; a GIF would have to be read to the end.
-            raise ImageRejected("too_many_frames",
-                                f"The animation has too many frames; the limit is {MAX_FRAMES}.")
+            raise _too_many_frames()
         orientation = _orientation(img)
         width, height = img.size
         if orientation in TRANSPOSING_ORIENTATIONS:
@@ -244,24 +280,60 @@ def decode_upload(data: bytes, *, max_pixels: int, target: tuple[int, int] | Non
         content_type = CONTENT_TYPES[img.format]
         if img.format == "HEIF" and _major_brand(data) in HEIC_BRANDS:
             content_type = "image/heic"
-        try:
-            if img.format in JPEG_FORMATS and target is not None:
-                _apply_draft(img, target, resize_mode)
-            img.load()  # GIF: loads the first frame only
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise _too_many_pixels(max_pixels, width, height) from None
-        except Exception:
-            raise _corrupt() from None
-    try:
-        # In place: the copy exif_transpose makes otherwise costs a full frame on every upload.
-        ImageOps.exif_transpose(img, in_place=True)
-    except Exception:  # malformed EXIF: keep the pixels as stored
-        pass
-    try:
-        rgb = to_rgb(img)
-    except Exception:
-        raise _corrupt() from None
+        large = img.format not in JPEG_FORMATS and width * height > LARGE_DECODE_PIXELS
+        with _large_decode if large else nullcontext():
+            try:
+                if img.format in JPEG_FORMATS and target is not None:
+                    _apply_draft(img, target, resize_mode)
+                img.load()  # GIF: loads the first frame only
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+                raise _too_many_pixels(max_pixels, width, height) from None
+            except Exception:
+                raise _corrupt() from None
+            _release_decoder(img)
+            try:
+                # In place: the copy exif_transpose makes otherwise costs a full frame on every upload.
+                ImageOps.exif_transpose(img, in_place=True)
+            except Exception:  # malformed EXIF: keep the pixels as stored
+                pass
+            try:
+                rgb = to_rgb(img)
+            except Exception:
+                raise _corrupt() from None
     return DecodedImage(image=rgb, width=width, height=height, content_type=content_type, sha256=digest)
+
+
+def check_avif_frames(data: bytes, declared: tuple[int, int], max_pixels: int) -> None:
+    """Refuse an AVIF whose coded frames are over the pixel limit, or whose coded size is not the declared one.
+
+    Pillow takes the size from the container and then reads that many pixels out of whatever frame the
+    decoder made, so a lie either way would be stored with the wrong size and the wrong pixels.
+
+    Raises:
+        ImageRejected: 413 when a coded frame is over ``max_pixels``, 422 when the sizes disagree or the
+            AV1 data cannot be followed.
+    """
+    try:
+        frames = avif_frames(data)
+    except AvifSizeError:
+        raise _corrupt() from None
+    if frames is None:
+        raise _corrupt()
+    width, height = frames.size
+    if max(frames.largest_coded, width * height) > max_pixels:
+        raise _too_many_pixels(max_pixels, width, height)
+    if frames.size != tuple(declared):
+        raise _corrupt()
+
+
+def _release_decoder(img: Image.Image) -> None:
+    """Let go of what the WebP and AVIF plugins keep after loading: the decoder with its frame buffers,
+    and a copy of the decoded pixels as bytes (120-160 MB at 40 million pixels) that would otherwise live
+    as long as the request. Only the first frame is ever used, so nothing needs them again."""
+    if img.format in ("WEBP", "AVIF"):
+        img.fp = None
+        if hasattr(img, "_decoder"):
+            img._decoder = None
 
 
 def declared_pixels(stream) -> int:
@@ -281,7 +353,14 @@ def declared_pixels(stream) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(stream, formats=ALLOWED_FORMATS) as img:
-                return img.width * img.height
+                pixels = img.width * img.height
+                if img.format == "AVIF":
+                    # What the decoder will make, not what the container says (a lie costs the same).
+                    stream.seek(position)
+                    frames = avif_frames(stream.read())
+                    if frames is not None:
+                        pixels = max(pixels, frames.largest_coded, frames.size[0] * frames.size[1])
+                return pixels
     except Exception:  # not an image, or a bomb Pillow refuses even to open: the decoder answers it
         return 0
     finally:
@@ -357,24 +436,27 @@ def declared_isobmff_size(data: bytes, search_bytes: int = 65536) -> tuple[int, 
     return (width, height) if width and height else None
 
 
-def jpeg_data_complete(data: bytes) -> bool:
-    """Whether a JPEG holds at least the coded data its frame header makes necessary.
+def jpeg_frame_type(data: bytes) -> int | None:
+    """The SOF marker (0xC0-0xCF) of a JPEG's first frame header, ``None`` when there is none before a scan."""
+    for marker, start, _ in _jpeg_segments(data):
+        if marker in JPEG_FRAME_MARKERS:
+            return marker
+        if marker == 0xDA:
+            return None
+    return None
 
-    Every 8 x 8 block of every component needs :data:`JPEG_MIN_BITS_PER_BLOCK` bits in a Huffman-coded
-    file, however plain the picture (a blank 6000 x 6000 photo is still over 200 kB). All bytes from
-    the first scan to the end of the file are counted as coded data, which errs towards accepting.
 
-    Args:
-        data: Bytes that Pillow identified as a JPEG.
+def _jpeg_segments(data: bytes):
+    """``(marker, payload start, payload end)`` of each marker segment up to the first scan header.
 
-    Returns:
-        ``False`` when the file is too short for its declared size; ``True`` otherwise, also for
-        frame types this check does not cover and for headers it cannot follow (the decoder judges those).
+    Bytes between segments that are not a marker are skipped, as Pillow and libjpeg skip them, so this
+    walk sees the same frame header as the decoder.
     """
-    position, frame, scan_start = 2, None, None
+    position = 2
     while position + 4 <= len(data):
         if data[position] != 0xFF:
-            return True  # not where a marker should be: leave it to the decoder
+            position += 1
+            continue
         marker = data[position + 1]
         if marker == 0xFF:  # fill byte before a marker
             position += 1
@@ -383,13 +465,65 @@ def jpeg_data_complete(data: bytes) -> bool:
             position += 2
             continue
         length = int.from_bytes(data[position + 2:position + 4], "big")
-        segment = data[position + 4:position + 2 + length]
-        if frame is None and marker in JPEG_FRAME_MARKERS:
-            frame = (marker, segment)
+        yield marker, position + 4, position + 2 + length
         if marker == 0xDA:
-            scan_start = position + 2 + length
-            break
+            return
         position += 2 + length
+
+
+def jpeg_entropy_coded_bytes(data: bytes, scan_start: int) -> int:
+    """Bytes of entropy-coded data in every scan from ``scan_start`` (just after the first scan header)
+    up to the end-of-image marker.
+
+    What follows the end-of-image marker (zeros, an archive) and the marker segments between the scans
+    of a progressive file are not picture data and are not counted.
+    """
+    coded, position = 0, scan_start
+    while position < len(data):
+        found = JPEG_SCAN_END.search(data, position)
+        end = found.start() if found else len(data)
+        coded += end - position
+        if found is None:
+            break
+        marker_at = found.start()
+        marker = data[marker_at + 1]
+        if marker == 0xD9:  # end of image
+            break
+        # Tables and further scan headers between scans: step over them to the next scan's data.
+        position = marker_at
+        while position + 4 <= len(data) and data[position] == 0xFF and data[position + 1] not in (0xD9, 0xDA):
+            if data[position + 1] == 0xFF or data[position + 1] in JPEG_STANDALONE_MARKERS:
+                position += 1 if data[position + 1] == 0xFF else 2
+                continue
+            position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+        if position + 4 > len(data) or data[position] != 0xFF or data[position + 1] == 0xD9:
+            break
+        position += 2 + int.from_bytes(data[position + 2:position + 4], "big")  # the next scan header
+    return coded
+
+
+def jpeg_data_complete(data: bytes) -> bool:
+    """Whether a JPEG holds at least the coded data its frame header makes necessary.
+
+    Every 8 x 8 block of every component needs :data:`JPEG_MIN_BITS_PER_BLOCK` bits in a Huffman-coded
+    file, however plain the picture (a blank 6000 x 6000 photo is still over 200 kB). Only the
+    entropy-coded bytes of the scans count (:func:`jpeg_entropy_coded_bytes`), so padding after the
+    end-of-image marker buys nothing.
+
+    Args:
+        data: Bytes that Pillow identified as a JPEG.
+
+    Returns:
+        ``False`` when the coded data is too short for the declared size; ``True`` otherwise, also for
+        headers this check cannot follow (the decoder judges those). Frame types other than Huffman
+        coding are refused before this check (:func:`decode_upload`).
+    """
+    frame, scan_start = None, None
+    for marker, start, end in _jpeg_segments(data):
+        if frame is None and marker in JPEG_FRAME_MARKERS:
+            frame = (marker, data[start:end])
+        if marker == 0xDA:
+            scan_start = end
     if frame is None or frame[0] not in JPEG_MIN_BITS_PER_BLOCK:
         return True
     marker, segment = frame
@@ -405,7 +539,7 @@ def jpeg_data_complete(data: bytes) -> bool:
     h_max, v_max = max(h for h, _ in sampling), max(v for _, v in sampling)
     blocks = sum(math.ceil(math.ceil(width * h / h_max) / 8) * math.ceil(math.ceil(height * v / v_max) / 8)
                  for h, v in sampling)
-    return (len(data) - scan_start) * 8 >= blocks * JPEG_MIN_BITS_PER_BLOCK[marker]
+    return jpeg_entropy_coded_bytes(data, scan_start) * 8 >= blocks * JPEG_MIN_BITS_PER_BLOCK[marker]
 
 
 def png_checksums_ok(data: bytes) -> bool:
@@ -439,6 +573,11 @@ def _too_many_pixels(max_pixels: int, width: int | None = None, height: int | No
     size = f" ({width} x {height})" if width and height else ""
     return ImageRejected("image_too_large",
                          f"The image has too many pixels{size}; the limit is {max_pixels:,} pixels.")
+
+
+def _too_many_frames() -> ImageRejected:
+    return ImageRejected("too_many_frames",
+                         f"The file holds too many images or frames; the limit is {MAX_FRAMES}.")
 
 
 def _corrupt() -> ImageRejected:

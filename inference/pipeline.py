@@ -76,7 +76,7 @@ class PhotoAnswer:
 
 
 def answer_photo(data: bytes, classifier: Classifier, gate: VehicleGate | None, *, max_pixels: int,
-                 top_k: int, thumbnail: bool = True) -> PhotoAnswer:
+                 top_k: int, thumbnail: bool = True, format_max_pixels: dict[str, int] | None = None) -> PhotoAnswer:
     """Decode a photo, check it is a vehicle, classify it and choose the answer.
 
     Args:
@@ -86,6 +86,7 @@ def answer_photo(data: bytes, classifier: Classifier, gate: VehicleGate | None, 
         max_pixels: Largest ``width * height`` decoded.
         top_k: Number of classes to keep.
         thumbnail: Also make the thumbnail (alongside the model, on :data:`side_work`).
+        format_max_pixels: Lower pixel limits of formats whose decoders need more memory (e.g. WebP).
 
     Returns:
         The :class:`PhotoAnswer`.
@@ -94,8 +95,8 @@ def answer_photo(data: bytes, classifier: Classifier, gate: VehicleGate | None, 
         ImageRejected: The bytes are not a usable photo (see :func:`.imaging.decode_upload`).
     """
     started = time.perf_counter()
-    photo = decode_upload(data, max_pixels=max_pixels, target=classifier.image_size,
-                          resize_mode=classifier.resize_mode)
+    photo = decode_upload(data, max_pixels=max_pixels, format_max_pixels=format_max_pixels,
+                          target=classifier.image_size, resize_mode=classifier.resize_mode)
     thumb = side_work.submit(make_thumbnail, photo.image) if thumbnail else None
     vehicle_score = side_work.submit(gate.score, photo.image) if gate is not None else None
     outcome = classifier.predict(photo.image, top_k=top_k)

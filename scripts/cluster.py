@@ -12,8 +12,9 @@ free ports, then, with 16 slow-body and 16 slow-header connections held open aga
 - runs ``pg_amcheck`` (heap and B-tree checks of every table and index) on the database;
 - checks that the rate-limit counters are in Redis, shared by both instances.
 
-Before that, a control run holds the same slow connections directly against one gunicorn instance, to
-show that they are enough to starve it (so the check through nginx means something).
+Before that, a control run holds the same slow connections directly against one gunicorn instance: its
+worker reads requests whole before a thread takes them (app/http_worker.py), so it must answer every
+health check by itself too.
 
 It prints one line with the figures, exits 1 when a check fails, and stops everything it started. The
 nginx configuration is ``deploy/nginx.conf`` itself, with its listen address, upstream servers and file
@@ -530,7 +531,7 @@ def run_load(port: int, total: int, concurrency: int, run_id: str, on_request, d
 def control_direct(instance: Gunicorn, slow_body: int, slow_header: int, checks: int = 4) -> dict:
     """The slow connections straight at one gunicorn instance: how many health checks still get answers."""
     with SlowClients(instance.port, slow_body, slow_header):
-        time.sleep(1.5)  # every connection has sent a few bytes: gunicorn's threads are reading them
+        time.sleep(1.5)  # every connection has sent a few bytes: gunicorn's event loop is reading them
         statuses = [http_get(instance.port, "/healthz", 1.5) for _ in range(checks)]
     # Once the slow connections are gone, the instance must recover by itself.
     wait_for(lambda: http_get(instance.port, "/healthz", 2) == 200, 30, "the instance after the control run")
@@ -614,7 +615,7 @@ def test(args: argparse.Namespace) -> dict:
         "instance killed": kill.get("at_request") is not None and victim.process.returncode == -signal.SIGKILL,
         "health checks all answered": health["checks"] >= 8 and health["answered"] == health["checks"],
         "slow connections held": report["slow"]["held_at_fewest"] >= (args.slow_body + args.slow_header) // 2,
-        "slow connections starve gunicorn without nginx": report["control"]["answered"] < report["control"]["checks"],
+        "gunicorn alone holds the slow connections too": report["control"]["answered"] == report["control"]["checks"],
         "every 201 stored once, nothing else": (database["missing_201"] == 0 and database["duplicates"] == 0
                                                 and database["unexplained"] == 0),
         "integrity": report["integrity_ok"],

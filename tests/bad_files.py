@@ -24,6 +24,22 @@ def truncated_jpeg() -> bytes:
     return data[: int(len(data) * 0.6)]
 
 
+def jpeg_claiming(size: tuple[int, int], *, frame: int = 0xC0, padding: int = 0) -> bytes:
+    """A real small JPEG whose frame header claims ``size``: its data covers 64 x 48 only.
+
+    ``frame`` rewrites the SOF marker (0xC9: arithmetic, 0xCA: progressive arithmetic, which the decoder
+    then reads the Huffman data as); ``padding`` appends that many zero bytes after the end-of-image marker.
+    """
+    progressive = frame in (0xC2, 0xCA)
+    data = bytearray(encode(Image.new("RGB", (64, 48), (200, 30, 30)), "JPEG", quality=90,
+                            progressive=progressive))
+    position = data.find(b"\xff\xc2" if progressive else b"\xff\xc0")
+    assert position > 0
+    data[position + 1] = frame
+    data[position + 5:position + 9] = struct.pack(">HH", size[1], size[0])
+    return bytes(data) + bytes(padding)
+
+
 def png_with_header_size(width: int, height: int) -> bytes:
     """A small valid PNG whose IHDR claims ``width x height`` (CRC fixed, so the header parses)."""
     data = bytearray(encode(Image.new("RGB", (8, 8), COLOR_RGB["red"]), "PNG"))

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 import bad_files
+import phone_files
 from benchmarks.bomb import gif_bomb, png_bomb
 from benchmarks.bomb import png_chunk as chunk
 from support import COLOR_RGB, encode
@@ -156,6 +157,61 @@ def html_behind_jpeg_magic() -> bytes:
     return b"\xff\xd8\xff\xe0" + html_file()
 
 
+def _bits(value: int, count: int) -> str:
+    return format(value, f"0{count}b") if count else ""
+
+
+def _with_frame_size(sequence_header: bytes, width: int, height: int) -> bytes:
+    """An AV1 sequence header (reduced still-picture form, as libaom writes for AVIF) with a new frame size."""
+    bits = "".join(format(byte, "08b") for byte in sequence_header)
+    bits = bits[:bits.rindex("1")]  # drop the trailing bits: a one, then zeros to the byte
+    assert bits[4] == "1", "expected a reduced still-picture sequence header"
+    width_bits, height_bits = int(bits[10:14], 2) + 1, int(bits[14:18], 2) + 1
+    rest = bits[18 + width_bits + height_bits:]
+    new_width_bits, new_height_bits = max(width - 1, 1).bit_length(), max(height - 1, 1).bit_length()
+    bits = (bits[:10] + _bits(new_width_bits - 1, 4) + _bits(new_height_bits - 1, 4)
+            + _bits(width - 1, new_width_bits) + _bits(height - 1, new_height_bits) + rest + "1")
+    bits += "0" * (-len(bits) % 8)
+    return bytes(int(bits[i:i + 8], 2) for i in range(0, len(bits), 8))
+
+
+def avif_coding(coded: tuple[int, int], declared: tuple[int, int]) -> bytes:
+    """A small AVIF whose AV1 bitstream codes a ``coded`` frame while its ``ispe`` box declares ``declared``.
+
+    Pillow writes a 64x64 AVIF; its sequence header in ``mdat`` is rewritten for the coded size (so the
+    decoder would allocate that frame), then the 8 bytes after ``ispe`` are patched with the declared size.
+    Encoding a real 16000 x 16000 frame takes 10 s and 4.7 GB here; the lie costs the server the same.
+    """
+    data = bytearray(photo("red", size=(64, 64), fmt="AVIF", speed=10))
+    mdat = data.index(b"mdat") - 4
+    assert mdat + struct.unpack(">I", data[mdat:mdat + 4])[0] == len(data), "expected mdat last"
+    position = mdat + 8
+    while data[position] >> 3 & 0x0F != 1:  # OBUs before the sequence header (a temporal delimiter)
+        position += 2 + data[position + 1]
+    size = data[position + 1]
+    assert size < 0x80, "expected a one-byte OBU size"
+    header = _with_frame_size(bytes(data[position + 2:position + 2 + size]), *coded)
+    data[position + 1:position + 2 + size] = bytes([len(header)]) + header
+    grown = len(header) - size
+    data[mdat:mdat + 4] = struct.pack(">I", struct.unpack(">I", data[mdat:mdat + 4])[0] + grown)
+    # The one item's one extent (iloc version 0, 4-byte offset and length): its length grows too.
+    iloc = data.index(b"iloc") - 4
+    assert data[iloc + 8] == 0 and data[iloc + 12:iloc + 14] == b"\x44\x00", "expected Pillow's iloc layout"
+    length_at = iloc + 8 + 4 + 2 + 2 + 2 + 2 + 2 + 4
+    data[length_at:length_at + 4] = struct.pack(">I", struct.unpack(">I", data[length_at:length_at + 4])[0] + grown)
+    ispe = data.index(b"ispe")
+    data[ispe + 8:ispe + 16] = struct.pack(">II", *declared)
+    return bytes(data)
+
+
+def avif_declaring(real: tuple[int, int], declared: tuple[int, int]) -> bytes:
+    """A real AVIF of ``real`` pixels whose ``ispe`` box is patched to declare ``declared``."""
+    data = bytearray(photo("red", size=real, fmt="AVIF", speed=10))
+    position = data.index(b"ispe")
+    data[position + 8:position + 16] = struct.pack(">II", *declared)
+    return bytes(data)
+
+
 def corpus() -> list[Case]:
     """All hostile cases; each file is built on first use of ``Case.data``."""
     cases = [
@@ -181,6 +237,23 @@ def corpus() -> list[Case]:
         Case("gif/javascript polyglot", gif_javascript_polyglot, 413, "image_too_large"),
         Case("apng declaring a million frames", lambda: apng(frames_declared=1_000_000),
              413, "too_many_frames"),
+        # The container's size box lies; the AV1 sequence header is what the decoder allocates.
+        Case("avif coding 16000 x 16000 while declaring 100 x 100",
+             lambda: avif_coding((16_000, 16_000), (100, 100)), 413, "image_too_large"),
+        Case("avif coding 614 x 224 while declaring 6000 x 6000",
+             lambda: avif_declaring((614, 224), (6000, 6000)), 422, "corrupt_image"),
+        Case("avif coding 640 x 480 while declaring 100 x 100",
+             lambda: avif_declaring((640, 480), (100, 100)), 422, "corrupt_image"),
+        # A JPEG decoder fills in what the data leaves out: only the entropy-coded bytes count, and frame
+        # types whose data size bounds nothing are not taken.
+        Case("jpeg claiming 6000 x 6000 as SOF9 (arithmetic)",
+             lambda: bad_files.jpeg_claiming((6000, 6000), frame=0xC9), 415, "unsupported_media_type"),
+        Case("jpeg claiming 6324 x 6324 as SOF10 (progressive arithmetic)",
+             lambda: bad_files.jpeg_claiming((6324, 6324), frame=0xCA), 415, "unsupported_media_type"),
+        Case("jpeg claiming 6000 x 6000 padded with 300 kB of zeros after its end",
+             lambda: bad_files.jpeg_claiming((6000, 6000), padding=300_000), 422, "corrupt_image"),
+        # libheif opens at most 1,000 items: a larger collection is too many frames, not a corrupt file.
+        Case("heic holding 1001 images", lambda: phone_files.collection("HEIF", 1001), 413, "too_many_frames"),
         Case("file in the wrong field", photo, 400, "no_file", field_name="file"),
         Case("no file at all", lambda: None, 400, "no_file"),
     ]

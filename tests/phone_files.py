@@ -65,3 +65,9 @@ def truncated(fmt: str, keep: float = 0.5) -> bytes:
     rng = np.random.default_rng(5)
     data = encode(Image.fromarray(rng.integers(0, 256, (128, 160, 3), dtype=np.uint8)), fmt, quality=90)
     return data[: int(len(data) * keep)]
+
+
+def collection(fmt: str, count: int) -> bytes:
+    """A file of ``count`` tiny images (an image collection or a burst), each 16x16."""
+    frames = [Image.new("RGB", (16, 16), (index % 256, 0, 0)) for index in range(count)]
+    return encode(frames[0], fmt, save_all=True, append_images=frames[1:], quality=10)

@@ -1,7 +1,7 @@
 """Write a trained Keras classifier as the artifact folder the web app loads.
 
 The folder format (file names, ``metadata.json`` schema, LiteRT variants) is defined once, with its
-reader, in :mod:`app.inference.artifact`; this module writes it. The format is versioned by
+reader, in :mod:`inference.artifact`; this module writes it. The format is versioned by
 ``format_version`` so that readers can refuse what they do not know.
 """
 

@@ -2,7 +2,7 @@
 
 A grouping maps every fine label to one group label (a ``folder,label`` CSV under ``training/label_maps``).
 The app sums the fine probabilities per group and answers at the most specific level that clears its
-threshold (:mod:`app.inference.answers`), so each grouping needs its own threshold, chosen here on the
+threshold (:mod:`inference.answers`), so each grouping needs its own threshold, chosen here on the
 validation split at the artifact's target precision, exactly as the class threshold is.
 
 Adding a grouping needs no retraining: the artifact's model predicts the val split once, the group

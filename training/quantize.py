@@ -15,7 +15,7 @@ artifact's test-time augmentation). The file is written only when its top-1 accu
 is at most ``--max-drop`` points (default 0.5) below float32's; the comparison is recorded in
 ``metadata.json`` under ``litert_variants`` either way. The app serves a variant with ``MODEL_VARIANT``.
 
-The variant file names belong to the artifact format (:data:`app.inference.artifact.LITERT_VARIANTS`).
+The variant file names belong to the artifact format (:data:`inference.artifact.LITERT_VARIANTS`).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 from flask import (Response, abort, current_app, flash, g, redirect, render_template, request,
-                   stream_with_context, url_for)
+                   session, stream_with_context, url_for)
 from flask_login import current_user, login_user, logout_user
 from sqlalchemy import select
 from sqlalchemy.orm import defer, joinedload
@@ -63,6 +63,10 @@ def login():
     if form.validate_on_submit():
         admin = AdminUser.authenticate(form.username.data, form.password.data)
         if admin is not None:
+            # A fresh session: its new CSRF secret voids every token handed out before signing in (one an
+            # attacker planted or read then), and a new session token ends the account's earlier sign-ins.
+            session.clear()
+            admin.end_sessions()
             login_user(admin)
             admin.last_login_at = utcnow()
             db.session.commit()

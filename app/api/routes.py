@@ -37,6 +37,18 @@ def read(prediction_id: str):
     return response
 
 
+def json_body():
+    """The request's JSON, or ``None`` for a body that is not JSON (answered 400 by the caller).
+
+    ``get_json(silent=True)`` swallows only ``ValueError``; a document nested deeper than Python's
+    recursion limit (``"[" * 1000 + "]" * 1000``) raises ``RecursionError`` from the parser instead.
+    """
+    try:
+        return request.get_json(silent=True)
+    except RecursionError:
+        return None
+
+
 @bp.post("/predictions/<public_id:prediction_id>/feedback")
 @FEEDBACK_LIMIT
 def feedback(prediction_id: str):
@@ -49,7 +61,7 @@ def feedback(prediction_id: str):
         201 with the stored answer; 400 for a malformed body, 409 for a second answer.
     """
     prediction = prediction_or_404(prediction_id)
-    answer = record_answer(prediction, request.get_json(silent=True), address_hash())
+    answer = record_answer(prediction, json_body(), address_hash())
     response = jsonify(answer.to_dict())
     response.status_code = 201
     return response

@@ -119,10 +119,14 @@ SCHEMAS: dict[str, Any] = {
                         "description": "`right`: the top answer is the car; `wrong`: it is the car named in "
                                        "`label`; `not_a_car`: the photo shows no car; `unknown`: the answer "
                                        "is wrong but the true car is not known."},
-            "label": {"type": "string", "maxLength": 255,
+            "label": {"type": ["string", "null"], "maxLength": 255,
                       "description": "Only with `wrong`, and then required: one of the model's labels "
-                                     "(`GET /api/v1/model`)."},
+                                     "(`GET /api/v1/model`). With another verdict leave it out (or null)."},
         },
+        # The app's rule, in the schema: `wrong` needs a label that is not blank; the others take none.
+        "if": {"properties": {"verdict": {"const": "wrong"}}, "required": ["verdict"]},
+        "then": {"required": ["label"], "properties": {"label": {"type": "string", "pattern": "\\S"}}},
+        "else": {"properties": {"label": {"type": "null"}}},
     },
     "Feedback": {
         "type": "object",
@@ -166,7 +170,10 @@ SCHEMAS: dict[str, Any] = {
             "runtime": {"type": "string", "enum": ["litert", "keras"]},
             "variant": {"type": ["string", "null"], "enum": ["float32", "float16", "int8", "int8-full", None],
                         "description": "The LiteRT copy served (`MODEL_VARIANT`); null with the Keras runtime."},
-            "metadata": {"type": "object", "description": "The artifact's metadata.json."},
+            "metadata": {"type": "object", "description": "The publishable part of the artifact's metadata.json: "
+                                                        "what the model is and its measured quality (metrics, "
+                                                        "confidence, groups, dataset counts); no training "
+                                                        "configuration and no file-system path."},
             "labels": {"type": "array", "items": {"type": "string"}, "minItems": 1},
         },
     },
@@ -212,10 +219,11 @@ SCHEMAS: dict[str, Any] = {
 }
 
 TOP_K_SCHEMA = {"type": "integer", "minimum": 1, "maximum": 20}
-# Both upload routes take ``top_k`` from the query string or the form.
-TOP_K_QUERY = {"name": "top_k", "in": "query", "required": False, "schema": TOP_K_SCHEMA,
-               "description": "Answers per photo (also accepted as a form field; sent in both, the "
-                              "two must agree, else 400)."}
+# Both upload routes also take ``top_k`` from the query string, but a query parameter and a form field
+# are independent in OpenAPI, while the app refuses the two with different values: the document gives
+# the form field and says the rest in words, so that every request it allows is one the app takes.
+TOP_K_QUERY_NOTE = (" `top_k` may be given as a query parameter instead of the form field; sent in both with "
+                    "different values it is a 400 (`conflicting_top_k`).")
 
 
 def multipart_body(field: str, field_schema: dict[str, Any]) -> dict[str, Any]:
@@ -235,6 +243,8 @@ def multipart_body(field: str, field_schema: dict[str, Any]) -> dict[str, Any]:
 
 # An empty file is refused (400), so the schema says a file has at least one byte.
 FILE = {"type": "string", "contentMediaType": "application/octet-stream", "minLength": 1}
+# In a batch an empty file is one more bad file: it gets its own 400 in ``results`` and the batch a 200.
+BATCH_FILE = {"type": "string", "contentMediaType": "application/octet-stream"}
 PREDICTION_ID = {"name": "prediction_id", "in": "path", "required": True,
                  "schema": {"type": "string", "pattern": PUBLIC_ID_PATTERN},
                  "description": "The `id` from the prediction's body (its public id)."}
@@ -249,15 +259,15 @@ PATHS: dict[str, Any] = {
             "summary": "Classify a photo",
             "description": "Upload one image (JPEG, PNG, WebP, GIF, HEIC/HEIF or AVIF; of an animation "
                            "or image sequence the first image). The content decides the format, not "
-                           "the file name. The prediction is stored and returned.",
-            "parameters": [TOP_K_QUERY],
+                           "the file name. The prediction is stored and returned." + TOP_K_QUERY_NOTE,
             "requestBody": multipart_body("image", {**FILE, "description": "The photo."}),
             "responses": {
                 "201": json_response("Classified and stored.", "Prediction", {
                     "Location": {"description": "The prediction's URL.", "schema": {"type": "string"}}}),
                 "400": error("No file, an empty file, or `top_k` outside 1..20 or different in the "
                              "query and the form."),
-                "413": error("Body over `MAX_CONTENT_LENGTH` or image over `MAX_IMAGE_PIXELS`."),
+                "413": error("Body over `MAX_CONTENT_LENGTH`, image over `MAX_IMAGE_PIXELS` (`MAX_WEBP_PIXELS` "
+                             "for WebP), or a file of more than 1,000 images or frames."),
                 "415": error("Not an image, or not JPEG, PNG, WebP, GIF, HEIC/HEIF or AVIF."),
                 "422": error("Truncated or corrupt image."),
                 "429": TOO_MANY,
@@ -272,13 +282,14 @@ PATHS: dict[str, Any] = {
             "summary": "Classify several photos in one request",
             "description": "Repeated multipart fields `images` (at most 32; the same formats as "
                            "`createPrediction`). Each file is classified and stored on its own; one bad "
-                           "file never fails the others.",
-            "parameters": [TOP_K_QUERY],
-            "requestBody": multipart_body("images", {"type": "array", "minItems": 1, "maxItems": 32, "items": FILE,
-                                                     "description": "The photos."}),
+                           "file never fails the others (an empty or unreadable one gets its own status "
+                           "in `results`)." + TOP_K_QUERY_NOTE,
+            "requestBody": multipart_body("images", {"type": "array", "minItems": 1, "maxItems": 32,
+                                                     "items": BATCH_FILE, "description": "The photos."}),
             "responses": {
                 "200": json_response("One result per file, in order.", "Batch"),
-                "400": error("No file, more than 32 files, or `top_k` outside 1..20."),
+                "400": error("No file, more than 32 files, or `top_k` outside 1..20 or different in the query "
+                             "and the form."),
                 "413": error("Body over `MAX_CONTENT_LENGTH`."),
                 "429": TOO_MANY,
                 "503": DATABASE_DOWN,

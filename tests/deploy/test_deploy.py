@@ -7,6 +7,7 @@ lines, and its CMD runs there with its ENV, the way ``docker run`` would start i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -158,10 +160,14 @@ def post_image(url: str, image: bytes, request_id: str) -> tuple[int, dict, dict
         return response.status, dict(response.headers), json.loads(response.read())
 
 
-@pytest.mark.slow
-def test_image_start_command_serves_from_the_copied_files(color_artifact, tmp_path, make_image):
+@contextlib.contextmanager
+def image_server(color_artifact: Path, tmp_path: Path):
     """The CMD with the image's ENV, in a folder holding only what the Dockerfile copies, TensorFlow
-    unimportable: migrations run, /healthz answers, a prediction is stored, the HEALTHCHECK passes."""
+    unimportable, as ``docker run`` starts it (2 workers x 2 threads, the image's size on 2 cores).
+
+    Yields:
+        ``(base URL, port, env, process)``; the process's output is collected when it stops.
+    """
     root = assemble_image(tmp_path / "srv")
     no_tensorflow = tmp_path / "site"
     no_tensorflow.mkdir()
@@ -181,6 +187,17 @@ def test_image_start_command_serves_from_the_copied_files(color_artifact, tmp_pa
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(f"{base}/healthz", server, timeout=90)
+        yield base, port, env, server
+    finally:
+        if server.poll() is None:
+            server.terminate()
+        server.output = server.communicate(timeout=30)
+
+
+@pytest.mark.slow
+def test_image_start_command_serves_from_the_copied_files(color_artifact, tmp_path, make_image):
+    """Migrations run, /healthz answers, a prediction is stored, the HEALTHCHECK passes."""
+    with image_server(color_artifact, tmp_path) as (base, _, env, server):
         status, headers, body = post_image(f"{base}/api/v1/predictions", make_image("red"), "deploy-test-1")
         assert status == 201 and body["predictions"][0]["label"] == "red"
         assert headers["X-Request-ID"] == "deploy-test-1"
@@ -191,13 +208,30 @@ def test_image_start_command_serves_from_the_copied_files(color_artifact, tmp_pa
         healthcheck = exec_form([a for k, a in stages()[-1] if k == "HEALTHCHECK"][0].split("CMD", 1)[1])
         probe = subprocess.run(healthcheck, env=env, capture_output=True, text=True, timeout=30)
         assert probe.returncode == 0, probe.stderr
-    finally:
-        server.terminate()
-        stdout, stderr = server.communicate(timeout=30)
+    stdout, stderr = server.output
     assert (tmp_path / "data" / "predictions.db").is_file()
     logs = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
     assert any(entry.get("request_id") == "deploy-test-1" and entry.get("status") == 201 for entry in logs), stdout
     assert "Traceback" not in stderr, stderr
+
+
+@pytest.mark.slow
+def test_the_image_alone_answers_health_checks_while_slow_clients_trickle(color_artifact, tmp_path, make_image):
+    """No proxy in front: 8 clients trickling an upload body and 8 trickling their headers, one byte a
+    second each (4 of either kind took the 2 x 2 threads of gunicorn's own threaded worker), and every
+    health check is answered and an upload still succeeds meanwhile."""
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    import cluster
+
+    with image_server(color_artifact, tmp_path) as (base, port, _, server):
+        with cluster.SlowClients(port, body=8, header=8) as slow, \
+                cluster.HealthChecks(port, interval_s=0.5, timeout_s=3, slow=slow) as health:
+            time.sleep(6)
+            status, _, body = post_image(f"{base}/api/v1/predictions", make_image("red"), "during-slow-clients")
+        assert health.statuses.count(200) == len(health.statuses) >= 8, f"statuses (0 = no answer): {health.statuses}"
+        assert min(health.slow_open_during) == 16
+        assert status == 201 and body["predictions"][0]["label"] == "red"
+    assert "Traceback" not in server.output[1], server.output[1]
 
 
 def test_app_yaml_runs_gunicorn_with_this_config_and_warmup():

@@ -75,9 +75,10 @@ def test_hostile_corpus_never_kills_a_worker(gunicorn):
     server, database = gunicorn
     workers = server.workers()
     accepted = 0
+    # Every file is built first: some take seconds, longer than the server keeps an idle connection open.
+    requests = [(case, *encoded(case)) for case in hostile_files.corpus()]
     client = loadtest.Client(server.port, timeout_s=60)
-    for case in hostile_files.corpus():
-        body, content_type = encoded(case)
+    for case, body, content_type in requests:
         try:
             status, answer, _ = client.post(body, content_type)
         except loadtest.CONNECTION_ERRORS as exc:

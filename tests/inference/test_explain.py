@@ -303,3 +303,40 @@ def test_heatmap_on_a_model_whose_feature_map_is_its_rescaled_input(tmp_path):
     heat = ClassActivationMap(load_classifier(artifact)).heatmap(pixels, "class", "red")
     np.testing.assert_allclose(heat[2:12, 20:30], 1.0, atol=1e-4)
     np.testing.assert_allclose(heat[16:, :16], 128 / 230, atol=1e-4)
+
+
+def test_the_heatmap_cache_keeps_to_its_size_and_evicts_the_least_recently_used(region_artifact, tmp_path,
+                                                                                 database_url):
+    import os
+    import time
+
+    cache = tmp_path / "heatmaps"
+    application = make_app(region_artifact, database_url, VEHICLE_GATE_DIR="none", EXPLANATION_CACHE_DIR=str(cache))
+    try:
+        client = application.test_client()
+        ids = [post_image(client, encode(photo_with_square(4 + 8 * index, 4), "PNG"), f"{index}.png").json["id"]
+               for index in range(4)]
+        sizes = []
+        for public_id in ids[:2]:
+            assert client.get(f"/api/v1/predictions/{public_id}/explanation.png").status_code == 200
+            sizes.append(sum(path.stat().st_size for path in cache.glob("*.png")))
+        # Room for about two heatmaps; the first was read again since, so the second is the oldest use.
+        application.config["EXPLANATION_CACHE_MAX_BYTES"] = int(sizes[-1] * 1.2)
+        for path in cache.glob("*.png"):
+            os.utime(path, (time.time() - 60, time.time() - 60))
+        assert client.get(f"/api/v1/predictions/{ids[0]}/explanation.png").status_code == 200
+        for public_id in ids[2:]:
+            assert client.get(f"/api/v1/predictions/{public_id}/explanation.png").status_code == 200
+            assert sum(path.stat().st_size for path in cache.glob("*.png")) <= int(sizes[-1] * 1.2)
+        with application.app_context():
+            from app.extensions import db
+            from app.models import Prediction
+
+            row_ids = {public_id: db.session.scalar(db.select(Prediction.id).filter_by(public_id=public_id))
+                       for public_id in ids}
+        cached = {int(path.name.split("-")[0]) for path in cache.glob("*.png")}
+        assert cached == {row_ids[ids[3]], row_ids[ids[2]]} or cached == {row_ids[ids[3]], row_ids[ids[0]]}
+        assert row_ids[ids[1]] not in cached  # the least recently used went first
+        assert not list(cache.glob("*.tmp"))
+    finally:
+        dispose(application)

@@ -152,3 +152,23 @@ def test_strong_session_protection_drops_a_session_from_another_client(app, clie
     # Same cookie, different browser: Flask-Login's "strong" mode logs the session out.
     moved = client.get("/admin/", headers={"User-Agent": "SomethingElse/1.0"})
     assert moved.status_code == 302
+
+
+def test_signing_in_voids_csrf_tokens_handed_out_before_it(app, client):
+    create_admin(app)
+    before = csrf_token(client, "/admin/login")
+    assert client.post("/admin/login", data={"username": "alice", "password": PASSWORD,
+                                             "csrf_token": before}).status_code == 302
+    # The token from before signing in no longer signs anything out (or in); the page's new one does.
+    assert client.post("/admin/logout", data={"csrf_token": before}).status_code == 400
+    assert client.get("/admin/").status_code == 200
+    assert client.post("/admin/logout", data={"csrf_token": csrf_token(client, "/admin/")}).status_code == 302
+
+
+def test_a_second_sign_in_ends_the_first_sign_ins_session(app):
+    create_admin(app)
+    first, second = app.test_client(), app.test_client()
+    assert login(first).status_code == 302 and first.get("/admin/").status_code == 200
+    assert login(second).status_code == 302
+    assert first.get("/admin/").status_code == 302  # back to the login page
+    assert second.get("/admin/").status_code == 200

@@ -78,6 +78,37 @@ def test_model_description(client):
     assert body["metadata"]["image_size"] == [32, 32]
 
 
+def test_model_description_publishes_no_path_of_the_training_machine(color_artifact, tmp_path):
+    """The shipped artifact's metadata names its run folder, checkpoints, runs_dir and dataset location."""
+    import json
+    import shutil
+
+    from app import create_app
+
+    artifact = tmp_path / "artifact"
+    shutil.copytree(color_artifact, artifact)
+    metadata = json.loads((artifact / "metadata.json").read_text())
+    metadata["training_config"] = {
+        "run_dir": "/work/runs/colors-20261129-211956", "command": "python -m training train --data ../shared/x",
+        "config": {"train": {"runs_dir": "/work/runs"}, "data": {"path": "../shared/datasets/colors"}},
+        "phases": [{"checkpoint": "/work/runs/colors/checkpoints/head.best.weights.h5"}]}
+    metadata["dataset"] = {"root": "/home/trainer/datasets/colors", "counts": {"train": 30, "val": 9}}
+    metadata["metrics"] = {"accuracy": 0.9, "report": "C:\\runs\\colors\\report.json"}
+    metadata["confidence"] = {"threshold": 0.6, "plot": "~/runs/confidence.png"}
+    (artifact / "metadata.json").write_text(json.dumps(metadata))
+    application = create_app({"TESTING": True, "MODEL_DIR": str(artifact), "SECRET_KEY": "test-secret",
+                              "DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}", "RATELIMIT_ENABLED": False})
+    body = application.test_client().get("/api/v1/model").get_json()
+    published = json.dumps(body)
+    for fragment in ("/work", "runs", "checkpoint", "shared", "/home", "C:\\", "~/", str(artifact), str(tmp_path)):
+        assert fragment not in published, fragment
+    # What a client needs stays: name, version, metrics, labels, groups, the dataset's counts.
+    assert (body["name"], body["labels"]) == ("colors", ["red", "green", "blue"])
+    assert body["metadata"]["metrics"]["accuracy"] == 0.9 and body["metadata"]["confidence"]["threshold"] == 0.6
+    assert body["metadata"]["dataset"] == {"counts": {"train": 30, "val": 9}}
+    assert body["metadata"]["image_size"] == [32, 32]
+
+
 def test_api_needs_no_csrf_token_and_sets_no_cookie(client, make_image):
     response = post(client, make_image())
     assert response.status_code == 201

@@ -107,8 +107,9 @@ def test_one_answer_per_prediction_per_browser_session(app, make_image):
     replay = visitor.post(f"/predictions/{prediction_id}/feedback",
                           data={"csrf_token": token, "verdict": "wrong", "label": "blue"})
     assert replay.status_code == 409 and "already answered" in replay.get_data(as_text=True)
-    # Another browser session (another visitor) may answer the same prediction once too.
+    # Another browser session from another address (another visitor) may answer the same prediction once too.
     other = app.test_client()
+    other.environ_base["REMOTE_ADDR"] = "198.51.100.23"
     assert answer_on_page(other, prediction_id, verdict="wrong", label="blue").status_code == 303
     rows = stored(app)
     assert [row[1:3] for row in rows] == [("right", None), ("wrong", "blue")]
@@ -116,6 +117,35 @@ def test_one_answer_per_prediction_per_browser_session(app, make_image):
     # A second prediction is a new question for the first visitor.
     second = classify(visitor, make_image, "green")
     assert answer_on_page(visitor, second, verdict="right").status_code == 303
+
+
+def test_dropping_the_cookie_buys_no_second_answer_on_the_page_or_the_api(app, make_image):
+    """Eight cookie-less answers from one address to one prediction: one is stored, seven get 409."""
+    uploader = app.test_client()
+    prediction_id = classify(uploader, make_image)
+    statuses = []
+    for attempt in range(8):
+        fresh = app.test_client()  # no cookie: a new browser session each time
+        fresh.environ_base["REMOTE_ADDR"] = "203.0.113.50"
+        if attempt % 2:
+            statuses.append(fresh.post(f"/api/v1/predictions/{prediction_id}/feedback",
+                                       json={"verdict": "wrong", "label": "blue"}).status_code)
+        else:
+            statuses.append(answer_on_page(fresh, prediction_id, verdict="wrong", label="blue").status_code)
+    assert statuses == [303] + [409] * 7
+    assert [row[1:3] for row in stored(app)] == [("wrong", "blue")]
+    # Once the window has passed, the address may answer again (a new visitor behind the same address).
+    from app import feedback
+    from app.extensions import db
+    from app.models import Feedback
+
+    with app.app_context():
+        db.session.execute(db.update(Feedback).values(
+            created_at=Feedback.created_at - feedback.ADDRESS_WINDOW - feedback.dt.timedelta(minutes=1)))
+        db.session.commit()
+    later = app.test_client()
+    later.environ_base["REMOTE_ADDR"] = "203.0.113.50"
+    assert answer_on_page(later, prediction_id, verdict="right").status_code == 303
 
 
 def test_the_client_address_is_stored_only_as_a_keyed_hash(app, client, make_image):
@@ -174,6 +204,19 @@ def test_api_malformed_answers_get_400(app, client, make_image, body, code):
     prediction_id = classify(client, make_image)
     response = client.post(f"/api/v1/predictions/{prediction_id}/feedback", json=body)
     assert response.status_code == 400 and response.get_json()["error"]["code"] == code
+    assert stored(app) == []
+
+
+@pytest.mark.parametrize("body", ["[" * 1000 + "]" * 1000, '{"verdict": ' * 5000 + '"right"' + "}" * 5000,
+                                  "[" * 100_000, b"\xff\xfe{", "NaN]"],
+                         ids=["nested 1000", "nested objects 5000", "unclosed 100000", "not utf-8", "junk"])
+def test_api_any_malformed_json_body_is_400_without_an_error_logged(app, client, make_image, caplog, body):
+    prediction_id = classify(client, make_image)
+    with caplog.at_level("ERROR"):
+        response = client.post(f"/api/v1/predictions/{prediction_id}/feedback", data=body,
+                               content_type="application/json")
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_feedback"
+    assert not [record for record in caplog.records if record.levelname in ("ERROR", "CRITICAL")]
     assert stored(app) == []
 
 

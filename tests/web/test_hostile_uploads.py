@@ -111,7 +111,7 @@ def test_corpus_covers_the_required_kinds():
                  "crc", "png bomb", "gif bomb", "1 x 1", "1 x 100000", "cmyk", "16-bit",
                  "palette png with transparency", "broken exif", "polyglot", "long file name",
                  "unicode file name", "path traversal", "wrong field", "several files",
-                 "top_k=-1", "top_k=0", "top_k=21", "top_k=abc"):
+                 "top_k=-1", "top_k=0", "top_k=21", "top_k=abc", "avif coding", "SOF9", "SOF10", "zeros after its end", "1001 images"):
         assert kind in names, kind
     assert {f"exif orientation {value}" for value in range(1, 9)} <= set(CASES)
     assert all(case.why_valid for case in CASES.values() if case.status == 201)

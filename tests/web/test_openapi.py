@@ -105,3 +105,50 @@ def test_docs_page_renders_every_operation_without_scripts_or_cdn(client, spec):
     assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", page), "inline script"
     assert not re.search(r"(src|href)=\"https?://", page), "resource from another site"
     assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+
+
+def request_schema(spec: dict, path: str, content_type: str) -> Draft202012Validator:
+    body = spec["paths"][path]["post"]["requestBody"]["content"][content_type]["schema"]
+    return Draft202012Validator({**body, "components": spec["components"]})
+
+
+@pytest.mark.parametrize("answer, valid, status", [
+    ({"verdict": "wrong", "label": "green"}, True, 201),
+    ({"verdict": "wrong", "label": " green "}, True, 201),
+    ({"verdict": "right"}, True, 201),
+    ({"verdict": "right", "label": None}, True, 201),
+    ({"verdict": "wrong", "label": ""}, False, 400),
+    ({"verdict": "wrong", "label": "   "}, False, 400),
+    ({"verdict": "wrong"}, False, 400),
+    ({"verdict": "wrong", "label": None}, False, 400),
+    ({"verdict": "right", "label": ""}, False, 400),
+    ({"verdict": "not_a_car", "label": "red"}, False, 400),
+])
+def test_the_feedback_schema_allows_exactly_the_answers_the_app_takes(client, spec, make_image, answer, valid, status):
+    created = client.post("/api/v1/predictions", data={"image": (io.BytesIO(make_image("red")), "r.jpg")})
+    validator = request_schema(spec, "/api/v1/predictions/{prediction_id}/feedback", "application/json")
+    assert validator.is_valid(answer) == valid
+    response = client.post(f"/api/v1/predictions/{created.get_json()['id']}/feedback", json=answer)
+    assert response.status_code == status, response.get_json()
+
+
+def test_a_batch_with_an_empty_file_is_a_valid_request_and_gets_200(client, spec, make_image):
+    validator = request_schema(spec, "/api/v1/predictions:batch", "multipart/form-data")
+    assert validator.is_valid({"images": ["", "not empty"]})
+    response = client.post("/api/v1/predictions:batch", data={"images": [
+        (io.BytesIO(b""), "empty.jpg"), (io.BytesIO(make_image("red")), "r.jpg")]})
+    assert response.status_code == 200
+    assert [result["status"] for result in response.get_json()["results"]] == [400, 201]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/predictions", "/api/v1/predictions:batch"])
+def test_top_k_is_one_form_field_in_the_document_and_the_query_string_is_described_in_words(client, spec, path,
+                                                                                         make_image):
+    """A query parameter and a form field are independent in OpenAPI; the app refuses them disagreeing."""
+    operation = spec["paths"][path]["post"]
+    assert not [p for p in operation.get("parameters", []) if p["name"] == "top_k"]
+    assert "top_k" in operation["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    assert "query parameter" in operation["description"] and "conflicting_top_k" in operation["description"]
+    field = "image" if path.endswith("predictions") else "images"
+    response = client.post(f"{path}?top_k=2", data={field: (io.BytesIO(make_image("red")), "r.jpg")})
+    assert response.status_code in (200, 201)

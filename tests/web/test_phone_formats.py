@@ -13,10 +13,12 @@ import time
 import pytest
 from PIL import Image
 
+import hostile_files
 import phone_files
 from app.extensions import db
 from app.errors import status_of
-from inference.imaging import ImageRejected, decode_upload
+from inference.avif import avif_frames
+from inference.imaging import ImageRejected, declared_pixels, decode_upload
 from app.models import Prediction
 from support import COLOR_RGB
 from test_errors import csrf_token
@@ -74,6 +76,63 @@ def test_a_huge_declared_canvas_is_refused_from_the_header(fmt, width, height):
 @pytest.mark.parametrize("keep", [0.1, 0.5, 0.95])
 def test_a_truncated_file_is_corrupt_not_unsupported(fmt, keep):
     assert rejection(phone_files.truncated(fmt, keep)) == (422, "corrupt_image")
+
+
+def test_an_avif_is_limited_and_charged_by_the_frame_it_codes_not_the_size_it_declares():
+    # A real 1200 x 1000 frame whose ispe box says 100 x 100, against a 1-megapixel limit: the same lie
+    # as a 16000 x 16000 frame against the real limit, at a size the test can encode.
+    data = hostile_files.avif_declaring((1200, 1000), (100, 100))
+    with pytest.raises(ImageRejected, match=r"1200 x 1000\); the limit is 1,000,000") as refused:
+        decode_upload(data, max_pixels=1_000_000)
+    assert status_of(refused.value) == 413
+    assert declared_pixels(io.BytesIO(data)) == 1_200_000
+
+
+@pytest.mark.parametrize("coded,declared", [((16_000, 16_000), (100, 100)), ((64, 64), (64, 64))])
+def test_the_coded_frame_size_is_read_from_the_av1_sequence_header(coded, declared):
+    frames = avif_frames(hostile_files.avif_coding(coded, declared))
+    assert (frames.size, frames.declared, frames.largest_coded) == (coded, declared, coded[0] * coded[1])
+
+
+def test_an_avif_sequence_is_measured_by_its_first_sample():
+    frames = avif_frames(phone_files.sequence("AVIF"))
+    assert frames.size == frames.declared == (64, 64)
+    assert avif_frames(phone_files.photo("HEIF")) is None  # HEVC: libheif checks its own sizes
+
+
+def test_webp_has_its_own_lower_pixel_limit(make_image):
+    data = make_image("red", size=(200, 100), fmt="WEBP")
+    with pytest.raises(ImageRejected, match="the limit is 19,999 pixels") as refused:
+        decode_upload(data, max_pixels=40_000_000, format_max_pixels={"WEBP": 19_999})
+    assert status_of(refused.value) == 413
+    assert decode_upload(data, max_pixels=40_000_000, format_max_pixels={"WEBP": 20_000}).width == 200
+    # The other formats keep the general limit.
+    assert decode_upload(make_image("red", size=(200, 100), fmt="PNG"), max_pixels=40_000_000,
+                         format_max_pixels={"WEBP": 19_999}).width == 200
+
+
+def test_the_app_applies_max_webp_pixels(color_artifact, tmp_path, make_image):
+    from trust_support import dispose, make_app
+
+    application = make_app(color_artifact, f"sqlite:///{tmp_path / 'w.db'}", MAX_WEBP_PIXELS=19_999)
+    try:
+        client = application.test_client()
+        webp = client.post("/api/v1/predictions", data={"image": (io.BytesIO(make_image("red", size=(200, 100),
+                                                                                          fmt="WEBP")), "a.webp")})
+        assert webp.status_code == 413 and webp.get_json()["error"]["code"] == "image_too_large"
+        png = client.post("/api/v1/predictions", data={"image": (io.BytesIO(make_image("red", size=(200, 100),
+                                                                                         fmt="PNG")), "a.png")})
+        assert png.status_code == 201
+    finally:
+        dispose(application)
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "AVIF"])
+def test_the_decoders_buffers_are_let_go_once_the_pixels_are_in(make_image, fmt):
+    """The WebP and AVIF plugins keep their decoder and a bytes copy of the frame after loading."""
+    decoded = decode_upload(make_image("red", size=(64, 48), fmt=fmt), max_pixels=40_000_000)
+    assert decoded.image.fp is None and getattr(decoded.image, "_decoder", None) is None
+    assert decoded.image.getpixel((10, 10))[0] > 200
 
 
 def test_the_pixel_limit_applies_to_the_real_size():
