@@ -146,11 +146,12 @@ def served_figures(model_dir: Path, stanford: Path, web: Path, web_makes: Path) 
     answers = served_makes(classifier, [p for p, _ in val])
     figures["served_val_top1"] = float(np.mean([a["top1"] == c for a, (_, c) in zip(answers, val)]))
     figures["served_val_make"] = float(np.mean([a["make"].lower() == makes[c].lower() for a, (_, c) in zip(answers, val)]))
-    for key, folder in (("served_web_makes_make", web_makes / "val"), ("served_web_audi_bmw_make", web)):
+    for name, folder in (("web_makes", web_makes / "val"), ("web_audi_bmw", web)):
         photos = photos_in(folder) if folder.is_dir() else []
         answers = served_makes(classifier, [p for p, _ in photos])
-        figures[key] = float(np.mean([a["make"].lower() == m.lower() for a, (_, m) in zip(answers, photos)])) if photos else None
-        figures[key.replace("_make", "_images")] = len(photos)
+        figures[f"served_{name}_make"] = (float(np.mean([a["make"].lower() == m.lower()
+                                                         for a, (_, m) in zip(answers, photos)])) if photos else None)
+        figures[f"served_{name}_images"] = len(photos)
     other = web_makes / "other-makes" / "val"
     photos = photos_in(other) if other.is_dir() else []
     answers = served_makes(classifier, [p for p, _ in photos])

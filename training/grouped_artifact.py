@@ -4,6 +4,10 @@ The fine model's probabilities are summed per label-map group by a frozen 0/1 ``
 to the network (a stock layer, so the artifact loads anywhere). For premium vs basic this keeps what
 the 196-class model knows about each model: a separately trained two-class head has to rediscover
 that "premium" is a union of dozens of unrelated car models.
+
+A model with a make output is grouped from that output when the label map's folders are its make labels
+(``training/label_maps/make_premium_basic.csv``): premium/basic is then derived from the make, which
+knows recent cars and "Other make", not from the classes.
 """
 
 from __future__ import annotations
@@ -45,10 +49,10 @@ def grouping_matrix(labels: list[str], mapping: dict[str, str]) -> tuple[np.ndar
     return matrix, groups
 
 
-def grouped_model(model: keras.Model, matrix: np.ndarray, name: str) -> keras.Model:
-    """``model`` followed by a frozen layer summing its probabilities with ``matrix``."""
+def grouped_model(model: keras.Model, matrix: np.ndarray, name: str, output: int = 0) -> keras.Model:
+    """``model`` followed by a frozen layer summing the probabilities of its ``output`` with ``matrix``."""
     summing = keras.layers.Dense(matrix.shape[1], use_bias=False, trainable=False, name="group_sum")
-    outputs = summing(model.outputs[0])
+    outputs = summing(model.outputs[output])
     summing.set_weights([matrix])
     return keras.Model(model.inputs, outputs, name=name)
 
@@ -76,16 +80,27 @@ def group_artifact(model_dir: str | Path, label_map: str | Path, data_path: str 
     model_dir, out = Path(model_dir), Path(out)
     source = json.loads((model_dir / export_lib.METADATA_FILE).read_text(encoding="utf-8"))
     labels = json.loads((model_dir / export_lib.LABELS_FILE).read_text(encoding="utf-8"))
-    matrix, groups = grouping_matrix(labels, data_lib.read_label_map(label_map))
+    mapping = data_lib.read_label_map(label_map)
     name = name or Path(label_map).stem
-    model = grouped_model(load_model(model_dir / export_lib.KERAS_FILE), matrix, name)
+    map_name = Path(label_map).name
+    make_output = source.get("make_output") or {}
+    from_makes = bool(make_output) and all(make in mapping for make in make_output["labels"])
+    if from_makes:
+        matrix, groups = grouping_matrix(make_output["labels"], mapping)
+        # The data's class folders reach their group through their make.
+        label_map = _class_map_through_makes(labels, make_output["of"], mapping)
+    else:
+        matrix, groups = grouping_matrix(labels, mapping)
+    model = grouped_model(load_model(model_dir / export_lib.KERAS_FILE), matrix, name, output=1 if from_makes else 0)
 
     config = source.get("training_config", {}).get("config", {})
     dataset = data_lib.load_dataset(data_path, label_map=label_map, split=config.get("data", {}).get("split"),
                                     seed=config.get("seed", 42))
-    if dataset.class_names != groups:
+    # Grouped from the make output, a group may have no class (it gathers makes known only from web photos).
+    if dataset.class_names != groups and not (from_makes and set(dataset.class_names) <= set(groups)):
         raise ValueError(f"the data's groups {dataset.class_names} differ from the model's {groups}")
     val = dataset.splits["val"]
+    val = data_lib.Split(list(val.paths), [groups.index(dataset.class_names[label]) for label in val.labels])
     report_dir = out / "report"
     if report_dir.exists():
         shutil.rmtree(report_dir)
@@ -105,17 +120,32 @@ def group_artifact(model_dir: str | Path, label_map: str | Path, data_path: str 
         training_config={
             "derived_from": {"name": source.get("name"), "version": source.get("version"),
                              "created": source.get("created"), "metrics": source.get("metrics")},
-            "method": "fine-model probabilities summed per label-map group (frozen 0/1 Dense layer)",
+            "method": ("make-output probabilities summed per label-map group (frozen 0/1 Dense layer)" if from_makes
+                       else "fine-model probabilities summed per label-map group (frozen 0/1 Dense layer)"),
             "config": config,
             "wall_time_s": round(wall_time, 1),
         },
-        label_map=Path(label_map).name,
+        label_map=map_name,
         # The grouped model answers as the fine one does, test-time augmentation included.
         extra={"confidence": evaluation["confidence"], "tta": source.get("tta", "none")})
     export_lib.export_artifact(model, groups, metadata, out, litert=litert)
     print(f"artifact written to {out} in {wall_time:.0f} s: "
           + ", ".join(f"{k} {v:.4f}" for k, v in evaluation["metrics"].items() if isinstance(v, float)))
     return {"artifact": out, "metrics": evaluation["metrics"], "wall_time_s": wall_time}
+
+
+def _class_map_through_makes(labels: list[str], make_of: dict[str, str], mapping: dict[str, str]) -> Path:
+    """A temporary ``folder,label`` CSV giving each class the group of its make."""
+    import csv
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="class-groups-")) / "class_groups.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["folder", "label"])
+        for label in labels:
+            writer.writerow([label, mapping[make_of[label]]])
+    return path
 
 
 @command("group")

@@ -217,3 +217,25 @@ def test_a_run_with_a_make_output_resumes_and_exports_what_the_app_serves(folder
     assert outcome.groups["make"][0]["label"] == best_make
     keras_classifier = load_classifier(artifact, runtime="keras")
     np.testing.assert_allclose(keras_classifier.predict(Image.open(photo).convert("RGB")).make, outcome.make, atol=1e-4)
+
+
+def test_premium_basic_is_derived_from_the_make_output(folders, tmp_path):
+    """``training group`` with a map over make labels sums the make output, Other make included."""
+    from inference.classifier import load_classifier
+    from training.grouped_artifact import group_artifact
+    from training.train import run_training
+
+    result = run_training(_config(folders, tmp_path, **{"train.fine_tune_epochs": 1, "export.litert": False}))
+    segment_map = Path(__file__).resolve().parents[2] / "training" / "label_maps" / "make_premium_basic.csv"
+    grouped = group_artifact(result["artifact"], segment_map, folders["stanford"], tmp_path / "premium-basic",
+                             name="premium-basic")
+    metadata = json.loads((grouped["artifact"] / "metadata.json").read_text())
+    assert metadata["training_config"]["method"].startswith("make-output probabilities")
+    assert json.loads((grouped["artifact"] / "labels.json").read_text()) == ["basic", "premium"]
+    assert metadata["metrics"]["num_images"] == 6 and metadata["label_map"] == "make_premium_basic.csv"
+    classifier = load_classifier(grouped["artifact"], runtime="litert")
+    from PIL import Image
+
+    photo = sorted((folders["other"] / "val").rglob("*.jpg"))[0]
+    probabilities = classifier.predict(Image.open(photo).convert("RGB")).probabilities
+    assert probabilities.shape == (2,) and abs(float(probabilities.sum()) - 1.0) < 1e-5
