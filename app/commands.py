@@ -16,6 +16,7 @@ from inference.pipeline import answer_photo
 
 from .admin.export import export_corrections
 from .extensions import db
+from .gallery import current_gallery
 from .models import AdminUser
 from .serving import get_classifier, get_vehicle_gate
 
@@ -47,7 +48,7 @@ def register(app: Flask) -> None:
                 result = answer_photo(Path(path).read_bytes(), classifier, gate,
                                       max_pixels=current_app.config["MAX_IMAGE_PIXELS"],
                                       format_max_pixels={"WEBP": current_app.config["MAX_WEBP_PIXELS"]},
-                                      top_k=k, thumbnail=False)
+                                      top_k=k, thumbnail=False, gallery=current_gallery())
             except ImageRejected as exc:
                 click.echo(f"{path}: {exc.message}", err=True)
                 continue
@@ -59,7 +60,8 @@ def describe_answer(answer: dict | None) -> str:
     """``make Audi 0.940``, or ``none`` when the model stands behind no level."""
     if answer is None:
         return "none"
-    return f"{answer['level']} {answer['label']} {answer['score']:.3f}"
+    taught = f" (learned from {answer['learned_from']} photos you added)" if answer.get("source") == "gallery" else ""
+    return f"{answer['level']} {answer['label']} {answer['score']:.3f}{taught}"
 
 
 def register_admin_commands(app: Flask) -> None:

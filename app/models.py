@@ -81,6 +81,7 @@ class Prediction(db.Model):
     # Who gave the answer: "model", or "gallery" when a label taught by example did (inference.gallery);
     # NULL for predictions made before taught labels existed (the model's, then).
     answer_source = db.Column(db.String(16), nullable=True)
+    answer_learned_from = db.Column(db.Integer, nullable=True)  # the taught label's photo count then
 
     @property
     def created_at_utc(self) -> dt.datetime:
@@ -90,12 +91,16 @@ class Prediction(db.Model):
 
     @property
     def answer(self) -> dict[str, Any] | None:
-        """``{"level", "label", "score"}``, or ``None`` when the model was not sure at any level."""
+        """``{"level", "label", "score", "source"}`` (``learned_from`` too when a taught label answered), or
+        ``None`` when nothing was sure at any level."""
         if self.answer_level is None:
             return None
-        return {"level": self.answer_level, "label": self.answer_label,
-                "score": None if self.answer_score is None else round(self.answer_score, 6),
-                "source": self.answer_source or "model"}
+        answer = {"level": self.answer_level, "label": self.answer_label,
+                  "score": None if self.answer_score is None else round(self.answer_score, 6),
+                  "source": self.answer_source or "model"}
+        if answer["source"] == "gallery":
+            answer["learned_from"] = self.answer_learned_from
+        return answer
 
     def to_dict(self) -> dict[str, Any]:
         """The API representation of this prediction."""

@@ -8,7 +8,8 @@ Create Date: 2026-12-03
 named beside it, a JPEG of the photo and where it came from. ``gallery_state`` is a one-row change
 counter: every worker compares it with the version of its in-memory gallery, so a label taught through
 one worker answers in all of them without a restart. ``predictions.answer_source`` records whether the
-model or a taught label gave the answer (NULL for older rows: the model's).
+model or a taught label gave the answer (NULL for older rows: the model's), ``answer_learned_from`` how
+many photos taught that label then.
 """
 
 from alembic import op
@@ -49,9 +50,11 @@ def upgrade():
     )
     op.execute("INSERT INTO gallery_state (id, version) VALUES (1, 0)")
     op.add_column("predictions", sa.Column("answer_source", sa.String(length=16), nullable=True))
+    op.add_column("predictions", sa.Column("answer_learned_from", sa.Integer(), nullable=True))
 
 
 def downgrade():
+    op.drop_column("predictions", "answer_learned_from")
     op.drop_column("predictions", "answer_source")
     op.drop_table("gallery_state")
     op.drop_index("ix_gallery_examples_label", table_name="gallery_examples")

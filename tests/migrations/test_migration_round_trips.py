@@ -38,7 +38,8 @@ def row_values(table: str, index: int) -> dict:
                 "top_k": [{"label": "red", "score": 0.5 + index / 10}], "latency_ms": 12.5, "source": "web",
                 "verdict": "ok", "vehicle_score": 0.9, "groups": {"make": [{"label": "Audi", "score": 0.9}]},
                 "answer_level": "make", "answer_label": "Audi", "answer_score": 0.9,
-                "public_id": f"public-id-{number:013d}", "answer_source": "model"}
+                "public_id": f"public-id-{number:013d}", "answer_source": "gallery",
+                "answer_learned_from": 12}
     if table == "admin_users":
         return {"id": number, "username": f"admin{number}", "password_hash": f"hash-{number}",
                 "is_active": True, "created_at": WHEN, "last_login_at": WHEN, "session_token": f"token-{number}"}
