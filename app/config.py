@@ -113,7 +113,7 @@ class Config:
                                                                   "the least recently used heatmaps go first.")
     GALLERY_CHECK_SECONDS = Setting(float, 2.0, "How often a worker asks the database whether examples were "
                                                 "taught or removed elsewhere (one tiny query at most this often).")
-    GALLERY_MIN_SIMILARITY = Setting(float, 0.80, "Lowest similarity at which a taught label may answer; the "
+    GALLERY_MIN_SIMILARITY = Setting(float, 0.85, "Lowest similarity at which a taught label may answer; the "
                                                   "calibrated threshold is never below it.")
     GALLERY_TARGET_PRECISION = Setting(float, 0.98, "Share of taught-label answers that must be right in the "
                                                     "leave-one-out calibration of the gallery threshold.")
