@@ -144,6 +144,10 @@ def test_admin_page_teaches_lists_and_removes(car_app):
 
         example = db.session.scalars(db.select(GalleryExample)).first()
         assert example.added_by == "alice" and example.source == "upload" and example.level == "make"
+    answers = [post_photo(client, variant(p)).json["answer"] for p in photos[:3]]
+    assert any(a and a["source"] == "gallery" for a in answers)
+    listed = client.get("/admin/").get_data(as_text=True)
+    assert 'class="badge text-bg-info taught-note"' in listed and "Tata: learned" in listed
     image = client.get(f"/admin/gallery/examples/{example.id}.jpg")
     assert image.status_code == 200 and image.data[:2] == b"\xff\xd8"
     bad = client.post("/admin/gallery", data={"csrf_token": token, "label": "X", "level": "segment",
