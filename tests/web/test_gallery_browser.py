@@ -1,6 +1,6 @@
 """End to end in Chromium, on the shipped model: an admin teaches a make with photos on "Teach a car", a
 public upload of another photo of it is answered with the taught make and says it was learned from the
-photos added; once the make is removed, the same photo gets the model's own answer again.
+photos added (on its result page and on the batch cards); once the make is removed, the same photo gets the model's own answer again.
 
 The photo uploaded is a mirrored, cropped copy of a taught photo (see ``test_gallery``), the one the model
 itself is least sure of, so the test does not depend on what a particular model knows.
@@ -74,6 +74,14 @@ def test_teach_a_make_in_the_browser_then_a_public_upload_is_answered_with_it(tm
             expect(page.locator("#answer")).to_contain_text("A Tata")
             expect(page.locator("#answer")).to_contain_text(f"learned from {PHOTOS} photos you added")
             expect(page.locator("#taught-answer")).to_be_visible()
+
+            page.goto(f"{base}/")  # a batch of two: each card says what answered it
+            page.set_input_files("#image", [str(asked), str(asked)])
+            page.click("#submit-button")
+            expect(page.locator("#batch")).to_have_attribute("data-finished", "true", timeout=60_000)
+            expect(page.locator(".batch-item .taught-note")).to_have_count(2)
+            expect(page.locator(".batch-item .taught-note").first).to_contain_text(
+                f"Tata: learned from {PHOTOS} photos you added")
 
             page.goto(f"{base}/admin/gallery")
             page.locator("#taught .taught-label .remove").click()
