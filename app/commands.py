@@ -114,7 +114,8 @@ def register_admin_commands(app: Flask) -> None:
         total = sum(counts.values())
         click.echo(f"exported {total} photos in {len(counts)} label folders to {out_dir}")
         taught = export_gallery(out_dir)
-        click.echo(f"exported {sum(taught.values())} taught photos in {len(taught)} label folders to {out_dir}")
+        if taught:
+            click.echo(f"exported {sum(taught.values())} taught photos in {len(taught)} label folders to {out_dir}")
 
 
 def register_gallery_commands(app: Flask) -> None:

@@ -104,7 +104,8 @@ def answer_photo(data: bytes, classifier: Classifier, gate: VehicleGate | None, 
     thumb = side_work.submit(make_thumbnail, photo.image) if thumbnail else None
     vehicle_score = side_work.submit(gate.score, photo.image) if gate is not None else None
     taught = gallery is not None and not gallery.is_empty
-    outcome = classifier.predict(photo.image, top_k=top_k, embed=taught)
+    outcome = (classifier.predict(photo.image, top_k=top_k, embed=True) if taught
+               else classifier.predict(photo.image, top_k=top_k))
     verdict = judge(outcome.top_k, classifier.metadata, gate, vehicle_score.result() if vehicle_score else None)
     answer = choose_answer(outcome.top_k[0], verdict.threshold, outcome.groups, classifier.groupings,
                            verdict.verdict)

@@ -154,14 +154,17 @@ MAKES_FOLDER = "makes"  # make-level examples: OUT/makes/<Make>/, the layout of 
 
 def export_gallery(out_dir: str | Path) -> dict[str, int]:
     """Write every taught example's photo, class labels as ``OUT/<label>/``, makes as ``OUT/makes/<make>/``,
-    and ``gallery.csv`` describing them, so that the next training run learns what was taught.
+    and ``gallery.csv`` describing them, so that the next training run learns what was taught (nothing at
+    all when nothing was taught).
 
     Returns:
         ``{label folder (relative to out_dir): number of photos}``.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
+    if db.session.scalar(select(GalleryExample.id).limit(1)) is None:
+        return counts  # nothing taught: no gallery.csv beside the corrections
+    out.mkdir(parents=True, exist_ok=True)
     statement = (select(GalleryExample.id, GalleryExample.image, GalleryExample.label, GalleryExample.level,
                         GalleryExample.source, GalleryExample.added_by, GalleryExample.created_at,
                         GalleryExample.sha256)

@@ -2,7 +2,7 @@
 public upload of another photo of it is answered with the taught make and says it was learned from the
 photos added (on its result page and on the batch cards); once the make is removed, the same photo gets the model's own answer again.
 
-The photo uploaded is a mirrored, cropped copy of a taught photo (see ``test_gallery``), the one the model
+The photo uploaded is a mirrored, cropped copy of a taught photo (see ``test_gallery_teaching``), the one the model
 itself is least sure of, so the test does not depend on what a particular model knows.
 """
 
@@ -17,7 +17,7 @@ import pytest
 
 from browser_support import chromium_page, gunicorn_server, require_chromium
 from test_browser_admin import PASSWORD, create_admin_with_cli
-from test_gallery import MODEL_DIR, PHOTOS, taught_photos, variant
+from test_gallery_teaching import MODEL_DIR, PHOTOS, taught_photos, variant
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
