@@ -1,9 +1,10 @@
 """End to end in Chromium, on the shipped model: an admin teaches a make with photos on "Teach a car", a
 public upload of another photo of it is answered with the taught make and says it was learned from the
-photos added (on its result page and on the batch cards); once the make is removed, the same photo gets the model's own answer again.
+photos added (on its result page and on the batch cards); once the make is removed, the same photo gets
+the model's own answer again.
 
-The photo uploaded is a mirrored, cropped copy of a taught photo (see ``test_gallery_teaching``), the one the model
-itself is least sure of, so the test does not depend on what a particular model knows.
+The photo uploaded is a mirrored, cropped copy of a taught photo (see ``test_gallery_teaching``), the one
+the model itself is least sure of, so the test does not depend on what a particular model knows.
 """
 
 from __future__ import annotations
