@@ -1,5 +1,5 @@
 """Command-line tools: ``flask model-info``, ``flask classify IMAGE...``, the admin commands
-(``create-admin``, ``set-password``, ``export-corrections``) and ``flask gallery add|list|remove``."""
+(``create-admin``, ``set-password``, ``export-corrections``) and ``flask gallery add|list|remove|negatives``."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from .models import AdminUser
 from .serving import get_classifier, get_vehicle_gate
 
 MIN_ADMIN_PASSWORD_LENGTH = 8
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".avif"}
 
 
 def register(app: Flask) -> None:
@@ -119,7 +120,7 @@ def register_admin_commands(app: Flask) -> None:
 
 
 def register_gallery_commands(app: Flask) -> None:
-    """``flask gallery add|list|remove``: teach labels by example from the command line."""
+    """``flask gallery add|list|remove|negatives``: teach labels by example from the command line."""
     from inference.gallery import LEVELS
 
     @app.cli.group("gallery")
@@ -160,6 +161,27 @@ def register_gallery_commands(app: Flask) -> None:
         for taught in labels:
             accuracy = "-" if taught.accuracy is None else f"{taught.accuracy:.0%}"
             click.echo(f"{taught.label}\t{taught.level}\t{taught.count} photos\tleave-one-out {accuracy}")
+
+    @gallery.command("negatives")
+    @click.argument("photo_dir", type=click.Path(exists=True, file_okay=False))
+    @click.option("--limit", default=0, type=click.IntRange(0), help="At most this many photos (0: all).")
+    def negatives(photo_dir: str, limit: int) -> None:
+        """Calibrate the threshold with PHOTO_DIR: photos of cars the served model knows (its validation
+        photos, in class folders or not), none of which a taught label may answer."""
+        classifier = get_classifier()
+        if not classifier.can_embed:
+            raise click.ClickException("the served model file gives no embeddings")
+        paths = sorted(p for p in Path(photo_dir).rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES)
+        paths = paths[:limit] if limit else paths
+        vectors = []
+        for path in paths:
+            try:
+                vectors.append(store.embed_photo(path.read_bytes())[1])
+            except ImageRejected as exc:
+                click.echo(f"{path}: {exc.message}", err=True)
+        stored = store.set_negatives(vectors)
+        click.echo(f"stored {stored} negatives for {classifier.name} {classifier.version}; "
+                   f"threshold now {store.current_gallery().threshold:.3f}")
 
     @gallery.command("remove")
     @click.argument("label")

@@ -7,6 +7,10 @@ reloads the examples only when it moved, so a label taught through one worker or
 every other one without a restart, and a quiet gallery costs one tiny query per few seconds per worker.
 Nothing is read at start-up: an empty gallery leaves start-up and answers as they were.
 
+The threshold is calibrated when the gallery is loaded: leave-one-out over the examples, plus the
+served model's negatives (embeddings of its own validation photos, stored once with
+``flask gallery negatives``) when there are some.
+
 Embeddings belong to the model that made them. Examples stored under another model (name or version)
 are embedded again from their stored photo when loaded, and written back, so a new artifact keeps
 what was taught.
@@ -32,7 +36,7 @@ from inference.imaging import decode_upload
 
 from .errors import RequestRejected
 from .extensions import db
-from .models import GalleryExample, GalleryState
+from .models import GalleryExample, GalleryNegative, GalleryState
 from .serving import get_classifier
 
 IMAGE_MAX_SIDE = 640  # the stored photo: enough to embed again under a model with a larger input
@@ -124,11 +128,35 @@ def load_gallery(classifier: Classifier, version: int) -> tuple[Gallery, dict[st
         raise ValueError(f"gallery embeddings of different widths {sorted(widths)}")
     labels = [row.label for row in rows]
     matrix = np.stack(embeddings)
-    calibration = calibrate(matrix, labels, target_precision=current_app.config["GALLERY_TARGET_PRECISION"],
+    calibration = calibrate(matrix, labels, negatives_of(classifier, matrix.shape[1]),
+                            target_precision=current_app.config["GALLERY_TARGET_PRECISION"],
                             floor=current_app.config["GALLERY_MIN_SIMILARITY"])
     gallery = Gallery.build(matrix, labels, [row.level for row in rows], threshold=calibration.threshold,
                             version=version)
     return gallery, calibration.accuracy
+
+
+def negatives_of(classifier: Classifier, width: int) -> np.ndarray | None:
+    """The stored negatives of the served model (``None`` when it has none)."""
+    blobs = db.session.scalars(select(GalleryNegative.embedding).where(
+        GalleryNegative.model_name == classifier.name, GalleryNegative.model_version == classifier.version)).all()
+    vectors = [np.frombuffer(blob, dtype="<f4") for blob in blobs]
+    vectors = [vector for vector in vectors if len(vector) == width]
+    return np.stack(vectors) if vectors else None
+
+
+def set_negatives(vectors: Iterable[np.ndarray]) -> int:
+    """Replace the served model's negatives with ``vectors``; returns how many are stored."""
+    classifier = get_classifier()
+    db.session.execute(delete(GalleryNegative).where(GalleryNegative.model_name == classifier.name,
+                                                     GalleryNegative.model_version == classifier.version))
+    rows = [GalleryNegative(model_name=classifier.name, model_version=classifier.version,
+                            embedding=np.asarray(vector, dtype="<f4").tobytes()) for vector in vectors]
+    db.session.add_all(rows)
+    bump_version()  # the threshold changes: every worker recalibrates
+    db.session.commit()
+    refresh_now()
+    return len(rows)
 
 
 def label_accuracy() -> dict[str, float]:
@@ -170,17 +198,28 @@ def example_from_photo(data: bytes, label: str, level: str, *, source: str, adde
         RequestRejected: ``cannot_embed`` when the served model file has no feature-map output.
     """
     classifier = get_classifier()
+    photo, vector = embed_photo(data)
+    return GalleryExample(label=label, level=level, embedding=vector.astype("<f4").tobytes(),
+                          model_name=classifier.name, model_version=classifier.version,
+                          image=stored_jpeg(photo.image), sha256=photo.sha256, source=source,
+                          prediction_id=prediction_id, added_by=added_by)
+
+
+def embed_photo(data: bytes):
+    """``(decoded photo, embedding)`` of a photo's bytes, with the same checks as a classified upload.
+
+    Raises:
+        ImageRejected: The bytes are not a usable photo.
+        RequestRejected: ``cannot_embed`` when the served model file has no feature-map output.
+    """
+    classifier = get_classifier()
     if not classifier.can_embed:
         raise RequestRejected("cannot_embed", "The served model file gives no embeddings; examples cannot "
                                               "be taught to it (serve model.tflite, MODEL_VARIANT=float32).")
     photo = decode_upload(data, max_pixels=current_app.config["MAX_IMAGE_PIXELS"],
                           format_max_pixels={"WEBP": current_app.config["MAX_WEBP_PIXELS"]},
                           target=classifier.image_size, resize_mode=classifier.resize_mode)
-    vector = classifier.embed(photo.image)
-    return GalleryExample(label=label, level=level, embedding=vector.astype("<f4").tobytes(),
-                          model_name=classifier.name, model_version=classifier.version,
-                          image=stored_jpeg(photo.image), sha256=photo.sha256, source=source,
-                          prediction_id=prediction_id, added_by=added_by)
+    return photo, classifier.embed(photo.image)
 
 
 def stored_jpeg(image: Image.Image) -> bytes:

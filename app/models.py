@@ -328,6 +328,19 @@ class GalleryExample(db.Model):
         return f"<GalleryExample {self.id} {self.label!r} ({self.level})>"
 
 
+class GalleryNegative(db.Model):
+    """The embedding of one photo of a car the model knows (its validation photos), under one model: a
+    match to it is a wrong match, which raises the gallery's threshold (``flask gallery negatives``)."""
+
+    __tablename__ = "gallery_negatives"
+    __table_args__ = (Index("ix_gallery_negatives_model", "model_name", "model_version"),)
+
+    id = db.Column(db.Integer, primary_key=True)
+    model_name = db.Column(db.String(128), nullable=False)
+    model_version = db.Column(db.String(64), nullable=False)
+    embedding = db.Column(db.LargeBinary, nullable=False)  # float32 bytes, little-endian
+
+
 class GalleryState(db.Model):
     """One row: a counter bumped by every change to the gallery, which workers compare to their copy's."""
 

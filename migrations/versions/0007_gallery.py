@@ -5,7 +5,8 @@ Revises: 0006
 Create Date: 2026-12-03
 
 ``gallery_examples`` holds photos taught with a label (a class or a make): the embedding under the model
-named beside it, a JPEG of the photo and where it came from. ``gallery_state`` is a one-row change
+named beside it, a JPEG of the photo and where it came from. ``gallery_negatives`` holds embeddings of
+photos of cars the model knows, which calibrate the gallery's threshold. ``gallery_state`` is a one-row change
 counter: every worker compares it with the version of its in-memory gallery, so a label taught through
 one worker answers in all of them without a restart. ``predictions.answer_source`` records whether the
 model or a taught label gave the answer (NULL for older rows: the model's), ``answer_learned_from`` how
@@ -44,6 +45,14 @@ def upgrade():
     )
     op.create_index("ix_gallery_examples_label", "gallery_examples", ["label"])
     op.create_table(
+        "gallery_negatives",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("model_name", sa.String(length=128), nullable=False),
+        sa.Column("model_version", sa.String(length=64), nullable=False),
+        sa.Column("embedding", sa.LargeBinary(), nullable=False),
+    )
+    op.create_index("ix_gallery_negatives_model", "gallery_negatives", ["model_name", "model_version"])
+    op.create_table(
         "gallery_state",
         sa.Column("id", sa.Integer(), primary_key=True),
         sa.Column("version", sa.Integer(), nullable=False),
@@ -57,5 +66,7 @@ def downgrade():
     op.drop_column("predictions", "answer_learned_from")
     op.drop_column("predictions", "answer_source")
     op.drop_table("gallery_state")
+    op.drop_index("ix_gallery_negatives_model", table_name="gallery_negatives")
+    op.drop_table("gallery_negatives")
     op.drop_index("ix_gallery_examples_label", table_name="gallery_examples")
     op.drop_table("gallery_examples")

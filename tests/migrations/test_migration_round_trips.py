@@ -53,6 +53,8 @@ def row_values(table: str, index: int) -> dict:
         return {"id": number, "label": "Fiat Argo", "level": "class", "embedding": bytes(8), "model_name": "colors",
                 "model_version": "1.0.0", "image": bytes([index, 0xFF, 0xD8]), "sha256": f"{number:064x}",
                 "source": "upload", "prediction_id": number, "added_by": "admin1", "created_at": WHEN}
+    if table == "gallery_negatives":
+        return {"id": number, "model_name": "colors", "model_version": "1.0.0", "embedding": bytes(8)}
     if table == "gallery_state":
         return {"id": number, "version": number}
     raise AssertionError(f"no rows for a new table {table!r}: add them here")

@@ -191,3 +191,23 @@ def test_a_correction_is_taught_in_one_click_and_exported_for_training(car_app, 
     assert sorted((r["label"], r["level"], r["source"]) for r in rows) == [
         ("Tata", "make", "upload"), ("Tata", "make", "upload"), ("Tata Nexon 2023", "class", "correction")]
     assert all((out / r["path"]).is_file() for r in rows)
+
+
+def test_negatives_raise_the_threshold_above_what_they_match(car_app, tmp_path):
+    photos = taught_photos()
+    client, runner = car_app.test_client(), car_app.test_cli_runner()
+    asked = weakest_variant(client, photos)
+    assert runner.invoke(args=["gallery", "add", "--label", "Tata", "--level", "make",
+                               *map(str, photos)]).exit_code == 0
+    assert post_photo(client, asked).json["answer"]["source"] == "gallery"
+    # A photo of a car the model knows that looks just like the taught ones: no taught answer may match it.
+    known = tmp_path / "known" / "Some known car"
+    known.mkdir(parents=True)
+    (known / "lookalike.jpg").write_bytes(asked)
+    (known / "broken.jpg").write_bytes(b"not a photo")
+    result = runner.invoke(args=["gallery", "negatives", str(tmp_path / "known")])
+    assert result.exit_code == 0 and "stored 1 negatives for" in result.output, result.output
+    threshold = float(result.output.rsplit("threshold now ", 1)[1])
+    assert threshold > car_app.config["GALLERY_MIN_SIMILARITY"]
+    answer = post_photo(client, asked).json["answer"]
+    assert answer is None or answer["source"] == "model"
