@@ -3,14 +3,14 @@ leave-one-out accuracy, remove it; and teach a corrected photo under its correct
 
 from __future__ import annotations
 
-from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Response, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
 from inference.errors import ImageRejected
 
 from .. import gallery as store
-from ..errors import RequestRejected
+from ..errors import RequestRejected, status_of
 from ..extensions import db
 from ..models import GalleryExample, Prediction
 from ..serving import get_classifier
@@ -23,6 +23,8 @@ def gallery():
     """The teaching form and the list of taught labels."""
     form = TeachForm()
     status = 200
+    if request.method == "POST" and wants_json():
+        return teach_one_by_one(form)
     if request.method == "POST":
         if form.validate_on_submit():
             status = teach_from_form(form)
@@ -34,6 +36,31 @@ def gallery():
     return render_template("admin/gallery.html", form=form, remove_form=RemoveTaughtForm(),
                            taught=store.taught_labels(), threshold=store.current_gallery().threshold,
                            can_embed=get_classifier().can_embed), status
+
+
+def wants_json() -> bool:
+    """The page's script sends the photos one request each (so a set of photos is not held to one
+    request's size limit) and asks for JSON; without the script the form posts them all at once."""
+    return request.accept_mimetypes.best == "application/json"
+
+
+def teach_one_by_one(form: TeachForm):
+    """One photo from the page's script: ``{"taught", "count", "label"}``, or an error with its message."""
+    if not form.validate_on_submit():
+        message = "; ".join(f"{key}: {', '.join(value)}" for key, value in form.errors.items())
+        return jsonify({"error": {"message": message or "Bad form."}}), 400
+    try:
+        label, level = store.clean_label(form.label.data), store.check_level(form.level.data)
+        uploads = [f for f in request.files.getlist(form.photos.name) if f and (f.filename or f.content_length)]
+        if len(uploads) != 1:
+            return jsonify({"error": {"message": "Send one photo per request."}}), 400
+        example = store.example_from_photo(uploads[0].read(), label, level, source="upload",
+                                           added_by=current_user.username)
+    except (ImageRejected, RequestRejected) as exc:
+        return jsonify({"error": {"code": exc.code, "message": exc.message}}), status_of(exc)
+    store.teach([example])
+    current_app.logger.info("admin %s taught %s (%s) with a photo", current_user.username, label, level)
+    return jsonify({"taught": 1, "label": label, "count": store.count_of(label)}), 201
 
 
 def teach_from_form(form: TeachForm) -> int:
