@@ -211,3 +211,26 @@ def test_negatives_raise_the_threshold_above_what_they_match(car_app, tmp_path):
     assert threshold > car_app.config["GALLERY_MIN_SIMILARITY"]
     answer = post_photo(client, asked).json["answer"]
     assert answer is None or answer["source"] == "model"
+
+
+def test_the_page_script_path_teaches_one_photo_per_request_in_json(car_app):
+    photos = taught_photos()
+    create_admin(car_app)
+    client = car_app.test_client()
+    login(client)
+    token = csrf_token(client, "/admin/gallery")
+    headers = {"Accept": "application/json"}
+
+    def send(files, label="Tata"):
+        return client.post("/admin/gallery", data={"csrf_token": token, "label": label, "level": "make",
+                                                   "photos": files}, content_type="multipart/form-data",
+                           headers=headers)
+
+    for count, path in enumerate(photos[:2], start=1):
+        response = send([(io.BytesIO(path.read_bytes()), path.name)])
+        assert response.status_code == 201 and response.json == {"taught": 1, "label": "Tata", "count": count}
+    refused = send([(io.BytesIO(b"not a photo"), "notes.jpg")])
+    assert refused.status_code == 415 and refused.json["error"]["code"] == "unsupported_media_type"
+    both = send([(io.BytesIO(photos[0].read_bytes()), "a.jpg"), (io.BytesIO(photos[1].read_bytes()), "b.jpg")])
+    assert both.status_code == 400 and "one photo per request" in both.json["error"]["message"]
+    assert send([(io.BytesIO(photos[0].read_bytes()), "a.jpg")], label=" ").status_code == 400
