@@ -32,3 +32,7 @@ def test_benchmark_teaches_each_k_and_reports_every_table(tmp_path):
     assert report["latency"]["search"]["0"]["p50_ms"] == 0.0 and report["limit"] == 4
     table = (tmp_path / "gallery.md").read_text()
     assert "| 2 |" in table and "| 3 |" in table and "Capped at 4 photos per measured set." in table
+    assert "**Aims:**" in table and "ms added at 1,000 examples" in table
+    (tmp_path / "gallery.md").unlink()
+    gallery.main(["--render-only", "--out", str(tmp_path)])  # the same table from the stored figures
+    assert (tmp_path / "gallery.md").read_text() == table
