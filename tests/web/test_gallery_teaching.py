@@ -12,6 +12,7 @@ import csv
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
@@ -234,3 +235,27 @@ def test_the_page_script_path_teaches_one_photo_per_request_in_json(car_app):
     both = send([(io.BytesIO(photos[0].read_bytes()), "a.jpg"), (io.BytesIO(photos[1].read_bytes()), "b.jpg")])
     assert both.status_code == 400 and "one photo per request" in both.json["error"]["message"]
     assert send([(io.BytesIO(photos[0].read_bytes()), "a.jpg")], label=" ").status_code == 400
+
+
+def test_examples_of_another_model_are_embedded_again_from_their_photo(car_app):
+    photos = taught_photos()[:2]
+    runner = car_app.test_cli_runner()
+    assert runner.invoke(args=["gallery", "add", "--label", "Tata", "--level", "make",
+                               *map(str, photos)]).exit_code == 0
+    from app import gallery as store
+    from app.extensions import db
+    from app.models import GalleryExample
+
+    with car_app.app_context():
+        good = {e.id: e.embedding for e in db.session.scalars(db.select(GalleryExample))}
+        # As if taught under the artifact before this one: another version, a vector of another width.
+        db.session.execute(db.update(GalleryExample).values(model_version="0.9", embedding=bytes(16)))
+        store.bump_version()
+        db.session.commit()
+        gallery = store.refresh_now()
+        assert len(gallery) == 2 and gallery.embeddings.shape[1] * 4 == len(next(iter(good.values())))
+        classifier = car_app.extensions["classifier"]
+        for example in db.session.scalars(db.select(GalleryExample)):
+            assert example.model_version == classifier.version
+            assert np.allclose(np.frombuffer(example.embedding, "<f4"), np.frombuffer(good[example.id], "<f4"),
+                               atol=0.02)
