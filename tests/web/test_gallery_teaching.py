@@ -259,3 +259,15 @@ def test_examples_of_another_model_are_embedded_again_from_their_photo(car_app):
             assert example.model_version == classifier.version
             assert np.allclose(np.frombuffer(example.embedding, "<f4"), np.frombuffer(good[example.id], "<f4"),
                                atol=0.02)
+
+
+def test_the_heatmap_of_a_taught_answer_shows_the_model_s_own_top_class(car_app):
+    photos = taught_photos()
+    client, runner = car_app.test_client(), car_app.test_cli_runner()
+    asked = weakest_variant(client, photos)
+    assert runner.invoke(args=["gallery", "add", "--label", "Tata", "--level", "make",
+                               *map(str, photos)]).exit_code == 0
+    body = post_photo(client, asked).json
+    assert body["answer"]["source"] == "gallery"
+    heatmap = client.get(f"/api/v1/predictions/{body['id']}/explanation.png")
+    assert heatmap.status_code == 200 and heatmap.data[:8] == b"\x89PNG\r\n\x1a\n"
