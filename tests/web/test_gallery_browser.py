@@ -5,22 +5,33 @@ the model's own answer again.
 
 The photo uploaded is a mirrored, cropped copy of a taught photo (see ``test_gallery_teaching``), the one
 the model itself is least sure of, so the test does not depend on what a particular model knows.
+``UPDATE_SCREENSHOTS=1`` refreshes the README screenshots ``docs/screenshots/teach.png`` and
+``taught_answer.png``.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import uuid
+import os
 import urllib.request
+import uuid
 
 import pytest
 
 from browser_support import chromium_page, gunicorn_server, require_chromium
+from support import REPO_ROOT
 from test_browser_admin import PASSWORD, create_admin_with_cli
 from test_gallery_teaching import MODEL_DIR, PHOTOS, taught_photos, variant
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
+
+
+def screenshot(page, tmp_path, name: str) -> None:
+    """A full-page screenshot: into the docs with ``UPDATE_SCREENSHOTS=1``, else a temporary file."""
+    shot = SCREENSHOTS / name if os.environ.get("UPDATE_SCREENSHOTS") == "1" else tmp_path / name
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
 
 
 def api_answer(base: str, data: bytes) -> dict | None:
@@ -71,6 +82,7 @@ def test_teach_a_make_in_the_browser_then_a_public_upload_is_answered_with_it(tm
             expect(row).to_have_count(1)
             expect(row.locator(".label")).to_have_text("Tata")
             expect(row.locator(".count")).to_have_text(str(PHOTOS))
+            screenshot(page, tmp_path, "teach.png")
 
             page.goto(f"{base}/")
             page.set_input_files("#image", str(asked))
@@ -79,6 +91,7 @@ def test_teach_a_make_in_the_browser_then_a_public_upload_is_answered_with_it(tm
             expect(page.locator("#answer")).to_contain_text("A Tata")
             expect(page.locator("#answer")).to_contain_text(f"learned from {PHOTOS} photos you added")
             expect(page.locator("#taught-answer")).to_be_visible()
+            screenshot(page, tmp_path, "taught_answer.png")
 
             page.goto(f"{base}/")  # a batch of two: each card says what answered it
             page.set_input_files("#image", [str(asked), str(asked)])
