@@ -38,6 +38,7 @@ def create_app(config: type | Mapping[str, Any] | None = None) -> Flask:
     register_url_converters(app)
     load_classifier_into(app)
     load_vehicle_gate_into(app)
+    register_gallery(app)
     register_blueprints(app)
     register_rate_limits(app)
     register_errorhandlers(app)
@@ -125,6 +126,13 @@ def load_vehicle_gate_into(app: Flask) -> None:
 
     app.extensions["vehicle_gate"] = load_vehicle_gate(app.config.get("VEHICLE_GATE_DIR"),
                                                        num_threads=app.config.get("INFERENCE_THREADS"))
+
+
+def register_gallery(app: Flask) -> None:
+    """Examples taught beside the model (``app/gallery.py``): an empty gallery now, the store read on use."""
+    from .gallery import init_app
+
+    init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:

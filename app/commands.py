@@ -1,5 +1,5 @@
-"""Command-line tools: ``flask model-info``, ``flask classify IMAGE...`` and the admin commands
-(``create-admin``, ``set-password``, ``export-corrections``)."""
+"""Command-line tools: ``flask model-info``, ``flask classify IMAGE...``, the admin commands
+(``create-admin``, ``set-password``, ``export-corrections``) and ``flask gallery add|list|remove|negatives``."""
 
 from __future__ import annotations
 
@@ -14,17 +14,22 @@ from sqlalchemy import select
 from inference.errors import ImageRejected
 from inference.pipeline import answer_photo
 
-from .admin.export import export_corrections
+from .admin.export import export_corrections, export_gallery
 from .extensions import db
+from . import gallery as store
+from .errors import RequestRejected
+from .gallery import current_gallery
 from .models import AdminUser
 from .serving import get_classifier, get_vehicle_gate
 
 MIN_ADMIN_PASSWORD_LENGTH = 8
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".avif"}
 
 
 def register(app: Flask) -> None:
     """Attach the commands to ``app.cli``."""
     register_admin_commands(app)
+    register_gallery_commands(app)
 
     @app.cli.command("model-info")
     def model_info() -> None:
@@ -47,7 +52,7 @@ def register(app: Flask) -> None:
                 result = answer_photo(Path(path).read_bytes(), classifier, gate,
                                       max_pixels=current_app.config["MAX_IMAGE_PIXELS"],
                                       format_max_pixels={"WEBP": current_app.config["MAX_WEBP_PIXELS"]},
-                                      top_k=k, thumbnail=False)
+                                      top_k=k, thumbnail=False, gallery=current_gallery())
             except ImageRejected as exc:
                 click.echo(f"{path}: {exc.message}", err=True)
                 continue
@@ -59,7 +64,8 @@ def describe_answer(answer: dict | None) -> str:
     """``make Audi 0.940``, or ``none`` when the model stands behind no level."""
     if answer is None:
         return "none"
-    return f"{answer['level']} {answer['label']} {answer['score']:.3f}"
+    taught = f" (learned from {answer['learned_from']} photos you added)" if answer.get("source") == "gallery" else ""
+    return f"{answer['level']} {answer['label']} {answer['score']:.3f}{taught}"
 
 
 def register_admin_commands(app: Flask) -> None:
@@ -102,7 +108,86 @@ def register_admin_commands(app: Flask) -> None:
     @app.cli.command("export-corrections")
     @click.argument("out_dir", type=click.Path(file_okay=False))
     def export_corrections_command(out_dir: str) -> None:
-        """Write reviewed photos as OUT_DIR/<label>/<id>.jpg plus OUT_DIR/corrections.csv (training layout)."""
+        """Write reviewed photos as OUT_DIR/<label>/<id>.jpg plus OUT_DIR/corrections.csv (training layout),
+        and the gallery's taught photos as OUT_DIR/<label>/gallery-<id>.jpg (classes) or
+        OUT_DIR/makes/<make>/gallery-<id>.jpg (makes) plus OUT_DIR/gallery.csv."""
         counts = export_corrections(out_dir)
         total = sum(counts.values())
         click.echo(f"exported {total} photos in {len(counts)} label folders to {out_dir}")
+        taught = export_gallery(out_dir)
+        if taught:
+            click.echo(f"exported {sum(taught.values())} taught photos in {len(taught)} label folders to {out_dir}")
+
+
+def register_gallery_commands(app: Flask) -> None:
+    """``flask gallery add|list|remove|negatives``: teach labels by example from the command line."""
+    from inference.gallery import LEVELS
+
+    @app.cli.group("gallery")
+    def gallery() -> None:
+        """Labels taught by example, answered beside the model without retraining."""
+
+    @gallery.command("add")
+    @click.option("--label", required=True, help='What the photos show, e.g. "Fiat Argo 2022" or "Citroen".')
+    @click.option("--level", type=click.Choice(LEVELS), default="class", show_default=True,
+                  help="A model of car (class) or a whole make.")
+    @click.argument("photos", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+    def add(label: str, level: str, photos: tuple[str, ...]) -> None:
+        """Teach LABEL with PHOTO files (the same checks as an upload; refused photos are skipped)."""
+        try:
+            label = store.clean_label(label)
+        except RequestRejected as exc:
+            raise click.ClickException(exc.message) from None
+        examples = []
+        for path in photos:
+            try:
+                examples.append(store.example_from_photo(Path(path).read_bytes(), label, level, source="upload",
+                                                         added_by="cli"))
+            except ImageRejected as exc:
+                click.echo(f"{path}: {exc.message}", err=True)
+            except RequestRejected as exc:
+                raise click.ClickException(exc.message) from None
+        stored = store.teach(examples)
+        if not stored:
+            raise click.ClickException("no photo could be taught")
+        click.echo(f"taught {label} ({level}) with {stored} photos; {store.count_of(label)} in all")
+
+    @gallery.command("list")
+    def list_labels() -> None:
+        """One line per taught label: level, photos, leave-one-out accuracy."""
+        labels = store.taught_labels()
+        if not labels:
+            click.echo("the gallery is empty")
+        for taught in labels:
+            accuracy = "-" if taught.accuracy is None else f"{taught.accuracy:.0%}"
+            click.echo(f"{taught.label}\t{taught.level}\t{taught.count} photos\tleave-one-out {accuracy}")
+
+    @gallery.command("negatives")
+    @click.argument("photo_dir", type=click.Path(exists=True, file_okay=False))
+    @click.option("--limit", default=0, type=click.IntRange(0), help="At most this many photos (0: all).")
+    def negatives(photo_dir: str, limit: int) -> None:
+        """Calibrate the threshold with PHOTO_DIR: photos of cars the served model knows (its validation
+        photos, in class folders or not), none of which a taught label may answer."""
+        classifier = get_classifier()
+        if not classifier.can_embed:
+            raise click.ClickException("the served model file gives no embeddings")
+        paths = sorted(p for p in Path(photo_dir).rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES)
+        paths = paths[:limit] if limit else paths
+        vectors = []
+        for path in paths:
+            try:
+                vectors.append(store.embed_photo(path.read_bytes())[1])
+            except ImageRejected as exc:
+                click.echo(f"{path}: {exc.message}", err=True)
+        stored = store.set_negatives(vectors)
+        click.echo(f"stored {stored} negatives for {classifier.name} {classifier.version}; "
+                   f"threshold now {store.current_gallery().threshold:.3f}")
+
+    @gallery.command("remove")
+    @click.argument("label")
+    def remove(label: str) -> None:
+        """Forget every example of LABEL."""
+        removed = store.remove_label(" ".join(label.split()))
+        if not removed:
+            raise click.ClickException(f"no taught label {label!r}")
+        click.echo(f"removed {label} ({removed} photos)")

@@ -111,6 +111,12 @@ class Config:
                                                "`<instance>/explanations`.")
     EXPLANATION_CACHE_MAX_BYTES = Setting(int, 100 * 1024 * 1024, "Largest total size of the heatmap cache; "
                                                                   "the least recently used heatmaps go first.")
+    GALLERY_CHECK_SECONDS = Setting(float, 2.0, "How often a worker asks the database whether examples were "
+                                                "taught or removed elsewhere (one tiny query at most this often).")
+    GALLERY_MIN_SIMILARITY = Setting(float, 0.85, "Lowest similarity at which a taught label may answer; the "
+                                                  "calibrated threshold is never below it.")
+    GALLERY_TARGET_PRECISION = Setting(float, 0.98, "Share of taught-label answers that must be right in the "
+                                                    "leave-one-out calibration of the gallery threshold.")
     RATELIMIT_ENABLED = Setting(parse_bool, True, "Apply the per-client request limits below.")
     RATELIMIT_UPLOAD = Setting(str, "60 per minute", "Uploads per client address (page and API together), "
                                                      "e.g. `10 per minute;500 per day`.")

@@ -70,6 +70,10 @@ STATUSES = {
     "missing_label": 400,
     "unknown_label": 400,
     "already_answered": 409,
+    # web: teaching the gallery
+    "invalid_label": 400,
+    "invalid_level": 400,
+    "cannot_embed": 409,
 }
 DATABASE_UNAVAILABLE = ("The database is busy or unavailable, so nothing was saved. "
                         "Please try again in a few seconds.")

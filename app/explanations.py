@@ -37,9 +37,10 @@ def cache_path(prediction: Any, classifier: Classifier) -> Path:
 
 
 def explained_answer(prediction: Any) -> tuple[str, str]:
-    """``(level, label)`` a prediction's heatmap explains: its answer, else its top class."""
+    """``(level, label)`` a prediction's heatmap explains: its answer, else its top class (also when a
+    taught label answered: the model has no weights for it, only for its own classes)."""
     answer = getattr(prediction, "answer", None)
-    if answer:
+    if answer and answer.get("source", "model") == "model":
         return answer["level"], answer["label"]
     return CLASS_LEVEL, prediction.top_label
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -109,5 +110,6 @@ def register_logging(app: Flask) -> None:
         logging.getLogger("app.access").log(
             level, "%s %s %s", request.method, request.path, response.status_code,
             extra={"method": request.method, "path": request.path, "status": response.status_code,
-                   "duration_ms": duration_ms, "remote_addr": request.remote_addr})
+                   "duration_ms": duration_ms, "remote_addr": request.remote_addr,
+                   "pid": os.getpid()})  # which worker served it, where several share a port
         return response

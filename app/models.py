@@ -78,6 +78,10 @@ class Prediction(db.Model):
     answer_level = db.Column(db.String(64), nullable=True)
     answer_label = db.Column(db.String(255), nullable=True)
     answer_score = db.Column(db.Float, nullable=True)
+    # Who gave the answer: "model", or "gallery" when a label taught by example did (inference.gallery);
+    # NULL for predictions made before taught labels existed (the model's, then).
+    answer_source = db.Column(db.String(16), nullable=True)
+    answer_learned_from = db.Column(db.Integer, nullable=True)  # the taught label's photo count then
 
     @property
     def created_at_utc(self) -> dt.datetime:
@@ -87,11 +91,16 @@ class Prediction(db.Model):
 
     @property
     def answer(self) -> dict[str, Any] | None:
-        """``{"level", "label", "score"}``, or ``None`` when the model was not sure at any level."""
+        """``{"level", "label", "score", "source"}`` (``learned_from`` too when a taught label answered), or
+        ``None`` when nothing was sure at any level."""
         if self.answer_level is None:
             return None
-        return {"level": self.answer_level, "label": self.answer_label,
-                "score": None if self.answer_score is None else round(self.answer_score, 6)}
+        answer = {"level": self.answer_level, "label": self.answer_label,
+                  "score": None if self.answer_score is None else round(self.answer_score, 6),
+                  "source": self.answer_source or "model"}
+        if answer["source"] == "gallery":
+            answer["learned_from"] = self.answer_learned_from
+        return answer
 
     def to_dict(self) -> dict[str, Any]:
         """The API representation of this prediction."""
@@ -283,3 +292,59 @@ class Feedback(db.Model):
 
     def __repr__(self) -> str:
         return f"<Feedback {self.prediction_id} {self.verdict} {self.label!r}>"
+
+
+# Where a taught example came from: a photo an admin uploaded (page or CLI), or an adopted correction.
+GALLERY_SOURCES = ("upload", "correction")
+
+
+class GalleryExample(db.Model):
+    """One photo taught to the gallery: its label and level, its embedding under the model that made it,
+    and a JPEG of the photo (for the admin page, for re-embedding under another model, for training)."""
+
+    __tablename__ = "gallery_examples"
+    __table_args__ = (
+        CheckConstraint("level IN ('class', 'make')", name="ck_gallery_examples_level"),
+        CheckConstraint("source IN ('upload', 'correction')", name="ck_gallery_examples_source"),
+        Index("ix_gallery_examples_label", "label"),
+    )
+
+    id = db.Column(db.Integer, primary_key=True)
+    label = db.Column(db.String(255), nullable=False)
+    level = db.Column(db.String(16), nullable=False)
+    # float32 bytes, little-endian; only valid for the model (name and version) recorded beside it.
+    embedding = db.Column(db.LargeBinary, nullable=False)
+    model_name = db.Column(db.String(128), nullable=False)
+    model_version = db.Column(db.String(64), nullable=False)
+    image = db.Column(db.LargeBinary, nullable=False)
+    sha256 = db.Column(db.String(64), nullable=False)
+    source = db.Column(db.String(16), nullable=False)
+    prediction_id = db.Column(db.Integer, db.ForeignKey("predictions.id", name="fk_gallery_examples_prediction_id",
+                                                        ondelete="SET NULL"), nullable=True)
+    added_by = db.Column(db.String(64), nullable=False)
+    created_at = db.Column(db.DateTime(timezone=True), nullable=False, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<GalleryExample {self.id} {self.label!r} ({self.level})>"
+
+
+class GalleryNegative(db.Model):
+    """The embedding of one photo of a car the model knows (its validation photos), under one model: a
+    match to it is a wrong match, which raises the gallery's threshold (``flask gallery negatives``)."""
+
+    __tablename__ = "gallery_negatives"
+    __table_args__ = (Index("ix_gallery_negatives_model", "model_name", "model_version"),)
+
+    id = db.Column(db.Integer, primary_key=True)
+    model_name = db.Column(db.String(128), nullable=False)
+    model_version = db.Column(db.String(64), nullable=False)
+    embedding = db.Column(db.LargeBinary, nullable=False)  # float32 bytes, little-endian
+
+
+class GalleryState(db.Model):
+    """One row: a counter bumped by every change to the gallery, which workers compare to their copy's."""
+
+    __tablename__ = "gallery_state"
+
+    id = db.Column(db.Integer, primary_key=True)
+    version = db.Column(db.Integer, nullable=False, default=0)

@@ -12,6 +12,7 @@ from inference.pipeline import answer_photo
 
 from .errors import RequestRejected
 from .extensions import db
+from .gallery import current_gallery
 from .models import Prediction
 from .serving import get_classifier, get_vehicle_gate
 
@@ -117,7 +118,8 @@ def create_prediction(upload: FileStorage | None, *, source: str, top_k: int) ->
     classifier = get_classifier()
     result = answer_photo(upload.read(), classifier, get_vehicle_gate(),
                           max_pixels=current_app.config["MAX_IMAGE_PIXELS"],
-                          format_max_pixels={"WEBP": current_app.config["MAX_WEBP_PIXELS"]}, top_k=top_k)
+                          format_max_pixels={"WEBP": current_app.config["MAX_WEBP_PIXELS"]}, top_k=top_k,
+                          gallery=current_gallery())
     answer = result.answer
     prediction = Prediction(
         original_filename=display_filename(upload.filename),
@@ -139,6 +141,8 @@ def create_prediction(upload: FileStorage | None, *, source: str, top_k: int) ->
         answer_level=answer["level"] if answer else None,
         answer_label=answer["label"] if answer else None,
         answer_score=answer["score"] if answer else None,
+        answer_source=answer.get("source", "model") if answer else None,
+        answer_learned_from=answer.get("learned_from") if answer else None,
     )
     db.session.add(prediction)
     db.session.commit()

@@ -11,8 +11,9 @@ Read in this order:
 * :mod:`.gate`       - the "is this a car at all?" gate and the verdict;
 * :mod:`.answers`    - the most specific level the model can stand behind (class, make, segment);
 * :mod:`.explain`    - "why this answer?": class activation maps with NumPy;
+* :mod:`.gallery`    - labels taught by example: embeddings, the nearest taught label, its threshold;
 * :mod:`.pipeline`   - the steps in their one order: decode -> thumbnail and vehicle check -> classify ->
-  verdict -> answer (:func:`.pipeline.answer_photo`);
+  verdict -> answer, the model's or a taught label's (:func:`.pipeline.answer_photo`);
 * :mod:`.errors`     - what cannot be answered, as a code and a message (no HTTP status).
 
 Everything here takes plain inputs and returns plain results; ``app/services.py`` and the blueprints

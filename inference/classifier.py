@@ -34,12 +34,15 @@ class Outcome:
         groups: Per grouping, the best group labels (:func:`.answers.group_scores`).
         probabilities: ``(num_classes,)`` float32, for explanations and tests.
         make: ``(num_makes,)`` float32 probabilities of the make output, ``None`` for a model without one.
+        embedding: ``(channels,)`` float32, the L2-normalised average of the last feature map, when asked
+            for and the served file has that output (:meth:`Classifier.predict`); else ``None``.
     """
 
     top_k: list[dict[str, Any]]
     groups: dict[str, list[dict[str, Any]]]
     probabilities: np.ndarray
     make: np.ndarray | None = None
+    embedding: np.ndarray | None = None
 
 
 class Classifier:
@@ -130,6 +133,31 @@ class Classifier:
             row = self.predict_batch(pixels[np.newaxis])[0]
         return self.split(row)
 
+    @property
+    def can_embed(self) -> bool:
+        """Whether the served file also outputs the feature map that embeddings are pooled from."""
+        return bool(getattr(self.engine, "has_features", False))
+
+    def outputs_and_embedding(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """:meth:`outputs` plus the photo's embedding, all from one invocation.
+
+        The embedding is the feature map averaged over its positions (with ``tta: flip``, over both
+        images), scaled to unit length so that a dot product is a cosine similarity.
+
+        Raises:
+            LookupError: The served file has no feature-map output (:attr:`can_embed`).
+        """
+        batch = pixels[np.newaxis] if self.tta != "flip" else np.stack([pixels, pixels[:, ::-1]])
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        # The engine itself, not the micro-batcher: its batches carry no feature maps.
+        rows, maps = self.engine.features(batch)
+        probabilities, make = self.split(rows.mean(axis=0))
+        return probabilities, make, normalised_embedding(maps.mean(axis=(0, 1, 2), dtype=np.float64))
+
+    def embed(self, image: Image.Image) -> np.ndarray:
+        """The embedding of one RGB image of any size (:meth:`outputs_and_embedding`)."""
+        return self.outputs_and_embedding(fit_to_input(image, self.image_size, self.resize_mode))[2]
+
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities of one fitted photo, with the artifact's test-time augmentation (:meth:`outputs`)."""
         return self.outputs(pixels)[0]
@@ -146,21 +174,27 @@ class Classifier:
         """
         return self.predict(image, top_k).top_k
 
-    def predict(self, image: Image.Image, top_k: int = 5) -> Outcome:
+    def predict(self, image: Image.Image, top_k: int = 5, *, embed: bool = False) -> Outcome:
         """The top classes and the group scores of one RGB image.
 
         Args:
             image: RGB image of any size; it is fitted to the input as the metadata says.
             top_k: How many classes to return (capped at the number of classes).
+            embed: Also return the embedding (same invocation), when the served file can give it.
 
         Returns:
             The :class:`Outcome`.
         """
-        probabilities, make = self.outputs(fit_to_input(image, self.image_size, self.resize_mode))
+        pixels = fit_to_input(image, self.image_size, self.resize_mode)
+        embedding = None
+        if embed and self.can_embed:
+            probabilities, make, embedding = self.outputs_and_embedding(pixels)
+        else:
+            probabilities, make = self.outputs(pixels)
         k = max(1, min(int(top_k), len(self.labels)))
         best = np.argsort(-probabilities, kind="stable")[:k]
         top = [{"label": self.labels[i], "score": float(probabilities[i])} for i in best]
-        return Outcome(top, group_scores(probabilities, self.groupings, make=make), probabilities, make)
+        return Outcome(top, group_scores(probabilities, self.groupings, make=make), probabilities, make, embedding)
 
     def describe(self) -> dict[str, Any]:
         """Name, version, labels, runtime, the LiteRT copy served and the publishable part of the metadata
@@ -258,6 +292,13 @@ def recommended_variant(folder: Path, metadata: dict[str, Any]) -> str:
     if variant in LITERT_VARIANTS and (folder / LITERT_VARIANTS[variant]).is_file():
         return str(variant)
     return "float32"
+
+
+def normalised_embedding(vector: np.ndarray) -> np.ndarray:
+    """``vector`` as float32 of unit length (a zero vector stays zero: it is similar to nothing)."""
+    vector = np.asarray(vector, dtype=np.float64).ravel()
+    norm = float(np.linalg.norm(vector))
+    return (vector / norm if norm > 0 else vector).astype(np.float32)
 
 
 def _normalised(probabilities: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """From uploaded bytes to an answer, in the one order every caller shares.
 
-decode -> thumbnail and vehicle check -> classify -> verdict -> answer
+decode -> thumbnail and vehicle check -> classify -> verdict -> answer (model, or a taught label)
 
 The web page, the API (single and batch), the example photos, ``flask classify`` and the benchmarks all
 call :func:`answer_photo`, so a photo gets the same answer whichever way it arrives. What happens
@@ -18,6 +18,7 @@ from typing import Any
 
 from .answers import choose_answer
 from .classifier import Classifier
+from .gallery import Gallery
 from .gate import VehicleGate, Verdict, judge
 from .imaging import DecodedImage, decode_upload, make_thumbnail
 
@@ -62,7 +63,8 @@ class PhotoAnswer:
         top_k: The best classes, ``[{"label", "score"}, ...]`` best first.
         groups: Per label grouping, the best group labels with their scores.
         verdict: ``ok``, ``uncertain`` or ``not_a_car``, with the gate score and the threshold used.
-        answer: ``{"level", "label", "score"}`` the model stands behind, or ``None``.
+        answer: ``{"level", "label", "score"}`` the model stands behind, or a taught label's (then with
+            ``"source": "gallery"`` and ``learned_from``, :func:`.gallery.gallery_answer`), or ``None``.
         latency_ms: Decode to answer, wall time (waiting for the thumbnail is not counted).
     """
 
@@ -76,7 +78,8 @@ class PhotoAnswer:
 
 
 def answer_photo(data: bytes, classifier: Classifier, gate: VehicleGate | None, *, max_pixels: int,
-                 top_k: int, thumbnail: bool = True, format_max_pixels: dict[str, int] | None = None) -> PhotoAnswer:
+                 top_k: int, thumbnail: bool = True, format_max_pixels: dict[str, int] | None = None,
+                 gallery: Gallery | None = None) -> PhotoAnswer:
     """Decode a photo, check it is a vehicle, classify it and choose the answer.
 
     Args:
@@ -87,6 +90,7 @@ def answer_photo(data: bytes, classifier: Classifier, gate: VehicleGate | None, 
         top_k: Number of classes to keep.
         thumbnail: Also make the thumbnail (alongside the model, on :data:`side_work`).
         format_max_pixels: Lower pixel limits of formats whose decoders need more memory (e.g. WebP).
+        gallery: Taught examples beside the model; ``None`` or empty changes nothing and costs nothing.
 
     Returns:
         The :class:`PhotoAnswer`.
@@ -99,10 +103,14 @@ def answer_photo(data: bytes, classifier: Classifier, gate: VehicleGate | None, 
                           target=classifier.image_size, resize_mode=classifier.resize_mode)
     thumb = side_work.submit(make_thumbnail, photo.image) if thumbnail else None
     vehicle_score = side_work.submit(gate.score, photo.image) if gate is not None else None
-    outcome = classifier.predict(photo.image, top_k=top_k)
+    taught = gallery is not None and not gallery.is_empty
+    outcome = (classifier.predict(photo.image, top_k=top_k, embed=True) if taught
+               else classifier.predict(photo.image, top_k=top_k))
     verdict = judge(outcome.top_k, classifier.metadata, gate, vehicle_score.result() if vehicle_score else None)
     answer = choose_answer(outcome.top_k[0], verdict.threshold, outcome.groups, classifier.groupings,
                            verdict.verdict)
+    if taught:
+        answer = gallery.answer(outcome.embedding, answer, verdict.verdict)
     latency_ms = (time.perf_counter() - started) * 1000.0
     return PhotoAnswer(photo=photo, thumbnail=thumb.result() if thumb else None, top_k=outcome.top_k,
                        groups=outcome.groups, verdict=verdict, answer=answer, latency_ms=latency_ms)

@@ -9,4 +9,4 @@ bp = Blueprint("admin", __name__)
 # every admin form is a FlaskForm, which checks its own CSRF token in validate_on_submit().
 csrf.exempt(bp)
 
-from . import auth, routes  # noqa: E402,F401  (both attach their handlers to bp)
+from . import auth, gallery, routes  # noqa: E402,F401  (each attaches its handlers to bp)

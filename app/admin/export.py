@@ -22,7 +22,7 @@ from typing import Any, Iterable, Iterator
 from sqlalchemy import select
 
 from ..extensions import db
-from ..models import AdminUser, Correction, Prediction
+from ..models import AdminUser, Correction, GalleryExample, Prediction
 from .queries import ReviewFilters, SORT_COLUMNS, filtered
 
 CHUNK_ROWS = 1000
@@ -144,5 +144,40 @@ def export_corrections(out_dir: str | Path) -> dict[str, int]:
             (out / relative).write_bytes(thumbnail)
             counts[folder] = counts.get(folder, 0) + 1
             handle.write(csv_line((pid, relative, label, model_label, version, sha, who, _iso(when)),
+                                  for_spreadsheets=False))
+    return counts
+
+
+GALLERY_COLUMNS = ("example_id", "path", "label", "level", "source", "added_by", "created_at", "sha256")
+MAKES_FOLDER = "makes"  # make-level examples: OUT/makes/<Make>/, the layout of the make training data
+
+
+def export_gallery(out_dir: str | Path) -> dict[str, int]:
+    """Write every taught example's photo, class labels as ``OUT/<label>/``, makes as ``OUT/makes/<make>/``,
+    and ``gallery.csv`` describing them, so that the next training run learns what was taught (nothing at
+    all when nothing was taught).
+
+    Returns:
+        ``{label folder (relative to out_dir): number of photos}``.
+    """
+    out = Path(out_dir)
+    counts: dict[str, int] = {}
+    if db.session.scalar(select(GalleryExample.id).limit(1)) is None:
+        return counts  # nothing taught: no gallery.csv beside the corrections
+    out.mkdir(parents=True, exist_ok=True)
+    statement = (select(GalleryExample.id, GalleryExample.image, GalleryExample.label, GalleryExample.level,
+                        GalleryExample.source, GalleryExample.added_by, GalleryExample.created_at,
+                        GalleryExample.sha256)
+                 .order_by(GalleryExample.id).execution_options(yield_per=200))
+    with open(out / "gallery.csv", "w", newline="", encoding="utf-8") as handle:
+        handle.write(csv_line(GALLERY_COLUMNS, for_spreadsheets=False))
+        for example_id, image, label, level, source, who, when, sha in db.session.execute(statement):
+            folder = folder_name(label) if level == "class" else f"{MAKES_FOLDER}/{folder_name(label)}"
+            (out / folder).mkdir(parents=True, exist_ok=True)
+            # A prefix no prediction id has, so a correction and an example never share a file.
+            relative = f"{folder}/gallery-{example_id}.jpg"
+            (out / relative).write_bytes(image)
+            counts[folder] = counts.get(folder, 0) + 1
+            handle.write(csv_line((example_id, relative, label, level, source, who, _iso(when), sha),
                                   for_spreadsheets=False))
     return counts

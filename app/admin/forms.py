@@ -1,9 +1,10 @@
-"""Admin forms: sign-in and corrections (both CSRF-protected; the review filters are a plain GET form)."""
+"""Admin forms: sign-in, corrections and teaching the gallery (all CSRF-protected; the review filters are a
+plain GET form)."""
 
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import HiddenField, PasswordField, StringField, SubmitField
+from wtforms import HiddenField, MultipleFileField, PasswordField, SelectField, StringField, SubmitField
 from wtforms.validators import DataRequired, Length, Optional
 
 
@@ -41,3 +42,28 @@ class LogoutForm(FlaskForm):
     """Sign out (a POST with the CSRF token, so another site cannot sign an admin out)."""
 
     submit = SubmitField("Sign out")
+
+
+class TeachForm(FlaskForm):
+    """Teach a label by example: the label, its level, and photos (many at once)."""
+
+    label = StringField("Label", validators=[DataRequired(), Length(max=255)],
+                        render_kw={"placeholder": "Fiat Argo 2022, or a make: Citroen"})
+    level = SelectField("Level (class: one model of car; make: every car of a make)", choices=["class", "make"],
+                        default="class")
+    photos = MultipleFileField("Photos")
+    submit = SubmitField("Teach")
+
+
+class RemoveTaughtForm(FlaskForm):
+    """Forget a taught label (every example of it)."""
+
+    label = HiddenField(validators=[DataRequired(), Length(max=255)])
+    submit = SubmitField("Remove")
+
+
+class TeachFromCorrectionForm(FlaskForm):
+    """Add a corrected photo to the gallery under its corrected label, in one click."""
+
+    level = SelectField("Level", choices=["class", "make"], default="class")
+    submit = SubmitField("Teach this photo")

@@ -105,9 +105,17 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["level", "label", "score"],
         "properties": {
-            "level": {"type": "string", "description": "`class` (the model's own labels) or a grouping name."},
+            "level": {"type": "string", "description": "`class` (the model's own labels) or a grouping name; "
+                                                       "for a taught label, `class` or `make`."},
             "label": {"type": "string"},
-            "score": {"type": "number", "minimum": 0, "maximum": 1.000001},
+            "score": {"type": "number", "minimum": -1, "maximum": 1.000001,
+                      "description": "The level's probability; for a taught label, the cosine similarity of "
+                                     "the photo to its nearest taught example."},
+            "source": {"type": "string", "enum": ["model", "gallery"],
+                       "description": "`model`, or `gallery` when a label taught by example (admin \"Teach a "
+                                      "car\") answered because it was surer than the model."},
+            "learned_from": {"type": ["integer", "null"],
+                             "description": "With `source: gallery`: how many photos taught that label."},
         },
     },
     "FeedbackRequest": {

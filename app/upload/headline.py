@@ -31,6 +31,11 @@ def headline(prediction: Any, make_of: dict[str, str] | None = None, known_class
     answer = prediction.answer
     if not answer:
         return None
+    if answer.get("source") == "gallery":
+        count = answer.get("learned_from")
+        photos = f"{count} photo{'' if count == 1 else 's'}" if count else "photos"
+        title = answer["label"] if answer["level"] == CLASS_LEVEL else with_article(answer["label"])
+        return {"title": title, "doubt": f"learned from {photos} you added"}
     if answer["level"] == CLASS_LEVEL:
         return {"title": answer["label"], "doubt": ""}
     if answer["label"] == OTHER_MAKE:

@@ -44,7 +44,8 @@ def test_0004_up_keeps_old_rows_readable_and_down_removes_only_its_columns(color
         old.answer_level, old.answer_label, old.answer_score = "shade", "warm", 0.95
         db.session.commit()
         db.session.expire_all()
-        assert db.session.get(Prediction, 1).to_dict()["answer"] == {"level": "shade", "label": "warm", "score": 0.95}
+        assert db.session.get(Prediction, 1).to_dict()["answer"] == {"level": "shade", "label": "warm", "score": 0.95,
+                                                                      "source": "model"}
         db.session.remove()
 
         downgrade(revision="0003")

@@ -22,7 +22,7 @@ from app import create_app
 from app.extensions import db
 
 REVISIONS = [("0001", "base"), ("0002", "0001"), ("0003", "0002"), ("0004", "0003"), ("0005", "0004"),
-             ("0006", "0005")]
+             ("0006", "0005"), ("0007", "0006")]
 ROWS = 3
 WHEN = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.timezone.utc)
 
@@ -38,7 +38,8 @@ def row_values(table: str, index: int) -> dict:
                 "top_k": [{"label": "red", "score": 0.5 + index / 10}], "latency_ms": 12.5, "source": "web",
                 "verdict": "ok", "vehicle_score": 0.9, "groups": {"make": [{"label": "Audi", "score": 0.9}]},
                 "answer_level": "make", "answer_label": "Audi", "answer_score": 0.9,
-                "public_id": f"public-id-{number:013d}"}
+                "public_id": f"public-id-{number:013d}", "answer_source": "gallery",
+                "answer_learned_from": 12}
     if table == "admin_users":
         return {"id": number, "username": f"admin{number}", "password_hash": f"hash-{number}",
                 "is_active": True, "created_at": WHEN, "last_login_at": WHEN, "session_token": f"token-{number}"}
@@ -48,6 +49,14 @@ def row_values(table: str, index: int) -> dict:
     if table == "feedback":
         return {"id": number, "prediction_id": number, "verdict": "wrong", "label": "green",
                 "created_at": WHEN, "client_hash": f"{number:064x}", "client_key": f"key-{number}"}
+    if table == "gallery_examples":
+        return {"id": number, "label": "Fiat Argo", "level": "class", "embedding": bytes(8), "model_name": "colors",
+                "model_version": "1.0.0", "image": bytes([index, 0xFF, 0xD8]), "sha256": f"{number:064x}",
+                "source": "upload", "prediction_id": number, "added_by": "admin1", "created_at": WHEN}
+    if table == "gallery_negatives":
+        return {"id": number, "model_name": "colors", "model_version": "1.0.0", "embedding": bytes(8)}
+    if table == "gallery_state":
+        return {"id": number, "version": number}
     raise AssertionError(f"no rows for a new table {table!r}: add them here")
 
 

@@ -12,7 +12,7 @@ from app.models import Prediction
 EXPECTED_COLUMNS = {"id", "created_at", "original_filename", "sha256", "width", "height", "content_type",
                     "thumbnail", "model_name", "model_version", "top_label", "top_score", "top_k",
                     "latency_ms", "source", "verdict", "vehicle_score", "groups", "answer_level", "answer_label",
-                    "answer_score", "public_id"}
+                    "answer_score", "public_id", "answer_source", "answer_learned_from"}
 
 
 def test_upgrade_on_an_empty_database_matches_the_models(color_artifact, database_url):

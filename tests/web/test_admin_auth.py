@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from admin_support import PASSWORD, add_prediction, create_admin, csrf_token, login
+from admin_support import PASSWORD, add_prediction, create_admin, csrf_token, jpeg, login
 
 
 def admin_urls(app, prediction_id: int) -> list[tuple[str, str]]:
@@ -27,6 +27,14 @@ def admin_urls(app, prediction_id: int) -> list[tuple[str, str]]:
 def prediction_id(app):
     with app.app_context():
         prediction = add_prediction(1)
+        # A taught example with the same id, so that every admin URL that takes an id has a row to show.
+        from app.extensions import db
+        from app.models import GalleryExample
+
+        db.session.add(GalleryExample(id=prediction.id, label="Fiat Argo 2022", level="class", embedding=bytes(12),
+                                      model_name="colors", model_version="1.0", image=jpeg((200, 30, 30)),
+                                      sha256="0" * 64, source="upload", added_by="alice"))
+        db.session.commit()
         return prediction.id
 
 

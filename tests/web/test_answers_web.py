@@ -59,7 +59,8 @@ RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 def test_each_photo_is_answered_at_the_finest_sure_level(grouped_app):
     client = grouped_app.test_client()
     clear = post_image(client, stripes(RED), "red.png").json
-    assert clear["answer"] == {"level": "class", "label": "red", "score": pytest.approx(clear["predictions"][0]["score"])}
+    assert clear["answer"] == {"level": "class", "label": "red", "score": pytest.approx(clear["predictions"][0]["score"]),
+                               "source": "model"}
     assert clear["verdict"] == "ok"
     cool = post_image(client, stripes(GREEN, BLUE), "cool.png").json
     assert cool["verdict"] == "uncertain"
@@ -83,7 +84,7 @@ def test_a_model_without_groupings_or_threshold_answers_with_its_class(color_art
     assert body["groups"] == {} and body["verdict"] == "ok"
     assert body["predictions"][0]["label"] == "green" and body["predictions"][0]["score"] < 0.9
     assert body["answer"] == {"level": "class", "label": "green",
-                              "score": pytest.approx(body["predictions"][0]["score"])}
+                              "score": pytest.approx(body["predictions"][0]["score"]), "source": "model"}
 
 
 def test_the_batch_route_answers_each_photo(grouped_app):

@@ -104,7 +104,8 @@ def test_a_make_the_classes_do_not_cover_is_answered_at_the_make_level_and_says_
     response = post_image(client, _photo(BLUE), "blue.png")
     body = response.get_json()
     assert body["predictions"][0]["label"] == "BMW 3 Series Blue"  # the class head's best guess is of another make
-    assert body["answer"] == {"level": "make", "label": "Tesla", "score": pytest.approx(body["answer"]["score"])}
+    assert body["answer"] == {"level": "make", "label": "Tesla", "score": pytest.approx(body["answer"]["score"]),
+                              "source": "model"}
     page = client.get(f"/predictions/{body['id']}").get_data(as_text=True)
     assert "A Tesla" in page and "a model newer than the 3 it knows" in page
 

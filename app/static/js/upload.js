@@ -138,6 +138,16 @@
       view.result.append(" ", element("span", "badge batch-verdict " + VERDICT_BADGE[body.verdict], VERDICT_TEXT[body.verdict]));
     }
     view.card.dataset.verdict = body.verdict || "ok";
+    const taught = taughtNote(body.answer);
+    if (taught) view.result.append(" ", taught);
+  }
+
+  // A label taught by example (admin "Teach a car") answered instead of the model: say so on the card.
+  function taughtNote(answer) {
+    if (!answer || answer.source !== "gallery") return null;
+    const count = answer.learned_from;
+    return element("span", "badge text-bg-info taught-note",
+                   answer.label + ": learned from " + (count || "the") + " photo" + (count === 1 ? "" : "s") + " you added");
   }
 
   function send(file, view, attempt) {
