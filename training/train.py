@@ -591,7 +591,9 @@ def finish_run(model: keras.Model, config: dict[str, Any], dataset: data_lib.Dat
     if makes is not None:
         from training.make_levels import calibrate_levels
 
-        calibrate_levels(out_dir, runtime="litert" if export_cfg["litert"] else "keras")
+        # The make grouping is the make output itself; the others (segment) map make labels.
+        maps = {name: path for name, path in (config.get("groups") or {}).items() if name != "make"}
+        calibrate_levels(out_dir, runtime="litert" if export_cfg["litert"] else "keras", maps=maps or None)
     elif config.get("groups"):
         from training.label_groupings import add_groups
 
