@@ -127,10 +127,22 @@ def confidence_curve(probabilities: np.ndarray, y_true: np.ndarray, target_preci
         ``{"threshold", "target_precision", "coverage", "accuracy", "curve": [{"threshold", "coverage",
         "accuracy"}, ...]}``; ``threshold`` is ``None`` when no threshold reaches the target.
     """
-    scores = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == y_true
+    return threshold_curve(probabilities.max(axis=1), probabilities.argmax(axis=1) == y_true, target_precision)
+
+
+def threshold_curve(scores: np.ndarray, right: np.ndarray, target_precision: float) -> dict[str, Any]:
+    """As :func:`confidence_curve`, for answers given as (score, right) pairs.
+
+    Args:
+        scores: ``(N,)`` the score of each answer.
+        right: ``(N,)`` whether each answer was right.
+        target_precision: Wanted accuracy of the answers kept.
+
+    Returns:
+        As :func:`confidence_curve`.
+    """
     order = np.argsort(-scores, kind="stable")
-    cumulative_accuracy = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)
+    cumulative_accuracy = np.cumsum(right[order]) / np.arange(1, len(order) + 1)
     threshold = coverage = accuracy = None
     sorted_scores = scores[order]
     for end in range(len(order), 0, -1):
@@ -146,7 +158,7 @@ def confidence_curve(probabilities: np.ndarray, y_true: np.ndarray, target_preci
     for step in np.linspace(0.0, 1.0, 101):
         kept = scores >= step
         curve.append({"threshold": round(float(step), 2), "coverage": round(float(kept.mean()), 4),
-                      "accuracy": round(float(correct[kept].mean()), 4) if kept.any() else None})
+                      "accuracy": round(float(right[kept].mean()), 4) if kept.any() else None})
     return {"threshold": threshold, "target_precision": target_precision, "coverage": coverage,
             "accuracy": accuracy, "curve": curve}
 

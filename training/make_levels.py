@@ -128,30 +128,6 @@ def make_groups(make_labels: list[str], maps: dict[str, str | Path]) -> dict[str
     return groups
 
 
-def threshold_curve(scores: np.ndarray, right: np.ndarray, target_precision: float) -> dict[str, Any]:
-    """The lowest score threshold whose kept answers are right at ``target_precision``, with its curve.
-
-    As :func:`training.evaluate.confidence_curve`, for answers given as (score, right) pairs.
-    """
-    order = np.argsort(-scores, kind="stable")
-    sorted_scores, sorted_right = scores[order], right[order]
-    cumulative = np.cumsum(sorted_right) / np.arange(1, len(order) + 1)
-    threshold = coverage = accuracy = None
-    for end in range(len(order), 0, -1):
-        if end < len(order) and sorted_scores[end] == sorted_scores[end - 1]:
-            continue
-        if cumulative[end - 1] >= target_precision:
-            threshold, coverage, accuracy = float(sorted_scores[end - 1]), end / len(order), float(cumulative[end - 1])
-            break
-    curve = []
-    for step in np.linspace(0.0, 1.0, 101):
-        kept = scores >= step
-        curve.append({"threshold": round(float(step), 2), "coverage": round(float(kept.mean()), 4),
-                      "accuracy": round(float(right[kept].mean()), 4) if kept.any() else None})
-    return {"threshold": threshold, "target_precision": target_precision, "coverage": coverage,
-            "accuracy": accuracy, "curve": curve}
-
-
 def _strictest(per_set: dict[str, dict[str, Any]], target_precision: float) -> dict[str, Any]:
     """One confidence section from per-set ones: the largest threshold, so every set reaches the target.
 
@@ -263,7 +239,7 @@ def calibrate_levels(model_dir: str | Path, *, runtime: str = "auto", variant: s
                 np.concatenate([scores[n][level][1] for n in present]))
 
     for group_name, group in groups.items():
-        per_set = {key: threshold_curve(*joined(group_name, names), target_precision)
+        per_set = {key: evaluate_lib.threshold_curve(*joined(group_name, names), target_precision)
                    for key, names in CALIBRATION_SETS.items() if any(n in scores for n in names)}
         group["confidence"] = _strictest(per_set, target_precision)
         group["metrics"] = {"split": "val", **{f"accuracy_{key}": float(joined(group_name, names)[1].mean())
@@ -276,7 +252,8 @@ def calibrate_levels(model_dir: str | Path, *, runtime: str = "auto", variant: s
         agree = _agreement(metadata, labels, class_p, make_p)
         class_scores, class_right = scores["stanford"][CLASS_LEVEL]
         # A class answer needs the make output's agreement too, so disagreeing photos are never kept.
-        confidence = threshold_curve(np.where(agree, class_scores, -1.0), class_right & agree, target_precision)
+        confidence = evaluate_lib.threshold_curve(np.where(agree, class_scores, -1.0), class_right & agree,
+                                                  target_precision)
         metadata["confidence"] = {**confidence, "measured": "as served, with the make output's agreement"}
     tables = answer_table(metadata, labels, outputs, photos)
     served = {"runtime": classifier.runtime, "variant": classifier.variant, "tta": classifier.tta,
