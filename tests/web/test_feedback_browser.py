@@ -1,7 +1,7 @@
 """In Chromium against gunicorn: a visitor without a photo clicks an example, then answers "Was this right?".
 
 Serves the shipped model (``model_artifacts/default``) and vehicle gate when present, else the test's
-colours model without a gate. ``UPDATE_SCREENSHOTS=1`` refreshes the README screenshots
+colours model without a gate. ``UPDATE_SCREENSHOTS=1`` refreshes the manual screenshots
 ``docs/screenshots/examples.png`` and ``feedback.png`` (palette PNGs, to keep the repository small).
 """
 

@@ -1,7 +1,7 @@
 """In Chromium against gunicorn: several photos at once, "not a car", the heatmap toggle, the model card.
 
 Serves the shipped model (``model_artifacts/default``) when it is present, else the test's colours
-model; the vehicle gate is the shipped one. ``UPDATE_SCREENSHOTS=1`` refreshes the README screenshots
+model; the vehicle gate is the shipped one. ``UPDATE_SCREENSHOTS=1`` refreshes the manual screenshots
 ``docs/screenshots/batch.png``, ``explanation.png`` and ``model_card.png``.
 """
 
