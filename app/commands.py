@@ -75,12 +75,21 @@ def register_admin_commands(app: Flask) -> None:
 
     @app.cli.command("create-admin")
     @click.argument("username")
-    def create_admin(username: str) -> None:
+    @click.option("--or-set-password", is_flag=True,
+                  help="If the account exists, set its password instead of failing (what `make admin` runs).")
+    def create_admin(username: str, or_set_password: bool) -> None:
         """Create an admin account (password from ADMIN_PASSWORD or a prompt)."""
         username = username.strip()
         if not username or len(username) > 64:
             raise click.ClickException("the username must be 1 to 64 characters")
-        if db.session.scalar(select(AdminUser).where(AdminUser.username == username)) is not None:
+        existing = db.session.scalar(select(AdminUser).where(AdminUser.username == username))
+        if existing is not None and or_set_password:
+            # Set-up is re-run by people who forgot the password: one command covers both cases.
+            existing.set_password(read_password())
+            db.session.commit()
+            click.echo(f"password of {existing.username} changed; its sessions were ended")
+            return
+        if existing is not None:
             raise click.ClickException(f"admin {username!r} already exists; use set-password to change it")
         admin = AdminUser(username=username)
         admin.set_password(read_password())
