@@ -23,12 +23,15 @@ from sqlalchemy import select
 
 from ..extensions import db
 from ..models import AdminUser, Correction, Prediction
+from ..upload.headline import StoredAnswer, in_words, served_makes, summary
 from .queries import ReviewFilters, SORT_COLUMNS, filtered
 
 CHUNK_ROWS = 1000
-PREDICTION_COLUMNS = ("id", "created_at", "source", "original_filename", "sha256", "width", "height",
-                      "content_type", "model_name", "model_version", "top_label", "top_score", "verdict",
-                      "vehicle_score", "answer_level", "answer_label", "answer_score", "latency_ms",
+# The answer leads, as on every page: the headline in words, then its level, label and score; the
+# top-1 label and the top-k are the detail.
+PREDICTION_COLUMNS = ("id", "headline", "answer_level", "answer_label", "answer_score", "verdict", "created_at",
+                      "source", "original_filename", "sha256", "width", "height", "content_type", "model_name",
+                      "model_version", "top_label", "top_score", "vehicle_score", "latency_ms",
                       "corrected_label", "model_was_right", "corrected_by", "corrected_at", "top_k")
 CORRECTION_COLUMNS = ("prediction_id", "path", "label", "model_label", "model_version", "sha256",
                       "corrected_by", "corrected_at")
@@ -80,7 +83,7 @@ def prediction_rows(filters: ReviewFilters, low_confidence_below: float) -> Iter
                         Prediction.model_name, Prediction.model_version, Prediction.top_label,
                         Prediction.top_score, Prediction.verdict, Prediction.vehicle_score,
                         Prediction.answer_level, Prediction.answer_label, Prediction.answer_score,
-                        Prediction.latency_ms,
+                        Prediction.latency_ms, Prediction.groups,
                         Correction.new_label, Correction.old_label,
                         AdminUser.username, Correction.updated_at, Prediction.top_k)
                  .select_from(Prediction)
@@ -91,13 +94,18 @@ def prediction_rows(filters: ReviewFilters, low_confidence_below: float) -> Iter
     statement = filtered(statement, filters, low_confidence_below).order_by(*order)
     yield csv_line(PREDICTION_COLUMNS)
     result = db.session.execute(statement.execution_options(yield_per=CHUNK_ROWS))
+    make_of, known_classes = served_makes()
     for row in result:
         (pid, created, source, filename, sha, width, height, ctype, mname, mversion, label, score, verdict,
-         vehicle_score, answer_level, answer_label, answer_score, latency, new_label, old_label, who, when, top_k) = row
+         vehicle_score, answer_level, answer_label, answer_score, latency, groups, new_label, old_label, who, when,
+         top_k) = row
         was_right = "" if new_label is None else ("yes" if new_label == old_label else "no")
-        yield csv_line((pid, _iso(created), source, filename or "", sha, width, height, ctype, mname, mversion,
-                        label, f"{score:.6f}", verdict or "", "" if vehicle_score is None else f"{vehicle_score:.4f}",
-                        answer_level or "", answer_label or "", "" if answer_score is None else f"{answer_score:.6f}",
+        lead = summary(StoredAnswer(verdict, answer_level, answer_label, answer_score, groups, top_k, label),
+                       make_of, known_classes)
+        yield csv_line((pid, in_words(lead), answer_level or "", answer_label or "",
+                        "" if answer_score is None else f"{answer_score:.6f}", verdict or "", _iso(created),
+                        source, filename or "", sha, width, height, ctype, mname, mversion,
+                        label, f"{score:.6f}", "" if vehicle_score is None else f"{vehicle_score:.4f}",
                         f"{latency:.1f}", new_label or "", was_right, who or "", _iso(when),
                         json.dumps(top_k, separators=(",", ":"))))
 

@@ -14,7 +14,7 @@ from ..serving import get_classifier
 from ..services import create_prediction, single_upload
 from . import bp
 from .forms import ExampleForm, UploadForm
-from .headline import headline
+from .headline import prediction_json, served_summary
 
 
 def render_index(form: UploadForm, error: Rejection | None = None):
@@ -77,7 +77,7 @@ def create_photo():
         201 with the prediction and ``Location`` of its result page.
     """
     prediction = create_prediction(single_upload(request.files), source="web", top_k=current_app.config["TOP_K"])
-    response = jsonify(prediction.to_dict())
+    response = jsonify(prediction_json(prediction))
     response.status_code = 201
     response.headers["Location"] = url_for("upload.result", prediction_id=prediction.public_id)
     return response
@@ -90,10 +90,7 @@ def render_result(prediction, feedback_error: RequestRejected | None = None):
     cache (``Cache-Control: private``).
     """
     status = status_of(feedback_error) if feedback_error is not None else 200
-    classifier = get_classifier()
-    make_of = next((g.of_class for g in classifier.groupings if g.name == "make" and g.of_class), None)
-    page = render_template("upload/result.html", prediction=prediction,
-                           headline=headline(prediction, make_of, len(classifier.labels)),
+    page = render_template("upload/result.html", prediction=prediction, lead=served_summary(prediction),
                            answer=answer_of(prediction, session_key(create=False)),
                            feedback_labels=allowed_labels(prediction),
                            feedback_error=feedback_error,

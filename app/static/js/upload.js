@@ -24,8 +24,6 @@
   const PARALLEL_UPLOADS = 2;
   const MAX_RETRIES = 5;
   const IMAGE_NAME = /\.(jpe?g|png|webp|gif|hei[cf]|avif)$/i;
-  const VERDICT_TEXT = {ok: "", uncertain: "not sure", not_a_car: "not a car"};
-  const VERDICT_BADGE = {uncertain: "text-bg-info", not_a_car: "text-bg-warning"};
   let previewUrl = null;
   let batchFiles = [];
 
@@ -127,16 +125,31 @@
     return {card: card, bar: bar, result: result, progress: progress};
   }
 
+  /* The card leads with the same headline as the result page (the server words it: body.headline), the
+     top guesses under it; for a photo the vehicle check calls no car, the guesses fold away. */
   function showResult(view, body) {
-    const best = body.predictions[0];
+    const lead = body.headline || {kind: "top_label", text: body.predictions[0].label, doubt: ""};
     view.result.textContent = "";
-    const link = element("a", "fw-semibold batch-label", best.label);
+    const link = element("a", "fw-semibold batch-label", lead.text);
     link.href = batch.dataset.result + encodeURIComponent(body.id);  // body.id: the public id
-    const score = element("span", "text-muted", " " + (best.score * 100).toFixed(1) + "%");
-    view.result.append(link, score);
-    if (VERDICT_TEXT[body.verdict]) {
-      view.result.append(" ", element("span", "badge batch-verdict " + VERDICT_BADGE[body.verdict], VERDICT_TEXT[body.verdict]));
+    view.result.append(link);
+    if (lead.kind === "answer") {
+      view.result.append(element("span", "text-muted batch-score", " " + Math.round(lead.score * 100) + "%"));
     }
+    if (lead.doubt) view.result.append(element("div", "text-muted batch-doubt", lead.doubt));
+    const guesses = element("ol", "list-unstyled mb-0 batch-guesses");
+    body.predictions.slice(0, 3).forEach(function (guess) {
+      guesses.append(element("li", "text-muted", guess.label + " " + (guess.score * 100).toFixed(1) + "%"));
+    });
+    if (lead.kind === "not_a_car") {
+      const fold = element("details", "batch-guesses-fold");
+      fold.append(element("summary", "text-muted", "show the model's guesses anyway"), guesses);
+      view.result.append(fold);
+    } else {
+      view.result.append(guesses);
+    }
+    view.card.dataset.kind = lead.kind;
+    if (lead.level) view.card.dataset.level = lead.level;
     view.card.dataset.verdict = body.verdict || "ok";
   }
 
