@@ -120,3 +120,11 @@ class StoredAnswer:
         self.verdict, self.groups, self.top_k, self.top_label = verdict, groups, top_k, top_label
         self.answer = None if answer_level is None else {"level": answer_level, "label": answer_label,
                                                          "score": answer_score}
+
+
+def listed_summary(prediction: Any, makes: tuple[dict[str, str] | None, int]) -> dict[str, Any]:
+    """:func:`summary` of a prediction loaded without its top-k (the admin list defers it): the top-1
+    label, which is all the headline reads of the top-k, is a column of its own."""
+    return summary(StoredAnswer(prediction.verdict, prediction.answer_level, prediction.answer_label,
+                                prediction.answer_score, prediction.groups, [{"label": prediction.top_label}],
+                                prediction.top_label), *makes)
