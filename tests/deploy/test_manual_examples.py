@@ -160,3 +160,28 @@ BOUNDARY = "manual-examples-boundary"
 def multipart(filename: str, data: bytes) -> bytes:
     return (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{filename}\"\r\n"
             f"Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+def test_every_example_of_the_api_page_answers_with_its_sample_status(server, workdir):
+    """``/api/docs`` shows a curl command and a sample response per operation; each command runs."""
+    import html
+
+    served, _ = server
+    host = f"127.0.0.1:{served.port}"
+    page = urllib.request.urlopen(f"http://{host}/api/docs", timeout=30).read().decode()
+    requests = [html.unescape(text) for text in
+                re.findall(r'class="[^"]*example-request"><code>(.*?)</code>', page, re.S)]
+    statuses = [int(html.unescape(text)[:3]) for text in
+                re.findall(r'class="[^"]*example-response"><code>(.*?)</code>', page, re.S)]
+    assert len(requests) == len(statuses) >= 10
+    body = urllib.request.urlopen(urllib.request.Request(
+        f"http://{host}/api/v1/predictions", data=multipart("car.jpg", (workdir / "car.jpg").read_bytes()),
+        headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}), timeout=60).read()
+    prediction_id = json.loads(body)["id"]  # a prediction of its own: one feedback per address and photo
+    for command, status in zip(requests, statuses):
+        assert f"http://{host}/" in command  # written for the address the page was read from
+        live = command.replace(SAMPLE_ID, prediction_id)
+        result = run_shell(f"{live} -o /dev/null -w '%{{http_code}}'" if " -o " not in live
+                           else f"{live} -w '%{{http_code}}'", workdir, dict(os.environ))
+        assert result.returncode == 0, f"{command}\n{result.stderr}"
+        assert int(result.stdout.strip()[-3:]) == status, f"{command} answered {result.stdout[-3:]}"
