@@ -114,3 +114,38 @@ def test_the_admin_list_and_detail_lead_with_the_same_answer(shipped):
                                    " return ids.filter((id, i) => ids.indexOf(id) !== i); }")
         assert duplicates == []
         assert console_errors == []
+
+
+def test_the_batch_page_lists_each_file_it_leaves_out_and_cards_lead_with_the_answer(shipped, tmp_path):
+    require_chromium()
+    base, _ = shipped
+    from playwright.sync_api import expect
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a photo")
+    chosen = [REPO_ROOT / "examples" / name for name in ("audi-r8.jpg", "ferrari-california.jpg", "airliner.jpg")]
+    with chromium_page(1100, 900) as (page, console_errors):
+        page.goto(f"{base}/")
+        page.set_input_files("#image", [str(path) for path in chosen] + [str(notes)])
+        expect(page.locator("#file-name")).to_contain_text("3 photos chosen")
+        skipped = page.locator("#skipped-files")
+        expect(skipped).to_be_visible()
+        expect(skipped).to_contain_text("1 file left out")
+        expect(skipped.locator(".skipped-file")).to_have_count(1)
+        expect(skipped.locator(".skipped-name")).to_have_text("notes.txt")
+        expect(skipped.locator(".skipped-file")).to_contain_text("not a photo this page can send")
+        page.click("#submit-button")
+        expect(page.locator("#batch")).to_have_attribute("data-finished", "true", timeout=60_000)
+        cards = page.locator(".batch-item")
+        expect(cards).to_have_count(3)
+        expect(cards.nth(0).locator(".batch-label")).to_have_text("Audi R8 Coupe 2012")
+        assert cards.nth(0).get_attribute("data-level") == "class"
+        expect(cards.nth(1).locator(".batch-label")).to_have_text("A Ferrari")
+        expect(cards.nth(1).locator(".batch-doubt")).to_have_text("the model is not sure which one")
+        expect(cards.nth(2).locator(".batch-label")).to_have_text("This does not look like a car")
+        expect(cards.nth(2).locator(".batch-guesses")).to_be_hidden()
+
+        # Choosing photos again without the text file clears the list.
+        page.set_input_files("#image", [str(path) for path in chosen[:2]])
+        expect(skipped).to_be_hidden()
+        assert console_errors == []

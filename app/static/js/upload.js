@@ -20,7 +20,9 @@
   const grid = document.getElementById("batch-grid");
   const summary = document.getElementById("batch-summary");
   const tokenField = form.querySelector("input[name=csrf_token]");  // absent when CSRF checks are off
+  const skippedList = document.getElementById("skipped-files");
   const submitLabel = submitButton.value;
+  const SKIP_REASON = "not a photo this page can send (JPEG, PNG, WebP, GIF, HEIC/HEIF or AVIF)";
   const PARALLEL_UPLOADS = 2;
   const MAX_RETRIES = 5;
   const IMAGE_NAME = /\.(jpe?g|png|webp|gif|hei[cf]|avif)$/i;
@@ -40,8 +42,9 @@
     fileName.textContent = file.name + " (" + Math.round(file.size / 1024) + " KB)";
   }
 
-  function useFile(file) {
+  function useFile(file, keepSkipped) {
     if (!isImage(file)) return false;
+    if (!keepSkipped) showSkipped([]);
     const transfer = new DataTransfer();
     transfer.items.add(file);
     input.files = transfer.files;
@@ -51,9 +54,24 @@
     return true;
   }
 
+  /* Files a batch leaves out are listed with the reason, never dropped silently. */
+  function showSkipped(skipped) {
+    skippedList.textContent = "";
+    skippedList.classList.toggle("d-none", !skipped.length);
+    if (!skipped.length) return;
+    skippedList.append(element("li", "fw-semibold", skipped.length === 1 ? "1 file left out:" : skipped.length + " files left out:"));
+    skipped.forEach(function (file) {
+      const item = element("li", "skipped-file");
+      item.append(element("span", "skipped-name", file.name), " - " + SKIP_REASON);
+      skippedList.append(item);
+    });
+  }
+
   function useFiles(files) {
-    const images = Array.from(files).filter(isImage);
-    if (images.length === 1) return useFile(images[0]);
+    const all = Array.from(files);
+    const images = all.filter(isImage);
+    showSkipped(all.filter(function (file) { return !isImage(file); }));
+    if (images.length === 1) return useFile(images[0], true);
     if (!images.length) return false;
     batchFiles = images;
     preview.classList.add("d-none");
