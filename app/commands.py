@@ -14,7 +14,7 @@ from sqlalchemy import select
 from inference.errors import ImageRejected
 from inference.pipeline import answer_photo
 
-from .admin.export import export_corrections
+from .admin.export import CONFLICTS_KEY, export_corrections
 from .extensions import db
 from .models import AdminUser
 from .serving import get_classifier, get_vehicle_gate
@@ -113,5 +113,9 @@ def register_admin_commands(app: Flask) -> None:
     def export_corrections_command(out_dir: str) -> None:
         """Write reviewed photos as OUT_DIR/<label>/<id>.jpg plus OUT_DIR/corrections.csv (training layout)."""
         counts = export_corrections(out_dir)
+        conflicts = counts.pop(CONFLICTS_KEY, 0)
         total = sum(counts.values())
         click.echo(f"exported {total} photos in {len(counts)} label folders to {out_dir}")
+        if conflicts:
+            click.echo(f"left out {conflicts} predictions whose photo has a later review with another label; "
+                       f"they are listed in {out_dir}/conflicts.csv", err=True)

@@ -35,6 +35,9 @@ PREDICTION_COLUMNS = ("id", "headline", "answer_level", "answer_label", "answer_
                       "corrected_label", "model_was_right", "corrected_by", "corrected_at", "top_k")
 CORRECTION_COLUMNS = ("prediction_id", "path", "label", "model_label", "model_version", "sha256",
                       "corrected_by", "corrected_at")
+CONFLICT_COLUMNS = ("prediction_id", "sha256", "label", "label_kept", "corrected_by", "corrected_at")
+# Not a label folder: export_corrections counts the predictions it left out under this key.
+CONFLICTS_KEY = "(left out: reviews of the same photo disagree)"
 # A leading = + - @ (or tab/CR) makes spreadsheets run the cell as a formula; filenames come from users.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 # File systems allow 255 bytes per name (not characters: "é" is two in UTF-8); longer labels are cut
@@ -127,25 +130,38 @@ def export_corrections(out_dir: str | Path) -> dict[str, int]:
     """Write every corrected prediction's thumbnail under its true label, and a CSV describing them.
 
     Confirmed answers are exported too (their true label is the model's): they are labelled photos.
+    Reviews of the same photo (same SHA-256) that disagree would put one photo under two labels, which
+    teaches the model nothing but noise: the latest review of such a photo wins, the others are left out
+    and listed in ``conflicts.csv`` (prediction, label, the label kept) for an admin to settle.
 
     Args:
         out_dir: Destination folder (created; existing files with the same names are replaced).
 
     Returns:
-        ``{label folder: number of photos}``.
+        ``{label folder: number of photos}``; the number of predictions left out is under ``CONFLICTS_KEY``
+        when there are any.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
+    # The latest label per photo first (one small row per reviewed photo), so the rows can still stream.
+    kept = dict(db.session.execute(
+        select(Prediction.sha256, Correction.new_label)
+        .join(Correction, Correction.prediction_id == Prediction.id)
+        .order_by(Prediction.sha256, Correction.updated_at, Correction.id)).all())
     statement = (select(Prediction.id, Prediction.thumbnail, Prediction.model_version, Prediction.sha256,
                         Correction.new_label, Correction.old_label, AdminUser.username, Correction.updated_at)
                  .join(Correction, Correction.prediction_id == Prediction.id)
                  .join(AdminUser, AdminUser.id == Correction.corrected_by_id)
                  .order_by(Prediction.id)
                  .execution_options(yield_per=200))
+    left_out = []
     with open(out / "corrections.csv", "w", newline="", encoding="utf-8") as handle:
         handle.write(csv_line(CORRECTION_COLUMNS, for_spreadsheets=False))
         for pid, thumbnail, version, sha, label, model_label, who, when in db.session.execute(statement):
+            if label != kept[sha]:
+                left_out.append((pid, sha, label, kept[sha], who, _iso(when)))
+                continue
             folder = folder_name(label)
             (out / folder).mkdir(exist_ok=True)
             relative = f"{folder}/{pid}.jpg"
@@ -153,4 +169,13 @@ def export_corrections(out_dir: str | Path) -> dict[str, int]:
             counts[folder] = counts.get(folder, 0) + 1
             handle.write(csv_line((pid, relative, label, model_label, version, sha, who, _iso(when)),
                                   for_spreadsheets=False))
+    conflicts = out / "conflicts.csv"
+    if left_out:
+        with open(conflicts, "w", newline="", encoding="utf-8") as handle:
+            handle.write(csv_line(CONFLICT_COLUMNS, for_spreadsheets=False))
+            for row in left_out:
+                handle.write(csv_line(row, for_spreadsheets=False))
+        counts[CONFLICTS_KEY] = len(left_out)
+    elif conflicts.exists():
+        conflicts.unlink()  # from an earlier export: it no longer describes this folder
     return counts

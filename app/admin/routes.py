@@ -123,11 +123,15 @@ def detail(prediction_id: int):
     if prediction is None:
         abort(404, description=f"No prediction {prediction_id}.")
     same_photo = db.session.scalars(
-        select(Prediction).options(defer(Prediction.thumbnail), defer(Prediction.top_k))
+        select(Prediction).options(defer(Prediction.thumbnail), defer(Prediction.top_k),
+                                   joinedload(Prediction.correction).joinedload(Correction.corrected_by))
         .where(Prediction.sha256 == prediction.sha256, Prediction.id != prediction.id)
         .order_by(Prediction.created_at.desc()).limit(SAME_PHOTO_LIMIT)).all()
     makes = served_makes()
+    # Two true labels for one photo would put it in two training folders: say so where it can be fixed.
+    labels = {p.correction.new_label for p in [prediction, *same_photo] if p.correction is not None}
     return render_template("admin/detail.html", prediction=prediction, same_photo=same_photo,
+                           conflicting_labels=sorted(labels) if len(labels) > 1 else [],
                            lead=summary(prediction, *makes),
                            same_photo_leads={p.id: listed_summary(p, makes) for p in same_photo},
                            label_choices=label_choices(prediction), form=CorrectionForm(),
