@@ -253,7 +253,11 @@
     preview.classList.add("d-none");
     hint.classList.remove("d-none");
   });
-  cameraButton.classList.remove("d-none");
+  // Only a phone or tablet has a camera the browser opens from a file input; elsewhere the button would
+  // look like a feature and open the same file picker as the field beside it.
+  if (navigator.maxTouchPoints > 0 || window.matchMedia("(pointer: coarse)").matches) {
+    cameraButton.classList.remove("d-none");
+  }
   cameraInput.addEventListener("change", function () {
     if (cameraInput.files.length) useFile(cameraInput.files[0]);
     cameraInput.value = "";  // taking the same photo again must fire "change" again
