@@ -19,7 +19,7 @@ from .auth import safe_next
 from .charts import per_day_svg
 from .export import prediction_rows
 from .forms import CorrectionForm, DeleteCorrectionForm, LoginForm, LogoutForm
-from ..upload.headline import listed_summary, served_makes, summary
+from ..upload.headline import listed_summary, served_group_of, served_makes, summary
 from .queries import (PAGE_SIZES, SORT_COLUMNS, STATUSES, VISITOR_FILTERS, ReviewFilters, dashboard, filter_choices,
                       review_page, visitor_summary)
 
@@ -102,7 +102,7 @@ def index():
     """The review table, newest first, with the filters and the dashboard strip."""
     filters = ReviewFilters.from_args(request.args)
     threshold = low_confidence_below()
-    board = dashboard(filters, threshold)
+    board = dashboard(filters, threshold, served_group_of())
     page = review_page(filters, threshold, total=board.total)  # the dashboard already counted the set
     makes = served_makes()
     leads = {p.id: listed_summary(p, makes) for p in page.items}

@@ -128,3 +128,16 @@ def listed_summary(prediction: Any, makes: tuple[dict[str, str] | None, int]) ->
     return summary(StoredAnswer(prediction.verdict, prediction.answer_level, prediction.answer_label,
                                 prediction.answer_score, prediction.groups, [{"label": prediction.top_label}],
                                 prediction.top_label), *makes)
+
+
+def served_group_of() -> dict[str, dict[str, str]]:
+    """``{grouping: {class label: group label}}`` of the serving model, for judging answers at their level."""
+    classifier = get_classifier()
+    group_of = {}
+    for grouping in classifier.groupings:
+        if grouping.of_class:
+            group_of[grouping.name] = dict(grouping.of_class)
+        elif grouping.source == "classes":
+            group_of[grouping.name] = {label: grouping.labels[int(row.argmax())]
+                                       for label, row in zip(classifier.labels, grouping.matrix)}
+    return group_of

@@ -137,3 +137,46 @@ def test_one_prediction_is_singular_on_the_dashboard(shipped_app):
     login(client)
     page = client.get("/admin/?q=red").get_data(as_text=True)
     assert re.search(r'<span id="total-count">1</span> prediction \(filtered\)', page)
+
+
+def test_live_accuracy_judges_each_answer_at_its_own_level(shipped_app):
+    """"A BMW" corrected to "BMW M5 Sedan 2010" was right at its level, though not at the class level."""
+    from app.extensions import db
+    from app.models import Correction
+
+    admin_id = create_admin(shipped_app)
+    cases = [  # (answer level, answer label, top label, true label, right at its level)
+        ("make", "BMW", "BMW M3 Coupe 2012", "BMW M5 Sedan 2010", True),
+        ("make", "BMW", "BMW M3 Coupe 2012", "Audi R8 Coupe 2012", False),
+        ("class", "Audi R8 Coupe 2012", "Audi R8 Coupe 2012", "Audi R8 Coupe 2012", True),
+        ("segment", "premium", "BMW M3 Coupe 2012", "Audi R8 Coupe 2012", True),
+    ]
+    with shipped_app.app_context():
+        for index, (level, label, top, true, _) in enumerate(cases):
+            row = add_prediction(index, label=top, version="2.0.0")
+            row.answer_level, row.answer_label, row.answer_score = level, label, 0.9
+            db.session.add(Correction(prediction_id=row.id, old_label=top, new_label=true, corrected_by_id=admin_id))
+        db.session.commit()
+    client = shipped_app.test_client()
+    login(client)
+    page = client.get("/admin/").get_data(as_text=True)
+    row = re.search(r'<tr data-version="2.0.0">(.*?)</tr>', page, re.S).group(1)
+    # Class level: only the R8 confirmed (1 of 4); at their level: 3 of 4.
+    assert re.search(r'class="live-accuracy">25%', row) and re.search(r'class="answer-accuracy">75%', row)
+
+
+@pytest.mark.parametrize("level, answer, true, right", [
+    ("class", "Audi R8 Coupe 2012", "Audi R8 Coupe 2012", True),
+    ("class", "Audi R8 Coupe 2012", "Audi TT Hatchback 2011", False),
+    ("make", "Audi", "Audi TT Hatchback 2011", True),
+    ("make", "Audi", "a label the model never knew", False),
+    ("make", "Other make", "a label the model never knew", True),
+    ("make", "Other make", "Audi TT Hatchback 2011", False),
+    ("segment", "basic", "Audi TT Hatchback 2011", False),
+])
+def test_right_at_level(level, answer, true, right):
+    from app.admin.queries import right_at_level
+
+    group_of = {"make": {"Audi R8 Coupe 2012": "Audi", "Audi TT Hatchback 2011": "Audi"},
+                "segment": {"Audi R8 Coupe 2012": "premium", "Audi TT Hatchback 2011": "premium"}}
+    assert right_at_level(level, answer, true, group_of) is right
