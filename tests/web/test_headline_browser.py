@@ -149,3 +149,34 @@ def test_the_batch_page_lists_each_file_it_leaves_out_and_cards_lead_with_the_an
         page.set_input_files("#image", [str(path) for path in chosen[:2]])
         expect(skipped).to_be_hidden()
         assert console_errors == []
+
+
+def test_the_photo_and_its_heatmap_are_readable(shipped):
+    """The photo fills its column; the heatmap has a colour legend and a strength control; a click on the
+    photo enlarges it, heatmap included."""
+    require_chromium()
+    base, _ = shipped
+    from playwright.sync_api import expect
+
+    with chromium_page(1100, 900) as (page, console_errors):
+        classify_example(page, base, "audi-r8.jpg")
+        width = page.locator("#thumbnail").evaluate("img => img.getBoundingClientRect().width")
+        assert width >= 400  # the stored thumbnail is 320 px wide at most: no longer shown at its own size
+        expect(page.locator("#explain-controls")).to_be_hidden()
+        page.click("#explain-toggle")
+        expect(page.locator("#explanation")).to_be_visible(timeout=120_000)
+        expect(page.locator("#heat-legend")).to_be_visible()
+        expect(page.locator("#heat-legend")).to_contain_text("low")
+        page.locator("#explain-opacity").fill("40")
+        assert page.locator("#explanation").evaluate("img => getComputedStyle(img).opacity") == "0.4"
+        page.click("#explain-frame")
+        dialog = page.locator("#photo-dialog")
+        expect(dialog).to_be_visible()
+        expect(page.locator("#explanation-large")).to_be_visible()
+        page.wait_for_function("() => document.getElementById('photo-large').naturalWidth > 0")
+        large = page.locator("#photo-large").evaluate("img => img.getBoundingClientRect().width")
+        assert large > width
+        assert page.locator("#explanation-large").evaluate("img => getComputedStyle(img).opacity") == "0.4"
+        page.click("#photo-dialog-close")
+        expect(dialog).to_be_hidden()
+        assert console_errors == []
