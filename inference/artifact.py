@@ -203,7 +203,7 @@ def check_groups(groups: Any, labels: list[str], make_labels: list[str] | None =
 # dataset's location, the artifact's file layout) describes the machine it was made on.
 PUBLIC_METADATA_KEYS = ("format_version", "name", "version", "created", "backbone", "image_size", "resize_mode",
                         "input", "preprocessing", "num_classes", "metrics", "confidence", "tta", "groups",
-                        "serving_variant", "robustness")
+                        "serving_variant", "robustness", "make_output", "answer_levels")
 PUBLIC_DATASET_KEYS = ("presplit", "num_classes", "counts", "per_class", "file_list_sha256")
 _PATH_LIKE = re.compile(r"^(?:/|~|\.{1,2}/|[A-Za-z]:[\\/])|/(?:runs|checkpoints|home|work|tmp)/")
 

@@ -45,8 +45,10 @@ class MakeData:
         return joined
 
     def summary(self) -> dict[str, Any]:
-        """Counts per split and source, for ``metadata.json``."""
-        return {"labels": list(self.labels),
+        """Counts per split and source, and the makes taught from make-only photos, for ``metadata.json``."""
+        taught = sorted({self.labels[m] for m in self.web["train"].labels}) if "train" in self.web else []
+        others = sorted({Path(p).parent.name for p in self.other["train"].paths}) if "train" in self.other else []
+        return {"labels": list(self.labels), "web_makes": taught, "other_makes": others,
                 "counts": {source: {name: len(part) for name, part in parts.items()}
                            for source, parts in (("make_data", self.web), ("other_makes", self.other))}}
 

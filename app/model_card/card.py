@@ -96,8 +96,32 @@ def build_card(classifier, gate=None) -> dict[str, Any]:
         "gate": gate.metadata if gate is not None else None,
         "served_copy": served_copy(classifier),
         "groups": group_sections(metadata, folder),
-        "levels": read_json(folder / "groups.json").get("levels") or [],
+        "levels": levels if isinstance(levels := read_json(folder / "groups.json").get("levels"), list) else [],
+        "levels_by_set": levels_by_set(metadata),
+        "knows": knows(classifier),
     }
+
+
+SET_TITLES = {"stanford": "Stanford val: cropped photos with a class", "web": "web-makes val: whole scenes of recent cars",
+              "other": "other-makes val: makes it was not taught"}
+
+
+def levels_by_set(metadata: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per validation set, the share answered at each level and how often rightly (make-output models)."""
+    found = metadata.get("answer_levels") or {}
+    sets = found.get("sets") if isinstance(found, dict) else None
+    if not isinstance(sets, dict):
+        return []
+    counts = found.get("num_images") or {}
+    return [{"name": name, "title": SET_TITLES.get(name, name), "images": counts.get(name), "rows": rows}
+            for name, rows in sets.items() if isinstance(rows, list)]
+
+
+def knows(classifier) -> dict[str, Any]:
+    """What the model can name: its classes, its makes, and the makes it learnt from photos without a class."""
+    taught = (classifier.metadata.get("make_data") or {}) if isinstance(classifier.metadata.get("make_data"), dict) else {}
+    return {"classes": list(classifier.labels), "makes": [m for m in classifier.make_labels],
+            "web_makes": list(taught.get("web_makes") or []), "other_makes": list(taught.get("other_makes") or [])}
 
 
 def served_copy(classifier) -> dict[str, Any] | None:
