@@ -70,7 +70,7 @@ def summary(prediction: Any, make_of: dict[str, str] | None = None, known_classe
         ``{"kind", "text", "doubt", "level", "label", "score"}``. ``kind`` is ``not_a_car`` when the
         vehicle check said so (whatever the car guesses are), ``answer`` for an answer at some level,
         ``unsure`` when no level clears its threshold, and ``top_label`` for predictions stored before
-        answers existed, which can only be described by their top-1 label.
+        answers existed that were not unsure, which can only be described by their top-1 label.
     """
     if prediction.verdict == NOT_A_CAR:
         return {"kind": NOT_A_CAR, "text": "This does not look like a car",
@@ -81,7 +81,8 @@ def summary(prediction: Any, make_of: dict[str, str] | None = None, known_classe
         answer = prediction.answer
         return {"kind": ANSWERED, "text": found["title"], "doubt": found["doubt"], "level": answer["level"],
                 "label": answer["label"], "score": answer["score"]}
-    if prediction.verdict is None and not prediction.groups:
+    # Stored before answers existed: a sure top-1 (or one logged before verdicts) is all there is to say.
+    if prediction.verdict in (None, "ok"):
         return {"kind": TOP_LABEL, "text": prediction.top_label, "doubt": "", "level": None, "label": None,
                 "score": None}
     return {"kind": UNSURE, "text": "Not sure", "doubt": "no answer clears this model's thresholds",

@@ -180,3 +180,21 @@ def test_right_at_level(level, answer, true, right):
     group_of = {"make": {"Audi R8 Coupe 2012": "Audi", "Audi TT Hatchback 2011": "Audi"},
                 "segment": {"Audi R8 Coupe 2012": "premium", "Audi TT Hatchback 2011": "premium"}}
     assert right_at_level(level, answer, true, group_of) is right
+
+
+@pytest.mark.parametrize("verdict, answer, groups, kind, text", [
+    ("not_a_car", None, {}, "not_a_car", "This does not look like a car"),
+    ("uncertain", ("make", "Audi", 0.9), {"make": [], "segment": []}, "answer", "An Audi"),
+    ("ok", ("class", "Audi R8 Coupe 2012", 0.9), {}, "answer", "Audi R8 Coupe 2012"),
+    ("uncertain", None, {"make": [], "segment": []}, "unsure", "Not sure"),
+    ("ok", None, None, "top_label", "Audi TT Hatchback 2011"),  # stored before answers existed
+    (None, None, None, "top_label", "Audi TT Hatchback 2011"),  # ... and before verdicts
+])
+def test_every_kind_of_headline(verdict, answer, groups, kind, text):
+    from app.upload.headline import StoredAnswer, summary
+
+    level, label, score = answer or (None, None, None)
+    lead = summary(StoredAnswer(verdict, level, label, score, groups, [{"label": "Audi TT Hatchback 2011"}],
+                                "Audi TT Hatchback 2011"))
+    assert (lead["kind"], lead["text"]) == (kind, text)
+    assert (lead["level"], lead["label"]) == ((level, label) if kind == "answer" else (None, None))
