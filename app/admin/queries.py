@@ -333,10 +333,12 @@ def dashboard(filters: ReviewFilters, low_confidence_below: float,
                  .outerjoin(answers, answers.c.prediction_id == Prediction.id), filters, low_confidence_below)
         .group_by(Prediction.model_version).order_by(Prediction.model_version)).all()
     # Reviewed answers, one row per distinct (version, answer, true label): few, whatever the number of rows.
+    # Driven from the corrections, so only reviewed rows are read (the answer columns are in no index).
     level_rows = db.session.execute(
-        filtered(_joined(select(Prediction.model_version, Prediction.answer_level, Prediction.answer_label,
-                                Correction.new_label, func.count(Prediction.id)))
-                 .where(Correction.id.is_not(None), Prediction.answer_level.is_not(None)),
+        filtered(select(Prediction.model_version, Prediction.answer_level, Prediction.answer_label,
+                        Correction.new_label, func.count(Prediction.id))
+                 .select_from(Correction).join(Prediction, Prediction.id == Correction.prediction_id)
+                 .where(Prediction.answer_level.is_not(None)),
                  filters, low_confidence_below)
         .group_by(Prediction.model_version, Prediction.answer_level, Prediction.answer_label,
                   Correction.new_label)).all()
