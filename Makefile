@@ -8,8 +8,10 @@ PORT ?= 8000
 # Parallel test workers; each test file runs whole in one worker (its module fixtures are built once).
 TEST_WORKERS ?= auto
 export MODEL_DIR ?= model_artifacts/default
+# The account `make admin` creates, or whose password it sets.
+ADMIN_USER ?= admin
 
-.PHONY: run test cluster cluster-test bench bench-input bench-admin install install-dev clean help
+.PHONY: run test admin docs cluster cluster-test bench bench-input bench-admin install install-dev clean help
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -36,6 +38,13 @@ run: install  ## Serve the default model at http://127.0.0.1:$(PORT)/
 
 test: install-dev  ## Run the whole test suite, in parallel on every core
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+
+admin: install  ## Create the admin account ADMIN_USER (default admin) or set its password; asks, or reads ADMIN_PASSWORD
+	$(BIN)/flask --app wsgi db upgrade
+	$(BIN)/flask --app wsgi create-admin --or-set-password "$(ADMIN_USER)"
+
+docs: install-dev  ## Serve the manual (docs/) at http://127.0.0.1:8001/ while editing it
+	$(BIN)/mkdocs serve -a 127.0.0.1:8001
 
 cluster: install  ## nginx :$(PORT) -> 2 gunicorn -> PostgreSQL + Redis, on 127.0.0.1 (Ctrl-C stops)
 	scripts/cluster-packages.sh

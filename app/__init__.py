@@ -31,6 +31,8 @@ def create_app(config: type | Mapping[str, Any] | None = None) -> Flask:
         ArtifactError: The model artifact is missing or broken (one-line message).
     """
     app = Flask(__name__, instance_relative_config=True)
+    # A prediction's body leads with its headline and answer; sorted keys would bury them mid-object.
+    app.json.sort_keys = False
     load_config(app, config)
     register_logging(app)
     register_metrics(app)

@@ -12,6 +12,7 @@ from inference.imaging import declared_pixels
 from .errors import REJECTIONS, RequestRejected, rejection_body, status_of
 from .extensions import db
 from .services import create_prediction, display_filename
+from .upload.headline import prediction_json
 
 BATCH_MAX_IMAGES = 32
 
@@ -63,7 +64,7 @@ def classify_batch(files: list[FileStorage], *, top_k: int) -> dict[str, Any]:
                                             "message": "Something went wrong on our side with this image; "
                                                        "the error has been logged."})
         else:
-            entry.update(status=201, prediction=prediction.to_dict())
+            entry.update(status=201, prediction=prediction_json(prediction))
         results.append(entry)
     failed = sum(1 for entry in results if entry["status"] != 201)
     return {"results": results, "succeeded": len(results) - failed, "failed": failed}

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from inference.errors import ImageRejected
 from inference.pipeline import answer_photo
 
-from .admin.export import export_corrections, export_gallery
+from .admin.export import CONFLICTS_KEY, export_corrections, export_gallery
 from .extensions import db
 from . import gallery as store
 from .errors import RequestRejected
@@ -81,12 +81,21 @@ def register_admin_commands(app: Flask) -> None:
 
     @app.cli.command("create-admin")
     @click.argument("username")
-    def create_admin(username: str) -> None:
+    @click.option("--or-set-password", is_flag=True,
+                  help="If the account exists, set its password instead of failing (what `make admin` runs).")
+    def create_admin(username: str, or_set_password: bool) -> None:
         """Create an admin account (password from ADMIN_PASSWORD or a prompt)."""
         username = username.strip()
         if not username or len(username) > 64:
             raise click.ClickException("the username must be 1 to 64 characters")
-        if db.session.scalar(select(AdminUser).where(AdminUser.username == username)) is not None:
+        existing = db.session.scalar(select(AdminUser).where(AdminUser.username == username))
+        if existing is not None and or_set_password:
+            # Set-up is re-run by people who forgot the password: one command covers both cases.
+            existing.set_password(read_password())
+            db.session.commit()
+            click.echo(f"password of {existing.username} changed; its sessions were ended")
+            return
+        if existing is not None:
             raise click.ClickException(f"admin {username!r} already exists; use set-password to change it")
         admin = AdminUser(username=username)
         admin.set_password(read_password())
@@ -112,8 +121,12 @@ def register_admin_commands(app: Flask) -> None:
         and the gallery's taught photos as OUT_DIR/<label>/gallery-<id>.jpg (classes) or
         OUT_DIR/makes/<make>/gallery-<id>.jpg (makes) plus OUT_DIR/gallery.csv."""
         counts = export_corrections(out_dir)
+        conflicts = counts.pop(CONFLICTS_KEY, 0)
         total = sum(counts.values())
         click.echo(f"exported {total} photos in {len(counts)} label folders to {out_dir}")
+        if conflicts:
+            click.echo(f"left out {conflicts} predictions whose photo has a later review with another label; "
+                       f"they are listed in {out_dir}/conflicts.csv", err=True)
         taught = export_gallery(out_dir)
         if taught:
             click.echo(f"exported {sum(taught.values())} taught photos in {len(taught)} label folders to {out_dir}")

@@ -1,7 +1,7 @@
 """Application settings read from environment variables, with safe defaults.
 
 Every setting is one row of :class:`Config`: the config key equals the environment variable name, and
-each row carries its parser, default and a one-line description (the README's configuration table is
+each row carries its parser, default and a one-line description (the manual's configuration table is
 written from the same rows). ``create_app`` resolves the rows against ``os.environ`` once per app.
 """
 
@@ -17,7 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 APP_ENVS = ("development", "production")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("json", "text")
-# Values copied from examples (README, app.yaml) rather than generated: refused in production.
+# Values copied from examples (the manual, app.yaml) rather than generated: refused in production.
 PLACEHOLDER_SECRET_KEYS = {"change-me", "changeme", "secret", "dev", "development", "replace-me"}
 MIN_SECRET_KEY_LENGTH = 32
 SECRET_SETTINGS = {"SECRET_KEY"}

@@ -6,7 +6,7 @@ was. It explains the prediction's answer (its top class when it has none) and is
 (``EXPLANATION_CACHE_DIR``, by default under the instance folder), one file per prediction and model
 version. The folder is bounded by ``EXPLANATION_CACHE_MAX_BYTES``: after each write the least recently
 used files (a hit refreshes a file's time) are removed until it fits, so asking for every prediction's
-heatmap cannot fill the disk.
+heatmap cannot fill the disk. A box outlines the hottest region, where the model looked.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from flask import current_app
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from inference.artifact import CLASS_LEVEL
 from inference.classifier import Classifier
-from inference.explain import explain_image
+from inference.explain import attention_box, explain_image
 from .serving import get_classifier
 
 CACHE_FOLDER = "explanations"
@@ -33,7 +33,21 @@ def cache_path(prediction: Any, classifier: Classifier) -> Path:
     """Where the heatmap PNG of ``prediction`` under the served model version is cached."""
     version = re.sub(r"[^A-Za-z0-9._-]", "_", f"{classifier.name}-{classifier.version}")
     folder = current_app.config.get("EXPLANATION_CACHE_DIR") or Path(current_app.instance_path) / CACHE_FOLDER
-    return Path(folder) / f"{prediction.id}-{prediction.sha256[:16]}-{version}.png"
+    # "boxed": heatmaps cached before the attention box was drawn are not served again.
+    return Path(folder) / f"{prediction.id}-{prediction.sha256[:16]}-{version}-boxed.png"
+
+
+def draw_box(image: Image.Image, heat) -> Image.Image:
+    """Outline where the model looked (:func:`inference.explain.attention_box`), white over dark so it
+    shows on any photo."""
+    box = attention_box(heat)
+    if box is None:
+        return image
+    draw = ImageDraw.Draw(image)
+    left, top, right, bottom = box
+    draw.rectangle((left, top, right, bottom), outline=(20, 20, 20), width=3)
+    draw.rectangle((left + 1, top + 1, right - 1, bottom - 1), outline=(255, 255, 255), width=1)
+    return image
 
 
 def explained_answer(prediction: Any) -> tuple[str, str]:
@@ -71,7 +85,8 @@ def explanation_png(prediction: Any) -> bytes:
         return data
     level, label = explained_answer(prediction)
     with Image.open(io.BytesIO(prediction.thumbnail)) as thumbnail:
-        image, _ = explain_image(classifier, thumbnail.convert("RGB"), level, label)
+        image, heat = explain_image(classifier, thumbnail.convert("RGB"), level, label)
+    image = draw_box(image, heat)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False)
     data = buffer.getvalue()

@@ -9,7 +9,7 @@ test client: per request the wall and CPU time, the number of SQL statements and
 baseline, in the same run on the same file, is the page with the covering indexes of migration 0002
 dropped (the indexes of 0001 stay), so the ratio is what those indexes buy; they are put back afterwards.
 Needs a model artifact for the app to start (``--model-dir``, default ``model_artifacts/default``).
-Writes ``benchmarks/results/admin_review.json`` and ``.md`` and copies the table into the README.
+Writes ``benchmarks/results/admin_review.json`` and ``.md`` and copies the table into the manual (the page in ``docs/`` that holds its markers).
 
 Usage: ``python -m benchmarks.admin_review [--rows 100000] [--model-dir DIR] [--no-baseline]``.
 """
@@ -88,7 +88,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--no-baseline", action="store_true", help="skip the run without the review indexes")
     output = parser.add_argument_group("output")
     output.add_argument("--out", type=Path, default=RESULTS_DIR,
-                        help="folder for admin_review.json/.md (the README is updated only for the default)")
+                        help="folder for admin_review.json/.md (the manual is updated only for the default)")
     return parser.parse_args(argv)
 
 
@@ -183,7 +183,7 @@ def describe_query(query: str) -> str:
 
 
 def render_markdown(report: dict) -> str:
-    """The README table: one row per query, the indexed page against the page without the review indexes."""
+    """The manual table: one row per query, the indexed page against the page without the review indexes."""
     machine, facts = report["machine"], report["database"]
     baseline = report.get("without_review_indexes")
     header = "| query | wall ms | CPU ms | SQL statements | slowest execute ms |"
@@ -254,7 +254,7 @@ def main(argv=None) -> None:
     (args.out / "admin_review.md").write_text(render_markdown(report))
     print(render_markdown(report))
     if args.out.resolve() == RESULTS_DIR:
-        print(f"README blocks filled: {', '.join(update_readme())}")
+        print(f"Manual blocks filled: {', '.join(update_readme())}")
 
 
 if __name__ == "__main__":

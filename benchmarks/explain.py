@@ -8,7 +8,7 @@ invocation with the feature-map output, the class activation map in NumPy, placi
 overlay and the PNG encoding; wall time, and the thread's CPU time, which a busy shared machine inflates
 far less. The first call per artifact (loading ``head.npz``) is left out, as is the
 cached path (a file read). Writes ``benchmarks/results/explain.json`` and ``.md`` and copies the table
-into the README.
+into the manual.
 
 Usage: ``python -m benchmarks.explain [--photos DIR] [--count 40] [--repeats 5] [--threads 1]``.
 """
@@ -92,7 +92,7 @@ def measure(artifact: Path, paths: list[Path], repeats: int, threads: int) -> di
 
 
 def render_markdown(report: dict) -> str:
-    """The README table."""
+    """The manual table."""
     lines = ["| model | input | heatmaps timed | p50 | p90 | CPU time p50 | answers explained |",
              "|---|---|---:|---:|---:|---:|---|"]
     for row in report["results"]:
@@ -122,7 +122,7 @@ def main(argv=None) -> None:
     (args.out / "explain.md").write_text(render_markdown(report))
     print(render_markdown(report))
     if args.out == RESULTS_DIR:
-        print("README blocks filled:", ", ".join(update_readme()))
+        print("Manual blocks filled:", ", ".join(update_readme()))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ the stored row. It reports the process's peak resident memory (``VmHWM``) before
 time taken; then, in another fresh process, the peak with ``--concurrent`` such uploads at once (a worker's
 threads), which the app's one-large-decode-at-a-time rule keeps from adding up. A fresh process per format keeps one format's freed-but-kept heap from hiding the next one's.
 
-Writes ``benchmarks/results/memory_formats.json`` and ``.md``; the README's sizing note quotes them.
+Writes ``benchmarks/results/memory_formats.json`` and ``.md``; the manual's sizing note quotes them.
 
 Usage: ``python -m benchmarks.memory_formats [--repeat 2] [--concurrent 2] [--out-dir benchmarks/results]``;
 ``MAX_WEBP_PIXELS=40000000 python -m benchmarks.memory_formats --formats WEBP --pixels 40000000 --name

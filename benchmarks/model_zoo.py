@@ -19,7 +19,7 @@ For each entry of ``benchmarks/zoo.yaml`` whose artifact folder is present it se
 
 and copies the training wall time, device and command from the artifact and the zoo file. An entry whose
 artifact is not at hand (a candidate that was not shipped) keeps the row measured when it was, marked so.
-Writes ``benchmarks/results/model_zoo.json`` and ``.md`` and copies the table into the README.
+Writes ``benchmarks/results/model_zoo.json`` and ``.md`` and copies the table into the manual (the page in ``docs/`` that holds its markers).
 
 Usage: ``python -m benchmarks.model_zoo [--zoo benchmarks/zoo.yaml] [--only NAME ...]``.
 """
@@ -62,7 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--web-makes", type=Path, default=SHARED / "web-makes",
                         help="recent cars by make: val/<make>/*.jpg and other-makes/val/<brand>/*.jpg")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
-                        help="folder for model_zoo.json/.md (the README is updated only for the default)")
+                        help="folder for model_zoo.json/.md (the manual is updated only for the default)")
     return parser.parse_args(argv)
 
 
@@ -213,7 +213,7 @@ def percent(value: float | None) -> str:
 
 
 def markdown(rows: list[dict[str, Any]], environment: str) -> str:
-    """The README table and the commands under it."""
+    """The manual table and the commands under it."""
     lines = [f"Measured by `python -m benchmarks.model_zoo` ({environment}). Val: "
              "`../shared/datasets/stanford-cars/val` (788 photos); web: `../shared/datasets/web-audi-bmw` "
              "(600 uncropped photos, make = make of the top-1 label / of the highest summed make). "
@@ -280,7 +280,7 @@ def main(argv=None) -> int:
     if args.results_dir == RESULTS_DIR:
         from benchmarks.serve import update_readme
 
-        print(f"README blocks filled: {', '.join(update_readme())}")
+        print(f"Manual blocks filled: {', '.join(update_readme())}")
     return 0
 
 

@@ -16,7 +16,7 @@ by figures measured the same way.
 It also measures the floor - the model work of one request in-process: decode + resize + invoke of the
 classifier, plus the vehicle gate when the app runs one; no HTTP, no database, no thumbnail - with as many
 inference threads as one app worker gets. It writes ``benchmarks/results/serve.json`` plus
-``benchmarks/results/serve.md`` (the table the README includes).
+``benchmarks/results/serve.md`` (the table the manual includes).
 
 Usage: ``python -m benchmarks.serve [--requests 200] [--concurrent-requests 400]``.
 """
@@ -77,9 +77,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                           help="skip the runs with model.fp16.tflite / model.int8.tflite")
     output = parser.add_argument_group("output")
     output.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for serve.json and serve.md "
-                        "(the README's tables are refreshed when it is the default)")
+                        "(the manual's tables are refreshed when it is the default)")
     output.add_argument("--readme-only", action="store_true",
-                        help="measure nothing: copy the results/*.md tables into the README and exit")
+                        help="measure nothing: copy the results/*.md tables into the manual (README.md, docs/) and exit")
     return parser.parse_args(argv)
 
 
@@ -434,7 +434,7 @@ def load_average(machine: dict, when: str, prefix: str = "") -> str:
 
 
 def render_markdown(report: dict) -> str:
-    """The README table: one row per server, then the in-process floor and the ratios."""
+    """The manual table: one row per server, then the in-process floor and the ratios."""
     servers, floor = report["servers"], report["floor"]
     concurrency = f"c{report['settings']['concurrency']}"
 
@@ -508,23 +508,32 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_readme(readme: Path = REPO_ROOT / "README.md", results_dir: Path = RESULTS_DIR) -> list[str]:
-    """Copy each ``results/NAME.md`` into the README between ``<!-- bench:NAME -->`` markers.
+def manual_pages(root: Path = REPO_ROOT) -> list[Path]:
+    """README.md and the pages of the MkDocs manual in ``docs/``: where generated blocks may sit."""
+    return [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
 
-    The README shows benchmark figures only this way, so that none is ever typed by hand.
+
+def update_readme(readme: Path | None = None, results_dir: Path = RESULTS_DIR) -> list[str]:
+    """Copy each ``results/NAME.md`` between ``<!-- bench:NAME -->`` markers of ``readme``, or of every manual page.
+
+    The manual shows benchmark figures only this way, so that none is ever typed by hand; a block is found
+    by its marker, so moving it to another page needs no change here.
 
     Returns:
         The names of the blocks that were filled.
     """
-    text = readme.read_text(encoding="utf-8")
     filled = []
-    for name in re.findall(r"<!-- bench:([\w-]+) -->", text):
-        source = results_dir / f"{name}.md"
-        if source.is_file():
-            block = re.compile(rf"(<!-- bench:{name} -->\n).*?(<!-- /bench:{name} -->)", re.S)
-            text = block.sub(lambda m: m.group(1) + source.read_text(encoding="utf-8") + m.group(2), text)
-            filled.append(name)
-    readme.write_text(text, encoding="utf-8")
+    for page in [readme] if readme is not None else manual_pages():
+        text = page.read_text(encoding="utf-8")
+        before = text
+        for name in re.findall(r"<!-- bench:([\w-]+) -->", text):
+            source = results_dir / f"{name}.md"
+            if source.is_file():
+                block = re.compile(rf"(<!-- bench:{name} -->\n).*?(<!-- /bench:{name} -->)", re.S)
+                text = block.sub(lambda m: m.group(1) + source.read_text(encoding="utf-8") + m.group(2), text)
+                filled.append(name)
+        if text != before:
+            page.write_text(text, encoding="utf-8")
     return filled
 
 
@@ -532,7 +541,7 @@ def main(argv=None) -> None:
     """Run the servers one after the other under the same load and write the results."""
     args = parse_args(argv)
     if args.readme_only:
-        print(f"README blocks filled: {', '.join(update_readme()) or 'none'}")
+        print(f"Manual blocks filled: {', '.join(update_readme()) or 'none'}")
         return
     if not (args.model_dir / "model.keras").exists():
         raise SystemExit(f"error: no model.keras in {args.model_dir}; pass --model-dir")
@@ -610,7 +619,7 @@ def main(argv=None) -> None:
     (args.out / "serve.md").write_text(render_markdown(report))
     print(render_markdown(report))
     if args.out.resolve() == RESULTS_DIR:
-        print(f"README blocks filled: {', '.join(update_readme())}")
+        print(f"Manual blocks filled: {', '.join(update_readme())}")
 
 
 if __name__ == "__main__":

@@ -230,3 +230,20 @@ def explain_image(classifier: Classifier, photo: Image.Image, level: str, label:
     cam = explainer.heatmap(pixels, level, label)
     heat = place_on_photo(cam, photo.size, classifier.image_size, classifier.resize_mode)
     return overlay(photo, heat), heat
+
+
+def attention_box(heat: np.ndarray, share: float = 0.5) -> tuple[int, int, int, int] | None:
+    """The smallest box around the pixels whose heat is at least ``share`` of the hottest one.
+
+    Args:
+        heat: The heatmap over the photo, ``(height, width)``, 0..1.
+        share: Which part of the map counts as "where the model looked".
+
+    Returns:
+        ``(left, top, right, bottom)`` in pixels, right and bottom inclusive; ``None`` for a map with no heat.
+    """
+    peak = float(np.max(heat)) if heat.size else 0.0
+    if peak <= 0:
+        return None
+    rows, columns = np.nonzero(heat >= share * peak)
+    return int(columns.min()), int(rows.min()), int(columns.max()), int(rows.max())

@@ -95,12 +95,13 @@ def gunicorn_server(model_dir: Path, database: Path, ready_timeout: float = 60, 
 
 
 @contextlib.contextmanager
-def chromium_page(width: int = 1100, height: int = 800) -> Iterator[tuple[object, list[str]]]:
+def chromium_page(width: int = 1100, height: int = 800, phone: bool = False) -> Iterator[tuple[object, list[str]]]:
     """A page in headless Chromium and the list its console errors are collected into.
 
     Args:
         width: Viewport width in CSS pixels.
         height: Viewport height in CSS pixels.
+        phone: A touch screen, as on a phone (a desktop page is the default).
 
     Yields:
         ``(page, console_errors)``.
@@ -111,7 +112,7 @@ def chromium_page(width: int = 1100, height: int = 800) -> Iterator[tuple[object
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": width, "height": height})
+            page = browser.new_page(viewport={"width": width, "height": height}, has_touch=phone, is_mobile=phone)
             console_errors: list[str] = []
             page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
             yield page, console_errors

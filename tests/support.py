@@ -80,3 +80,12 @@ def stanford_photos(count: int) -> list[Path]:
         if len(photos) == count:
             break
     return photos
+
+
+def manual_text() -> str:
+    """README.md and every page of the MkDocs manual in ``docs/``, one after the other.
+
+    Generated blocks and ``<!-- section:NAME -->`` markers may sit on any page, so tests look for them here.
+    """
+    pages = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").rglob("*.md"))]
+    return "\n".join(page.read_text(encoding="utf-8") for page in pages)

@@ -38,7 +38,7 @@ IMAGE_SIZE = (224, 224)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 # ImageNet indices of vehicles one sees in a car photo: the car body types, the parts that fill a
 # close-up (grille, wheel), and the van / truck / bus classes that car photos of vans and SUVs land on.
-# Chosen from the measurement in the README: Stanford Cars val photos put their top-1 on these.
+# Chosen from the measurement in the manual: Stanford Cars val photos put their top-1 on these.
 VEHICLE_CLASSES = {
     407: "ambulance", 436: "beach wagon", 468: "cab", 511: "convertible", 609: "jeep", 627: "limousine",
     654: "minibus", 656: "minivan", 661: "Model T", 675: "moving van", 717: "pickup", 734: "police van",

@@ -9,7 +9,7 @@ Adding a grouping needs no retraining: the artifact's model predicts the val spl
 scores are the sums of those probabilities. ``metadata.json`` gains ``groups[NAME]``; ``report/`` gains
 ``groups.json`` (every grouping's figures and the share of val photos answered at each level),
 ``answers.csv`` and ``answers.md`` (the same as tables; ``groups table --readme`` copies the latter into
-the README between ``<!-- answers:NAME -->`` markers) and ``confidence_NAME.png``. The training config key ``groups``
+a manual page between ``<!-- answers:NAME -->`` markers) and ``confidence_NAME.png``. The training config key ``groups``
 (``{name: label map}``) runs the same step after training.
 """
 
@@ -253,11 +253,11 @@ def add_groups_parser(subparsers) -> None:
     add.add_argument("--batch-size", type=int, default=32)
     add.set_defaults(handler=_run_add)
     table = actions.add_parser(
-        "table", help="print the answer-level table of an artifact's report (optionally into the README)",
-        description="Print ARTIFACT/report/answers.md; with --readme, copy every artifact's table into the README "
+        "table", help="print the answer-level table of an artifact's report (optionally into a manual page)",
+        description="Print ARTIFACT/report/answers.md; with --readme, copy every artifact's table into that page "
         "between its <!-- answers:NAME --> markers.")
     table.add_argument("artifact", metavar="ARTIFACT", help="artifact folder whose report has answers.md")
-    table.add_argument("--readme", type=Path, metavar="FILE", help="README to update, e.g. README.md")
+    table.add_argument("--readme", type=Path, metavar="FILE", help="manual page to update, e.g. docs/models.md")
     table.set_defaults(handler=_run_table)
 
 
@@ -265,7 +265,7 @@ def _run_table(args: argparse.Namespace) -> int:
     artifact = Path(args.artifact)
     print((artifact / "report" / ANSWERS_MARKDOWN).read_text(encoding="utf-8"), end="")
     if args.readme:
-        print("README tables filled:", ", ".join(update_readme(args.readme, artifact.parent)) or "none")
+        print("Manual tables filled:", ", ".join(update_readme(args.readme, artifact.parent)) or "none")
     return 0
 
 

@@ -23,15 +23,21 @@ from sqlalchemy import select
 
 from ..extensions import db
 from ..models import AdminUser, Correction, GalleryExample, Prediction
+from ..upload.headline import StoredAnswer, in_words, served_makes, summary
 from .queries import ReviewFilters, SORT_COLUMNS, filtered
 
 CHUNK_ROWS = 1000
-PREDICTION_COLUMNS = ("id", "created_at", "source", "original_filename", "sha256", "width", "height",
-                      "content_type", "model_name", "model_version", "top_label", "top_score", "verdict",
-                      "vehicle_score", "answer_level", "answer_label", "answer_score", "latency_ms",
+# The answer leads, as on every page: the headline in words, then its level, label and score; the
+# top-1 label and the top-k are the detail.
+PREDICTION_COLUMNS = ("id", "headline", "answer_level", "answer_label", "answer_score", "verdict", "created_at",
+                      "source", "original_filename", "sha256", "width", "height", "content_type", "model_name",
+                      "model_version", "top_label", "top_score", "vehicle_score", "latency_ms",
                       "corrected_label", "model_was_right", "corrected_by", "corrected_at", "top_k")
 CORRECTION_COLUMNS = ("prediction_id", "path", "label", "model_label", "model_version", "sha256",
                       "corrected_by", "corrected_at")
+CONFLICT_COLUMNS = ("prediction_id", "sha256", "label", "label_kept", "corrected_by", "corrected_at")
+# Not a label folder: export_corrections counts the predictions it left out under this key.
+CONFLICTS_KEY = "(left out: reviews of the same photo disagree)"
 # A leading = + - @ (or tab/CR) makes spreadsheets run the cell as a formula; filenames come from users.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 # File systems allow 255 bytes per name (not characters: "é" is two in UTF-8); longer labels are cut
@@ -80,7 +86,7 @@ def prediction_rows(filters: ReviewFilters, low_confidence_below: float) -> Iter
                         Prediction.model_name, Prediction.model_version, Prediction.top_label,
                         Prediction.top_score, Prediction.verdict, Prediction.vehicle_score,
                         Prediction.answer_level, Prediction.answer_label, Prediction.answer_score,
-                        Prediction.latency_ms,
+                        Prediction.latency_ms, Prediction.groups,
                         Correction.new_label, Correction.old_label,
                         AdminUser.username, Correction.updated_at, Prediction.top_k)
                  .select_from(Prediction)
@@ -91,13 +97,18 @@ def prediction_rows(filters: ReviewFilters, low_confidence_below: float) -> Iter
     statement = filtered(statement, filters, low_confidence_below).order_by(*order)
     yield csv_line(PREDICTION_COLUMNS)
     result = db.session.execute(statement.execution_options(yield_per=CHUNK_ROWS))
+    make_of, known_classes = served_makes()
     for row in result:
         (pid, created, source, filename, sha, width, height, ctype, mname, mversion, label, score, verdict,
-         vehicle_score, answer_level, answer_label, answer_score, latency, new_label, old_label, who, when, top_k) = row
+         vehicle_score, answer_level, answer_label, answer_score, latency, groups, new_label, old_label, who, when,
+         top_k) = row
         was_right = "" if new_label is None else ("yes" if new_label == old_label else "no")
-        yield csv_line((pid, _iso(created), source, filename or "", sha, width, height, ctype, mname, mversion,
-                        label, f"{score:.6f}", verdict or "", "" if vehicle_score is None else f"{vehicle_score:.4f}",
-                        answer_level or "", answer_label or "", "" if answer_score is None else f"{answer_score:.6f}",
+        lead = summary(StoredAnswer(verdict, answer_level, answer_label, answer_score, groups, top_k, label),
+                       make_of, known_classes)
+        yield csv_line((pid, in_words(lead), answer_level or "", answer_label or "",
+                        "" if answer_score is None else f"{answer_score:.6f}", verdict or "", _iso(created),
+                        source, filename or "", sha, width, height, ctype, mname, mversion,
+                        label, f"{score:.6f}", "" if vehicle_score is None else f"{vehicle_score:.4f}",
                         f"{latency:.1f}", new_label or "", was_right, who or "", _iso(when),
                         json.dumps(top_k, separators=(",", ":"))))
 
@@ -119,25 +130,38 @@ def export_corrections(out_dir: str | Path) -> dict[str, int]:
     """Write every corrected prediction's thumbnail under its true label, and a CSV describing them.
 
     Confirmed answers are exported too (their true label is the model's): they are labelled photos.
+    Reviews of the same photo (same SHA-256) that disagree would put one photo under two labels, which
+    teaches the model nothing but noise: the latest review of such a photo wins, the others are left out
+    and listed in ``conflicts.csv`` (prediction, label, the label kept) for an admin to settle.
 
     Args:
         out_dir: Destination folder (created; existing files with the same names are replaced).
 
     Returns:
-        ``{label folder: number of photos}``.
+        ``{label folder: number of photos}``; the number of predictions left out is under ``CONFLICTS_KEY``
+        when there are any.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
+    # The latest label per photo first (one small row per reviewed photo), so the rows can still stream.
+    kept = dict(db.session.execute(
+        select(Prediction.sha256, Correction.new_label)
+        .join(Correction, Correction.prediction_id == Prediction.id)
+        .order_by(Prediction.sha256, Correction.updated_at, Correction.id)).all())
     statement = (select(Prediction.id, Prediction.thumbnail, Prediction.model_version, Prediction.sha256,
                         Correction.new_label, Correction.old_label, AdminUser.username, Correction.updated_at)
                  .join(Correction, Correction.prediction_id == Prediction.id)
                  .join(AdminUser, AdminUser.id == Correction.corrected_by_id)
                  .order_by(Prediction.id)
                  .execution_options(yield_per=200))
+    left_out = []
     with open(out / "corrections.csv", "w", newline="", encoding="utf-8") as handle:
         handle.write(csv_line(CORRECTION_COLUMNS, for_spreadsheets=False))
         for pid, thumbnail, version, sha, label, model_label, who, when in db.session.execute(statement):
+            if label != kept[sha]:
+                left_out.append((pid, sha, label, kept[sha], who, _iso(when)))
+                continue
             folder = folder_name(label)
             (out / folder).mkdir(exist_ok=True)
             relative = f"{folder}/{pid}.jpg"
@@ -145,6 +169,15 @@ def export_corrections(out_dir: str | Path) -> dict[str, int]:
             counts[folder] = counts.get(folder, 0) + 1
             handle.write(csv_line((pid, relative, label, model_label, version, sha, who, _iso(when)),
                                   for_spreadsheets=False))
+    conflicts = out / "conflicts.csv"
+    if left_out:
+        with open(conflicts, "w", newline="", encoding="utf-8") as handle:
+            handle.write(csv_line(CONFLICT_COLUMNS, for_spreadsheets=False))
+            for row in left_out:
+                handle.write(csv_line(row, for_spreadsheets=False))
+        counts[CONFLICTS_KEY] = len(left_out)
+    elif conflicts.exists():
+        conflicts.unlink()  # from an earlier export: it no longer describes this folder
     return counts
 
 

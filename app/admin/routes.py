@@ -19,6 +19,7 @@ from .auth import safe_next
 from .charts import per_day_svg
 from .export import prediction_rows
 from .forms import CorrectionForm, DeleteCorrectionForm, LoginForm, LogoutForm
+from ..upload.headline import listed_summary, served_group_of, served_makes, summary
 from .queries import (PAGE_SIZES, SORT_COLUMNS, STATUSES, VISITOR_FILTERS, ReviewFilters, dashboard, filter_choices,
                       review_page, visitor_summary)
 
@@ -101,9 +102,11 @@ def index():
     """The review table, newest first, with the filters and the dashboard strip."""
     filters = ReviewFilters.from_args(request.args)
     threshold = low_confidence_below()
-    board = dashboard(filters, threshold)
+    board = dashboard(filters, threshold, served_group_of())
     page = review_page(filters, threshold, total=board.total)  # the dashboard already counted the set
-    return render_template("admin/index.html", filters=filters, page=page, board=board,
+    makes = served_makes()
+    leads = {p.id: listed_summary(p, makes) for p in page.items}
+    return render_template("admin/index.html", filters=filters, page=page, board=board, leads=leads,
                            chart=per_day_svg(board.per_day), choices=filter_choices(), page_sizes=PAGE_SIZES,
                            statuses=STATUSES, visitor_filters=VISITOR_FILTERS, sources=SOURCES,
                            sortable=SORT_COLUMNS, threshold=threshold)
@@ -120,10 +123,17 @@ def detail(prediction_id: int):
     if prediction is None:
         abort(404, description=f"No prediction {prediction_id}.")
     same_photo = db.session.scalars(
-        select(Prediction).options(defer(Prediction.thumbnail), defer(Prediction.top_k))
+        select(Prediction).options(defer(Prediction.thumbnail), defer(Prediction.top_k),
+                                   joinedload(Prediction.correction).joinedload(Correction.corrected_by))
         .where(Prediction.sha256 == prediction.sha256, Prediction.id != prediction.id)
         .order_by(Prediction.created_at.desc()).limit(SAME_PHOTO_LIMIT)).all()
+    makes = served_makes()
+    # Two true labels for one photo would put it in two training folders: say so where it can be fixed.
+    labels = {p.correction.new_label for p in [prediction, *same_photo] if p.correction is not None}
     return render_template("admin/detail.html", prediction=prediction, same_photo=same_photo,
+                           conflicting_labels=sorted(labels) if len(labels) > 1 else [],
+                           lead=summary(prediction, *makes),
+                           same_photo_leads={p.id: listed_summary(p, makes) for p in same_photo},
                            label_choices=label_choices(prediction), form=CorrectionForm(),
                            visitors=visitor_summary(prediction.id),
                            delete_form=DeleteCorrectionForm(),

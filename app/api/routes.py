@@ -9,6 +9,7 @@ from ..models import prediction_or_404
 from ..ratelimits import FEEDBACK_LIMIT
 from ..serving import get_classifier
 from ..services import create_prediction, requested_top_k, single_upload
+from ..upload.headline import prediction_json
 from . import bp
 
 
@@ -21,7 +22,7 @@ def create():
     """
     top_k = requested_top_k(request.form, request.args, current_app.config["TOP_K"])
     prediction = create_prediction(single_upload(request.files), source="api", top_k=top_k)
-    response = jsonify(prediction.to_dict())
+    response = jsonify(prediction_json(prediction))
     response.status_code = 201
     response.headers["Location"] = url_for("api.read", prediction_id=prediction.public_id)
     return response
@@ -31,7 +32,7 @@ def create():
 def read(prediction_id: str):
     """A stored prediction by its public id, same body as on creation (for the holder of the id only:
     ``Cache-Control: private``)."""
-    response = jsonify(prediction_or_404(prediction_id).to_dict())
+    response = jsonify(prediction_json(prediction_or_404(prediction_id)))
     response.cache_control.private = True
     response.cache_control.no_cache = True
     return response

@@ -6,10 +6,11 @@ import json
 import re
 from typing import Any
 
-from flask import jsonify, render_template
+from flask import jsonify, render_template, request
 from markupsafe import Markup, escape
 
 from . import bp
+from .examples import EXAMPLES
 from .spec import build_spec
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
@@ -26,7 +27,11 @@ def openapi_json():
 def docs():
     """The same document for people: operations, parameters, responses and schemas."""
     spec = build_spec()
+    base = request.host_url.rstrip("/")
+    examples = {name: {"request": example["request"].replace("{base}", base), "response": example["response"]}
+                for name, example in EXAMPLES.items()}
     return render_template("apidocs/index.html", info=spec["info"], operations=list(operations(spec)),
+                           examples=examples,
                            schemas={name: json.dumps(schema, indent=2)
                                     for name, schema in spec["components"]["schemas"].items()})
 

@@ -46,10 +46,31 @@ SCHEMAS: dict[str, Any] = {
             "score": {"type": "number", "minimum": 0, "maximum": 1, "description": "Probability."},
         },
     },
+    "Headline": {
+        "type": "object",
+        "required": ["kind", "text", "doubt", "level", "label", "score"],
+        "description": "What to show first, in the words the result page uses. The top-k under it is detail.",
+        "properties": {
+            "kind": {"type": "string", "enum": ["not_a_car", "answer", "unsure", "top_label"],
+                     "description": "`not_a_car`: the vehicle check found no car (say so before any car "
+                                    "guess); `answer`: an answer at `level`; `unsure`: no level clears its "
+                                    "threshold; `top_label`: stored before answers existed, only the top-1 "
+                                    "label is known."},
+            "text": {"type": "string", "description": "e.g. `Audi 100 Wagon 1994`, `A BMW`, `A premium car`, "
+                                                      "`This does not look like a car`, `Not sure`."},
+            "doubt": {"type": "string", "description": "What the model could not tell, e.g. `the model is not "
+                                                       "sure which one`; empty for a class-level answer."},
+            "level": {"type": ["string", "null"], "description": "The answer's level, as in `answer`."},
+            "label": {"type": ["string", "null"]},
+            "score": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+        },
+    },
     "Prediction": {
         "type": "object",
-        "required": ["id", "created_at", "model", "predictions", "image", "latency_ms", "groups", "answer"],
+        "required": ["id", "headline", "created_at", "model", "predictions", "image", "latency_ms", "groups",
+                     "answer"],
         "properties": {
+            "headline": ref("Headline"),
             "id": {"type": "string", "pattern": PUBLIC_ID_PATTERN,
                    "description": "The prediction's public id: 128 random bits, URL-safe. Whoever has it "
                                   "can read the prediction; no one can guess another."},

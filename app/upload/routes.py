@@ -11,17 +11,18 @@ from ..feedback import allowed_labels, answer_of, record_answer, session_key
 from ..models import prediction_or_404
 from ..ratelimits import FEEDBACK_LIMIT
 from ..serving import get_classifier
-from ..services import create_prediction, single_upload
+from ..services import create_prediction, display_filename, single_upload
 from . import bp
 from .forms import ExampleForm, UploadForm
-from .headline import headline
+from .headline import prediction_json, served_summary
 
 
-def render_index(form: UploadForm, error: Rejection | None = None):
+def render_index(form: UploadForm, error: Rejection | None = None, rejected_name: str | None = None):
     """The upload page, with the example row when examples are configured; a refused upload's message
-    under its status."""
+    under its status, after the name of the file it refused."""
     status = status_of(error) if error is not None else 200
     page = render_template("upload/index.html", form=form, classifier=get_classifier(), error=error,
+                           rejected_name=rejected_name,
                            error_status=status, examples=list_examples(), example_form=ExampleForm())
     return page, status
 
@@ -41,6 +42,7 @@ def submit():
     error's status code.
     """
     form = UploadForm()  # the CSRF token was already checked by CSRFProtect before this view
+    upload = example = None
     try:
         example = request.form.get("example")
         upload = single_upload(request.files)
@@ -52,7 +54,8 @@ def submit():
         else:
             prediction = create_prediction(upload, source="web", top_k=current_app.config["TOP_K"])
     except REJECTIONS as exc:
-        return render_index(form, exc)
+        name = example if example is not None else display_filename(upload.filename if upload else None)
+        return render_index(form, exc, name)
     return redirect(url_for("upload.result", prediction_id=prediction.public_id), code=303)
 
 
@@ -77,7 +80,7 @@ def create_photo():
         201 with the prediction and ``Location`` of its result page.
     """
     prediction = create_prediction(single_upload(request.files), source="web", top_k=current_app.config["TOP_K"])
-    response = jsonify(prediction.to_dict())
+    response = jsonify(prediction_json(prediction))
     response.status_code = 201
     response.headers["Location"] = url_for("upload.result", prediction_id=prediction.public_id)
     return response
@@ -90,10 +93,7 @@ def render_result(prediction, feedback_error: RequestRejected | None = None):
     cache (``Cache-Control: private``).
     """
     status = status_of(feedback_error) if feedback_error is not None else 200
-    classifier = get_classifier()
-    make_of = next((g.of_class for g in classifier.groupings if g.name == "make" and g.of_class), None)
-    page = render_template("upload/result.html", prediction=prediction,
-                           headline=headline(prediction, make_of, len(classifier.labels)),
+    page = render_template("upload/result.html", prediction=prediction, lead=served_summary(prediction),
                            answer=answer_of(prediction, session_key(create=False)),
                            feedback_labels=allowed_labels(prediction),
                            feedback_error=feedback_error,

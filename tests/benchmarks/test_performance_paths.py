@@ -21,7 +21,7 @@ from werkzeug.wrappers import Request
 
 from inference.imaging import THUMBNAIL_MAX_SIDE, decode_upload, make_thumbnail
 from benchmarks import serve
-from support import COLOR_LABELS, COLOR_RGB, REPO_ROOT, encode, stanford_photos
+from support import COLOR_LABELS, COLOR_RGB, REPO_ROOT, encode, manual_text, stanford_photos
 
 LIMIT = 40_000_000
 
@@ -256,10 +256,10 @@ def test_update_readme_fills_only_the_blocks_that_have_results(tmp_path):
 
 
 def test_readme_shows_the_benchmark_tables_exactly_as_written():
-    """Every figure in the README's benchmark blocks is the benchmark's own output, never retyped."""
+    """Every figure in the manual's benchmark blocks is the benchmark's own output, never retyped."""
     import re
 
-    readme = (serve.REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    readme = manual_text()
     blocks = dict(re.findall(r"<!-- bench:([\w-]+) -->\n(.*?)<!-- /bench:\1 -->", readme, re.S))
     assert "serve" in blocks
     for name, content in blocks.items():

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from app.config import Config
-from support import REPO_ROOT
+from support import REPO_ROOT, manual_text
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 import cluster  # noqa: E402
@@ -276,7 +276,7 @@ def test_ci_installs_nginx_before_the_suite_and_runs_the_cluster_test():
 
 
 def test_readme_shows_the_compose_topology_and_a_passing_cluster_run():
-    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    readme = manual_text()
     deploy = readme.split("<!-- section:deploy -->")[1].split("<!-- /section:deploy -->")[0]
     assert "docker compose -f deploy/docker-compose.yml up -d --build" in deploy
     assert "--scale app=" in deploy and "nginx -s reload" in deploy

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support import REPO_ROOT
+from support import REPO_ROOT, manual_text
 from browser_support import free_port, wait_until_ready
 
 BIN = Path(sys.executable).parent
@@ -292,7 +292,7 @@ for case in cases:
 
 
 def readme_section(name: str) -> str:
-    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    readme = manual_text()
     return readme.split(f"<!-- section:{name} -->")[1].split(f"<!-- /section:{name} -->")[0]
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from inference.answers import choose_answer, group_scores, groupings
 from inference.artifact import ArtifactError, check_groups, read_artifact
-from support import REPO_ROOT
+from support import REPO_ROOT, manual_text
 
 LABELS = ["Audi A4", "Audi A6", "BMW X5", "BMW M3", "Fiat Panda"]
 MAKE = {"Audi A4": "Audi", "Audi A6": "Audi", "BMW X5": "BMW", "BMW M3": "BMW", "Fiat Panda": "Fiat"}
@@ -144,9 +144,9 @@ def test_without_a_class_threshold_the_class_always_answers():
 
 
 def test_the_readme_level_table_is_the_shipped_report():
-    """The README's val figures per level are copied from the artifact's report, never typed by hand."""
+    """The manual's val figures per level are copied from the artifact's report, never typed by hand."""
     report = REPO_ROOT / "model_artifacts" / "car-models-196" / "report" / "answers.md"
-    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    readme = manual_text()
     block = readme.split("<!-- answers:car-models-196 -->\n")[1].split("<!-- /answers:car-models-196 -->")[0]
     assert block == report.read_text(encoding="utf-8")
     shipped = json.loads((report.parent.parent / "metadata.json").read_text(encoding="utf-8"))

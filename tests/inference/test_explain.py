@@ -340,3 +340,13 @@ def test_the_heatmap_cache_keeps_to_its_size_and_evicts_the_least_recently_used(
         assert not list(cache.glob("*.tmp"))
     finally:
         dispose(application)
+
+
+def test_the_attention_box_surrounds_the_hottest_region():
+    from inference.explain import attention_box
+
+    heat = np.zeros((40, 60), dtype=np.float32)
+    heat[10:20, 30:45] = 1.0
+    heat[30, 5] = 0.4  # warm, but under half of the peak: outside the box
+    assert attention_box(heat) == (30, 10, 44, 19)
+    assert attention_box(np.zeros((4, 4))) is None

@@ -68,6 +68,10 @@ def test_csv_has_the_documented_columns_and_the_filtered_rows(app, client, corre
     assert first["created_at"] == "2026-11-01T12:00:00Z"
     assert (first["verdict"], first["vehicle_score"]) == ("", "")  # logged before verdicts existed
     assert (by_id[corrected[2]]["verdict"], by_id[corrected[2]]["vehicle_score"]) == ("not_a_car", "0.0125")
+    # The answer leads each row, in the words of the result page; the top-1 label is detail further right.
+    assert list(rows[0])[:5] == ["id", "headline", "answer_level", "answer_label", "answer_score"]
+    assert by_id[corrected[2]]["headline"].startswith("This does not look like a car")
+    assert first["headline"] == "red"  # logged before answers existed: its top-1 label is all there is
     # A file name that a spreadsheet would run as a formula is defused.
     assert by_id[corrected[1]]["original_filename"].startswith("'=")
 

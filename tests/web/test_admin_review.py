@@ -190,9 +190,9 @@ def test_queries_per_page_are_a_small_constant_and_skip_the_blobs(app, client, s
     small = count_statements(app, client, "/admin/?per_page=25")
     large = count_statements(app, client, "/admin/?per_page=200")
     filtered = count_statements(app, client, "/admin/?per_page=200&q=red&status=uncorrected&sort=top_score")
-    # The admin, four dashboard figures (one is the count), the page's rows, the label list, and the version
-    # and answer-level lists in one statement.
-    assert len(small) == len(large) == len(filtered) == 8
+    # The admin, five dashboard figures (one is the count, one the reviewed answers per level), the page's
+    # rows, the label list, and the version and answer-level lists in one statement.
+    assert len(small) == len(large) == len(filtered) == 9
     for statement in small + large:
         assert "thumbnail" not in statement  # the list never reads the JPEG blobs
     print(f"queries per review page: {len(small)}")

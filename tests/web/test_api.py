@@ -24,7 +24,9 @@ def test_create_prediction(client, app, make_image):
     body = response.json
     assert response.headers["Location"] == f"/api/v1/predictions/{body['id']}"
     assert set(body) == {"id", "created_at", "model", "predictions", "image", "latency_ms", "verdict",
-                         "vehicle_score", "groups", "answer"}
+                         "vehicle_score", "groups", "answer", "headline"}
+    # The headline and the answer lead the body; the top-k is the detail under them.
+    assert list(body)[:4] == ["id", "headline", "answer", "verdict"]
     # The shipped vehicle gate (on by default) sees no car in a flat green picture, and a photo that is not
     # a car gets no answer at any level (the class-level answer of the colours model without a gate is in
     # test_answers_web).

@@ -94,7 +94,7 @@ def test_take_a_photo_sends_the_camera_picture_through_the_form(server, tmp_path
     photo.write_bytes(phone_files.photo("HEIF", "green"))
     from playwright.sync_api import expect
 
-    with chromium_page(420, 800) as (page, console_errors):
+    with chromium_page(420, 800, phone=True) as (page, console_errors):
         page.goto(f"{base}/")
         camera = page.locator("#camera-input")
         assert camera.get_attribute("capture") == "environment" and camera.get_attribute("accept") == "image/*"
@@ -105,10 +105,31 @@ def test_take_a_photo_sends_the_camera_picture_through_the_form(server, tmp_path
         expect(page.locator("#file-name")).to_contain_text("IMG_0007.HEIC")
         page.click("#submit-button")
         page.wait_for_url(f"{base}/predictions/*")
-        assert page.locator(".prediction .label").all_inner_texts()[0] == "green"
+        assert page.locator(".prediction .label").all_text_contents()[0] == "green"  # folded away if "not a car"
         public_id = page.url.rsplit("/", 1)[-1]
 
     with sqlite3.connect(database) as connection:
         row = connection.execute("SELECT source, content_type, original_filename FROM predictions WHERE public_id = ?",
                                  (public_id,)).fetchone()
     assert row == ("web", "image/heic", "IMG_0007.HEIC")
+
+
+def test_the_upload_controls_read_well_on_a_phone_and_a_desktop(server):
+    """At 390 px the file input gets the whole row (its "No file chosen" is not cut); a desktop, which has
+    no camera to open, is not offered "Take a photo"."""
+    require_chromium()
+    base, _ = server
+    from playwright.sync_api import expect
+
+    with chromium_page(390, 800, phone=True) as (page, console_errors):
+        page.goto(f"{base}/")
+        expect(page.locator("#camera-button")).to_be_visible()
+        field = page.locator("#image").evaluate("i => i.getBoundingClientRect().width")
+        row = page.locator("#upload-form").evaluate("f => f.getBoundingClientRect().width")
+        assert field >= row - 1
+        assert console_errors == []
+    with chromium_page(1280, 800) as (page, console_errors):
+        page.goto(f"{base}/")
+        expect(page.locator("#image")).to_be_visible()
+        expect(page.locator("#camera-button")).to_be_hidden()
+        assert console_errors == []

@@ -10,6 +10,7 @@ import pytest
 from app import create_app
 from inference.classifier import Classifier
 from app.config import REPO_ROOT, Config, finalize
+from support import manual_text
 
 
 def test_defaults_when_environment_is_empty():
@@ -127,7 +128,7 @@ def test_cli_model_info_and_classify(runner, tmp_path, make_image):
 
 
 def test_readme_documents_every_setting():
-    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    readme = manual_text()
     section = readme.split("<!-- section:config -->")[1].split("<!-- /section:config -->")[0]
     documented = set(re.findall(r"^\| `([A-Z_]+)` \|", section, flags=re.M))
     assert set(Config.settings()) <= documented

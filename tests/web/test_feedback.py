@@ -44,12 +44,27 @@ def stored(app) -> list[tuple]:
         return [(f.prediction.public_id, f.verdict, f.label, f.client_hash, f.client_key) for f in rows]
 
 
-def test_result_page_asks_was_this_right_with_the_models_labels(client, make_image):
+def test_a_not_a_car_page_asks_is_this_a_car_with_the_models_labels(client, make_image):
+    """A plain red photo is no car to the vehicle check: "Was this right?" would have no clear meaning."""
     page = result_page(client, classify(client, make_image))
-    assert "Was this right?" in page and 'id="feedback-yes"' in page and 'id="feedback-no"' in page
+    assert 'data-kind="not_a_car"' in page
+    assert "Is this a car?" in page and "Was this right?" not in page
     assert re.findall(r'<datalist id="feedback-labels">(.*?)</datalist>', page) == [
         '<option value="red"><option value="green"><option value="blue">']
-    for button in ("feedback-wrong", "feedback-not-a-car", "feedback-unknown"):
+    for button in ("feedback-no-car", "feedback-is-car", "feedback-wrong", "feedback-unknown"):
+        assert f'id="{button}"' in page
+
+
+def test_a_car_page_asks_was_this_right(color_artifact, database_url, make_image):
+    """Without the vehicle check every photo is a car, and its answer is what the question is about."""
+    application = make_app(color_artifact, database_url, VEHICLE_GATE_DIR="none")
+    try:
+        client = application.test_client()
+        page = result_page(client, classify(client, make_image))
+    finally:
+        dispose(application)
+    assert "Was this right?" in page and "Is this a car?" not in page
+    for button in ("feedback-yes", "feedback-no", "feedback-wrong", "feedback-not-a-car", "feedback-unknown"):
         assert f'id="{button}"' in page
 
 
@@ -58,7 +73,7 @@ def test_yes_is_stored_and_the_page_thanks_instead_of_asking_again(app, client, 
     response = answer_on_page(client, prediction_id, verdict="right")
     assert response.status_code == 303 and response.headers["Location"].endswith(f"/predictions/{prediction_id}#feedback")
     page = result_page(client, prediction_id)
-    assert 'id="feedback-thanks" data-verdict="right"' in page and "Was this right?" not in page
+    assert 'id="feedback-thanks" data-verdict="right"' in page and 'id="feedback-question"' not in page
     assert [row[:3] for row in stored(app)] == [(prediction_id, "right", None)]
 
 
@@ -87,7 +102,7 @@ def test_page_answers_that_make_no_sense_get_400_and_the_form_again(app, client,
     response = answer_on_page(client, prediction_id, **form)
     page = response.get_data(as_text=True)
     assert response.status_code == 400 and message in page and 'id="feedback-error"' in page
-    assert "Was this right?" in page and stored(app) == []
+    assert 'id="feedback-question"' in page and stored(app) == []
 
 
 def test_page_answers_need_the_csrf_token(app, client, make_image):
@@ -102,7 +117,7 @@ def test_one_answer_per_prediction_per_browser_session(app, make_image):
     prediction_id = classify(visitor, make_image)
     assert answer_on_page(visitor, prediction_id, verdict="right").status_code == 303
     # The form is gone; a replayed post is refused with 409 and the answer stays as it was.
-    assert "Was this right?" not in result_page(visitor, prediction_id)
+    assert 'id="feedback-question"' not in result_page(visitor, prediction_id)
     token = TOKEN.search(visitor.get("/").get_data(as_text=True)).group(1)
     replay = visitor.post(f"/predictions/{prediction_id}/feedback",
                           data={"csrf_token": token, "verdict": "wrong", "label": "blue"})

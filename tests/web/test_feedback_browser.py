@@ -1,7 +1,7 @@
 """In Chromium against gunicorn: a visitor without a photo clicks an example, then answers "Was this right?".
 
 Serves the shipped model (``model_artifacts/default``) and vehicle gate when present, else the test's
-colours model without a gate. ``UPDATE_SCREENSHOTS=1`` refreshes the README screenshots
+colours model without a gate. ``UPDATE_SCREENSHOTS=1`` refreshes the manual screenshots
 ``docs/screenshots/examples.png`` and ``feedback.png`` (palette PNGs, to keep the repository small).
 """
 
@@ -66,18 +66,22 @@ def test_a_visitor_tries_examples_and_says_what_was_wrong(shipped_server, tmp_pa
         shot = save_screenshot(page.locator("main"), tmp_path, "examples.png")
         assert 5_000 < shot.stat().st_size < 300_000
 
-        # The airliner: an example like any upload, then "No" -> "Not a car".
+        # The airliner: an example like any upload. The vehicle check says no car, so the page asks
+        # "Is this a car?" and "No" is one click; without the check it is "No" -> "Not a car".
         page.click("#examples button[value='airliner.jpg']")
         page.wait_for_url(re.compile(rf"{re.escape(base)}/predictions/[A-Za-z0-9_-]{{16,}}$"))
         plane_id = page.url.rsplit("/", 1)[-1]  # the public id
         if shipped:
             expect(page.locator("#verdict")).to_have_attribute("data-verdict", "not_a_car")
-        expect(page.locator("#feedback-not-a-car")).to_be_hidden()  # inside the closed "No"
-        page.click("#feedback-no-toggle")
-        page.click("#feedback-not-a-car")
+            expect(page.locator("#feedback-question")).to_have_text("Is this a car?")
+            page.click("#feedback-no-car")
+        else:
+            expect(page.locator("#feedback-not-a-car")).to_be_hidden()  # inside the closed "No"
+            page.click("#feedback-no-toggle")
+            page.click("#feedback-not-a-car")
         page.wait_for_url(f"{base}/predictions/{plane_id}#feedback")
         expect(page.locator("#feedback-thanks")).to_have_attribute("data-verdict", "not_a_car")
-        expect(page.locator("#feedback-yes")).to_have_count(0)
+        expect(page.locator("#feedback-question")).to_have_count(0)
 
         # A car: "No", type part of a label, pick it from the model's labels, Enter sends it.
         page.goto(f"{base}/")

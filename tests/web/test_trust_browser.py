@@ -1,7 +1,7 @@
 """In Chromium against gunicorn: several photos at once, "not a car", the heatmap toggle, the model card.
 
 Serves the shipped model (``model_artifacts/default``) when it is present, else the test's colours
-model; the vehicle gate is the shipped one. ``UPDATE_SCREENSHOTS=1`` refreshes the README screenshots
+model; the vehicle gate is the shipped one. ``UPDATE_SCREENSHOTS=1`` refreshes the manual screenshots
 ``docs/screenshots/batch.png``, ``explanation.png`` and ``model_card.png``.
 """
 
@@ -76,7 +76,14 @@ def test_several_photos_heatmap_and_model_card_in_chromium(trust_server, tmp_pat
         states = [cards.nth(i).get_attribute("data-state") for i in range(len(chosen))]
         assert states == ["done", "done", "done", "failed", "done", "done"]
         assert cards.nth(2).get_attribute("data-verdict") == "not_a_car"
-        expect(cards.nth(2).locator(".batch-verdict")).to_have_text("not a car")
+        # The plane's card says so first; its car guesses are folded away, as on its result page.
+        expect(cards.nth(2).locator(".batch-label")).to_have_text("This does not look like a car")
+        expect(cards.nth(2).locator(".batch-guesses")).to_be_hidden()
+        cards.nth(2).locator(".batch-guesses-fold summary").click()
+        expect(cards.nth(2).locator(".batch-guesses li")).to_have_count(3)
+        # A car's card leads with the same words as its result page.
+        car_headline = cards.nth(0).locator(".batch-label").inner_text()
+        assert car_headline != "This does not look like a car"
         assert all(cards.nth(i).get_attribute("data-verdict") in ("ok", "uncertain") for i in (0, 1, 4, 5))
         expect(cards.nth(3).locator(".batch-result")).to_contain_text("not an image")
         expect(page.locator("#batch-summary")).to_have_text(f"{len(chosen)} of {len(chosen)} done, 1 failed")
@@ -94,6 +101,7 @@ def test_several_photos_heatmap_and_model_card_in_chromium(trust_server, tmp_pat
         expect(page.locator("#verdict")).to_have_attribute("data-verdict", "not_a_car")
         expect(page.locator("#verdict")).to_contain_text("does not look like a car")
         page.goto(first_car)
+        expect(page.locator("#answer")).to_contain_text(car_headline)
         expect(page.locator("#explanation")).to_be_hidden()
         page.click("#explain-toggle")
         expect(page.locator("#explanation")).to_be_visible(timeout=120_000)

@@ -88,3 +88,15 @@ def test_the_several_photo_route_needs_the_page_token_and_a_photo(client, app, m
     assert not_a_photo.status_code == 415 and not_a_photo.json["error"]["code"] == "unsupported_media_type"
     with app.app_context():
         assert db.session.execute(db.select(db.func.count(Prediction.id))).scalar_one() == 0
+
+
+def test_a_refused_upload_names_the_file(client):
+    """With several tabs or a phone's cryptic names, "not an image" alone does not say which file."""
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', client.get("/").get_data(as_text=True))
+    data = {"image": (io.BytesIO(b"meeting notes"), "notes.txt")}
+    if token:
+        data["csrf_token"] = token.group(1)
+    response = client.post("/", data=data, content_type="multipart/form-data")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 415
+    assert '<strong id="rejected-file">notes.txt</strong>:' in page

@@ -1,10 +1,18 @@
-/* Result page: show or hide the class activation heatmap of the answer over the photo. The heatmap is
+/* Result page: show or hide the class activation heatmap of the answer over the photo, at the strength
+   the visitor picks, with its colour legend; a click on the photo opens it enlarged. The heatmap is
    fetched on the first click only: most visitors never ask, and each one costs a model invocation. */
 (function () {
   "use strict";
   const toggle = document.getElementById("explain-toggle");
   const overlay = document.getElementById("explanation");
   const status = document.getElementById("explain-status");
+  const controls = document.getElementById("explain-controls");
+  const opacity = document.getElementById("explain-opacity");
+  const frame = document.getElementById("explain-frame");
+  const dialog = document.getElementById("photo-dialog");
+  const photo = document.getElementById("thumbnail");
+  const largePhoto = document.getElementById("photo-large");
+  const largeOverlay = document.getElementById("explanation-large");
   if (!toggle || !overlay) return;
   const showLabel = toggle.textContent.trim();
   let state = "idle";  // idle -> loading -> shown <-> hidden, or failed
@@ -14,15 +22,24 @@
     status.classList.toggle("d-none", !text);
   }
 
+  function applyOpacity() {
+    const value = String(Number(opacity.value) / 100);
+    overlay.style.opacity = value;
+    largeOverlay.style.opacity = value;
+  }
+
   function show(visible) {
     overlay.classList.toggle("d-none", !visible);
+    largeOverlay.classList.toggle("d-none", !visible);
+    controls.classList.toggle("d-none", !visible);
     toggle.setAttribute("aria-pressed", String(visible));
     toggle.textContent = visible ? "Hide the heatmap" : showLabel;
     state = visible ? "shown" : "hidden";
   }
 
   overlay.addEventListener("load", function () {
-    setStatus("Red: the regions that pushed the model towards its top answer.");
+    setStatus("");
+    largeOverlay.src = overlay.src;
     show(true);
   });
   overlay.addEventListener("error", function () {
@@ -40,5 +57,15 @@
     } else if (state === "shown" || state === "hidden") {
       show(state === "hidden");
     }
+  });
+  opacity.addEventListener("input", applyOpacity);
+  frame.addEventListener("click", function () {
+    if (!dialog || typeof dialog.showModal !== "function") return;
+    largePhoto.src = photo.src;
+    dialog.showModal();
+  });
+  // A click on the dark backdrop (the dialog itself, outside its content) closes it too.
+  dialog.addEventListener("click", function (event) {
+    if (event.target === dialog) dialog.close();
   });
 })();

@@ -20,12 +20,12 @@
   const grid = document.getElementById("batch-grid");
   const summary = document.getElementById("batch-summary");
   const tokenField = form.querySelector("input[name=csrf_token]");  // absent when CSRF checks are off
+  const skippedList = document.getElementById("skipped-files");
   const submitLabel = submitButton.value;
+  const SKIP_REASON = "not a photo this page can send (JPEG, PNG, WebP, GIF, HEIC/HEIF or AVIF)";
   const PARALLEL_UPLOADS = 2;
   const MAX_RETRIES = 5;
   const IMAGE_NAME = /\.(jpe?g|png|webp|gif|hei[cf]|avif)$/i;
-  const VERDICT_TEXT = {ok: "", uncertain: "not sure", not_a_car: "not a car"};
-  const VERDICT_BADGE = {uncertain: "text-bg-info", not_a_car: "text-bg-warning"};
   let previewUrl = null;
   let batchFiles = [];
 
@@ -42,8 +42,9 @@
     fileName.textContent = file.name + " (" + Math.round(file.size / 1024) + " KB)";
   }
 
-  function useFile(file) {
+  function useFile(file, keepSkipped) {
     if (!isImage(file)) return false;
+    if (!keepSkipped) showSkipped([]);
     const transfer = new DataTransfer();
     transfer.items.add(file);
     input.files = transfer.files;
@@ -53,9 +54,24 @@
     return true;
   }
 
+  /* Files a batch leaves out are listed with the reason, never dropped silently. */
+  function showSkipped(skipped) {
+    skippedList.textContent = "";
+    skippedList.classList.toggle("d-none", !skipped.length);
+    if (!skipped.length) return;
+    skippedList.append(element("li", "fw-semibold", skipped.length === 1 ? "1 file left out:" : skipped.length + " files left out:"));
+    skipped.forEach(function (file) {
+      const item = element("li", "skipped-file");
+      item.append(element("span", "skipped-name", file.name), " - " + SKIP_REASON);
+      skippedList.append(item);
+    });
+  }
+
   function useFiles(files) {
-    const images = Array.from(files).filter(isImage);
-    if (images.length === 1) return useFile(images[0]);
+    const all = Array.from(files);
+    const images = all.filter(isImage);
+    showSkipped(all.filter(function (file) { return !isImage(file); }));
+    if (images.length === 1) return useFile(images[0], true);
     if (!images.length) return false;
     batchFiles = images;
     preview.classList.add("d-none");
@@ -127,16 +143,31 @@
     return {card: card, bar: bar, result: result, progress: progress};
   }
 
+  /* The card leads with the same headline as the result page (the server words it: body.headline), the
+     top guesses under it; for a photo the vehicle check calls no car, the guesses fold away. */
   function showResult(view, body) {
-    const best = body.predictions[0];
+    const lead = body.headline || {kind: "top_label", text: body.predictions[0].label, doubt: ""};
     view.result.textContent = "";
-    const link = element("a", "fw-semibold batch-label", best.label);
+    const link = element("a", "fw-semibold batch-label", lead.text);
     link.href = batch.dataset.result + encodeURIComponent(body.id);  // body.id: the public id
-    const score = element("span", "text-muted", " " + (best.score * 100).toFixed(1) + "%");
-    view.result.append(link, score);
-    if (VERDICT_TEXT[body.verdict]) {
-      view.result.append(" ", element("span", "badge batch-verdict " + VERDICT_BADGE[body.verdict], VERDICT_TEXT[body.verdict]));
+    view.result.append(link);
+    if (lead.kind === "answer") {
+      view.result.append(element("span", "text-muted batch-score", " " + Math.round(lead.score * 100) + "%"));
     }
+    if (lead.doubt) view.result.append(element("div", "text-muted batch-doubt", lead.doubt));
+    const guesses = element("ol", "list-unstyled mb-0 batch-guesses");
+    body.predictions.slice(0, 3).forEach(function (guess) {
+      guesses.append(element("li", "text-muted", guess.label + " " + (guess.score * 100).toFixed(1) + "%"));
+    });
+    if (lead.kind === "not_a_car") {
+      const fold = element("details", "batch-guesses-fold");
+      fold.append(element("summary", "text-muted", "show the model's guesses anyway"), guesses);
+      view.result.append(fold);
+    } else {
+      view.result.append(guesses);
+    }
+    view.card.dataset.kind = lead.kind;
+    if (lead.level) view.card.dataset.level = lead.level;
     view.card.dataset.verdict = body.verdict || "ok";
     const taught = taughtNote(body.answer);
     if (taught) view.result.append(" ", taught);
@@ -232,7 +263,11 @@
     preview.classList.add("d-none");
     hint.classList.remove("d-none");
   });
-  cameraButton.classList.remove("d-none");
+  // Only a phone or tablet has a camera the browser opens from a file input; elsewhere the button would
+  // look like a feature and open the same file picker as the field beside it.
+  if (navigator.maxTouchPoints > 0 || window.matchMedia("(pointer: coarse)").matches) {
+    cameraButton.classList.remove("d-none");
+  }
   cameraInput.addEventListener("change", function () {
     if (cameraInput.files.length) useFile(cameraInput.files[0]);
     cameraInput.value = "";  // taking the same photo again must fire "change" again
