@@ -90,9 +90,9 @@ def probabilities(classifier, photos: list[Path], *, flip: bool = False, batch: 
     for start in range(0, len(photos), batch):
         pixels = np.stack([fit_to_input(load_photo(p), classifier.image_size, classifier.resize_mode)
                            for p in photos[start:start + batch]])
-        result = classifier.predict_batch(pixels)
+        result = classifier.split(classifier.predict_batch(pixels))[0]
         if flip:
-            result = (result + classifier.predict_batch(pixels[:, :, ::-1, :])) / 2.0
+            result = (result + classifier.split(classifier.predict_batch(pixels[:, :, ::-1, :]))[0]) / 2.0
         rows.append(result)
     return np.concatenate(rows)
 

@@ -33,6 +33,8 @@ class Grouping:
             make output's labels when ``source`` is ``make_output``.
         threshold: Confidence threshold of the group's top score, ``None`` when the metadata has none.
         source: ``classes`` or ``make_output``: which probabilities the group scores sum.
+        blend: For a ``make_output`` grouping, the weight of the make output in its scores; the rest comes
+            from the class probabilities summed through each class's make (``1.0``: the make output alone).
         of_class: For a ``make_output`` grouping, the group label of each class (through its make), which a
             class answer must agree with.
     """
@@ -43,6 +45,8 @@ class Grouping:
     threshold: float | None
     source: str = "classes"
     of_class: dict[str, str] | None = None
+    blend: float = 1.0
+    class_matrix: np.ndarray | None = None
 
     def members(self, label: str) -> np.ndarray:
         """Indices of the classes that make up group ``label``."""
@@ -76,9 +80,16 @@ def groupings(metadata: dict[str, Any], labels: list[str]) -> list[Grouping]:
         column = {label: i for i, label in enumerate(names)}
         for row, label in enumerate(members):
             matrix[row, column[group["of"][label]]] = 1.0
-        of_class = ({label: group["of"][make_output["of"][label]] for label in labels}
-                    if source == MAKE_OUTPUT else None)
-        result.append(Grouping(name, names, matrix, threshold_of(group.get("confidence")), source, of_class))
+        of_class = class_matrix = None
+        blend = 1.0
+        if source == MAKE_OUTPUT:
+            of_class = {label: group["of"][make_output["of"][label]] for label in labels}
+            blend = float(group.get("blend", 1.0))
+            class_matrix = np.zeros((len(labels), len(names)), dtype=np.float32)
+            for row, label in enumerate(labels):
+                class_matrix[row, column[of_class[label]]] = 1.0
+        result.append(Grouping(name, names, matrix, threshold_of(group.get("confidence")), source, of_class,
+                               blend, class_matrix))
     return sorted(result, key=lambda g: (-len(g.labels), g.name))
 
 
@@ -101,6 +112,11 @@ def group_scores(probabilities: np.ndarray, groups: list[Grouping], top_k: int =
         if source is None:
             raise ValueError(f"grouping {group.name} sums the make output, and no make probabilities were given")
         sums = np.asarray(source, dtype=np.float64) @ group.matrix
+        if group.class_matrix is not None and group.blend < 1.0:
+            # Cropped photos of known models are told apart best by the classes, whole scenes and recent
+            # cars by the make output: the artifact weighs the two as measured on both kinds of photos.
+            by_class = np.asarray(probabilities, dtype=np.float64) @ group.class_matrix
+            sums = group.blend * sums + (1.0 - group.blend) * by_class
         best = np.argsort(-sums, kind="stable")[:top_k]
         scores[group.name] = [{"label": group.labels[i], "score": float(sums[i])} for i in best]
     return scores

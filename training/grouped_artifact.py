@@ -49,12 +49,24 @@ def grouping_matrix(labels: list[str], mapping: dict[str, str]) -> tuple[np.ndar
     return matrix, groups
 
 
-def grouped_model(model: keras.Model, matrix: np.ndarray, name: str, output: int = 0) -> keras.Model:
-    """``model`` followed by a frozen layer summing the probabilities of its ``output`` with ``matrix``."""
+def grouped_model(model: keras.Model, matrix: np.ndarray, name: str, output: int = 0,
+                  class_matrix: np.ndarray | None = None, blend: float = 1.0) -> keras.Model:
+    """``model`` followed by a frozen layer summing the probabilities of its ``output`` with ``matrix``.
+
+    With ``class_matrix`` and ``blend`` below 1 (a make output weighed against the summed classes, as the
+    artifact's make grouping does), a second frozen layer sums the class probabilities and the two are
+    added, ``blend`` and ``1 - blend`` folded into their weights.
+    """
     summing = keras.layers.Dense(matrix.shape[1], use_bias=False, trainable=False, name="group_sum")
     outputs = summing(model.outputs[output])
-    summing.set_weights([matrix])
-    return keras.Model(model.inputs, outputs, name=name)
+    if class_matrix is None or blend >= 1.0:
+        summing.set_weights([matrix])
+        return keras.Model(model.inputs, outputs, name=name)
+    from_classes = keras.layers.Dense(matrix.shape[1], use_bias=False, trainable=False, name="group_sum_classes")
+    added = keras.layers.Add(name="group_blend")([outputs, from_classes(model.outputs[0])])
+    summing.set_weights([matrix * blend])
+    from_classes.set_weights([class_matrix * (1.0 - blend)])
+    return keras.Model(model.inputs, added, name=name)
 
 
 def group_artifact(model_dir: str | Path, label_map: str | Path, data_path: str | Path, out: str | Path, *,
@@ -85,13 +97,20 @@ def group_artifact(model_dir: str | Path, label_map: str | Path, data_path: str 
     map_name = Path(label_map).name
     make_output = source.get("make_output") or {}
     from_makes = bool(make_output) and all(make in mapping for make in make_output["labels"])
+    class_matrix, blend = None, 1.0
     if from_makes:
         matrix, groups = grouping_matrix(make_output["labels"], mapping)
+        # Weighed as the source artifact's make grouping is (measured by `training levels`).
+        blend = float(((source.get("groups") or {}).get("make") or {}).get("blend", 1.0))
+        class_matrix = np.zeros((len(labels), len(groups)), dtype="float32")
+        for row, label in enumerate(labels):
+            class_matrix[row, groups.index(mapping[make_output["of"][label]])] = 1.0
         # The data's class folders reach their group through their make.
         label_map = _class_map_through_makes(labels, make_output["of"], mapping)
     else:
         matrix, groups = grouping_matrix(labels, mapping)
-    model = grouped_model(load_model(model_dir / export_lib.KERAS_FILE), matrix, name, output=1 if from_makes else 0)
+    model = grouped_model(load_model(model_dir / export_lib.KERAS_FILE), matrix, name, output=1 if from_makes else 0,
+                          class_matrix=class_matrix, blend=blend)
 
     config = source.get("training_config", {}).get("config", {})
     dataset = data_lib.load_dataset(data_path, label_map=label_map, split=config.get("data", {}).get("split"),
@@ -120,7 +139,8 @@ def group_artifact(model_dir: str | Path, label_map: str | Path, data_path: str 
         training_config={
             "derived_from": {"name": source.get("name"), "version": source.get("version"),
                              "created": source.get("created"), "metrics": source.get("metrics")},
-            "method": ("make-output probabilities summed per label-map group (frozen 0/1 Dense layer)" if from_makes
+            "method": (f"make-output probabilities summed per label-map group, weighed {blend:g} against the class "
+                       "probabilities summed through each class's make (frozen Dense layers)" if from_makes
                        else "fine-model probabilities summed per label-map group (frozen 0/1 Dense layer)"),
             "config": config,
             "wall_time_s": round(wall_time, 1),

@@ -141,19 +141,56 @@ def _strictest(per_set: dict[str, dict[str, Any]], target_precision: float) -> d
     return {**first, "threshold": threshold, "target_precision": target_precision, "per_set": kept}
 
 
+BLENDS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def group_sums(group: dict[str, Any], make_labels: list[str], make_of: dict[str, str], labels: list[str],
+               class_p: np.ndarray, make_p: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
+    """A grouping's scores as the app computes them (:func:`inference.answers.group_scores`), with its column index."""
+    column = {label: i for i, label in enumerate(group["labels"])}
+    matrix = np.zeros((len(make_labels), len(column)))
+    for row, make in enumerate(make_labels):
+        matrix[row, column[group["of"][make]]] = 1.0
+    by_class = np.zeros((len(labels), len(column)))
+    for row, label in enumerate(labels):
+        by_class[row, column[group["of"][make_of[label]]]] = 1.0
+    blend = float(group.get("blend", 1.0))
+    return blend * (make_p @ matrix) + (1.0 - blend) * (class_p @ by_class), column
+
+
+def choose_blend(groups: dict[str, dict[str, Any]], metadata: dict[str, Any], labels: list[str],
+                 outputs: dict[str, tuple[np.ndarray, np.ndarray]], photos: dict[str, "Photos"]) -> dict[str, float]:
+    """The weight of the make output against the summed classes that gives the best make accuracy, the mean
+    over the Stanford and the web photos (each kind counts alike); ``{blend: that mean}`` for the record."""
+    make_labels, make_of = metadata[MAKE_OUTPUT]["labels"], metadata[MAKE_OUTPUT]["of"]
+    found = {}
+    for blend in BLENDS:
+        accuracies = []
+        for key, names in CALIBRATION_SETS.items():
+            right = []
+            for name in names:
+                if name not in outputs:
+                    continue
+                sums, column = group_sums({**groups["make"], "blend": blend}, make_labels, make_of, labels,
+                                          *outputs[name])
+                truth = np.asarray([column[m] for m in photos[name].makes])
+                right.append(sums.argmax(axis=1) == truth)
+            if right:
+                accuracies.append(float(np.concatenate(right).mean()))
+        found[blend] = float(np.mean(accuracies))
+    return found
+
+
 def _level_scores(outputs: dict[str, tuple[np.ndarray, np.ndarray]], photos: dict[str, Photos],
-                  groups: dict[str, dict[str, Any]], make_labels: list[str], labels: list[str]):
+                  groups: dict[str, dict[str, Any]], make_labels: list[str], labels: list[str],
+                  make_of: dict[str, str]):
     """Per set: the class scores and rightness (class and make agree), and each grouping's scores and rightness."""
     found: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     for name, (class_p, make_p) in outputs.items():
         truth = photos[name]
         found[name] = {}
         for group_name, group in groups.items():
-            column = {label: i for i, label in enumerate(group["labels"])}
-            matrix = np.zeros((len(make_labels), len(column)))
-            for row, make in enumerate(make_labels):
-                matrix[row, column[group["of"][make]]] = 1.0
-            sums = make_p @ matrix
+            sums, column = group_sums(group, make_labels, make_of, labels, class_p, make_p)
             true = np.asarray([column[group["of"][m]] for m in truth.makes])
             found[name][group_name] = (sums.max(axis=1), sums.argmax(axis=1) == true)
         top = class_p.argmax(axis=1)
@@ -231,7 +268,12 @@ def calibrate_levels(model_dir: str | Path, *, runtime: str = "auto", variant: s
     photos = validation_photos(metadata, labels, data, make_data, other_makes)
     classifier = load_classifier(model_dir, runtime=runtime, num_threads=num_threads, variant=variant)
     outputs = {name: served_outputs(classifier, part.paths) for name, part in photos.items()}
-    scores = _level_scores(outputs, photos, groups, make_labels, labels)
+    blends = choose_blend(groups, metadata, labels, outputs, photos)
+    blend = max(blends, key=lambda b: (blends[b], b))
+    for group in groups.values():
+        group["blend"] = blend
+        group["blend_measured"] = {str(b): round(a, 4) for b, a in blends.items()}
+    scores = _level_scores(outputs, photos, groups, make_labels, labels, metadata[MAKE_OUTPUT]["of"])
 
     def joined(level: str, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         present = [n for n in names if n in scores]

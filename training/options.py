@@ -23,6 +23,15 @@ TRAIN_OPTIONS: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
         ("--seed", "seed", {"type": int, "help": "seed for the split, shuffling and augmentation (default 42)"}),
         ("--max-per-class", "data.max_per_class", {"type": int, "metavar": "N",
                                                    "help": "use at most N training images per class folder"}),
+        ("--class-makes", "data.class_makes", {"metavar": "CSV", "help": "folder,label CSV giving each class its "
+                                               "make: adds a make output beside the classes"}),
+        ("--make-data", "data.make_data", {"metavar": "DIR", "help": "photos labelled by make only: DIR/train/<Make>/, "
+                                           "DIR/val/<Make>/ (they teach the make output alone)"}),
+        ("--other-makes", "data.other_makes", {"metavar": "DIR", "help": "photos of makes to answer as 'Other make': "
+                                               "DIR/train/<Brand>/, DIR/val/<Brand>/"}),
+        ("--make-share", "data.make_share", {"type": float, "metavar": "F",
+                                             "help": "share of each training batch drawn from the make-only photos "
+                                             "(default 0.5)"}),
     ],
     "model": [
         ("--backbone", "model.backbone", {"help": "backbone registry name (default mobilenet_v1_0.75)"}),

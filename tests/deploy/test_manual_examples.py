@@ -93,6 +93,10 @@ def workdir(tmp_path_factory):
         else:
             Image.new("RGB", (64, 48), (200, 30, 30)).save(folder / name)
     (folder / "notes.txt").write_text("not a photo\n")
+    # The gallery page teaches a make from a folder of photos.
+    (folder / "tata").mkdir()
+    for index, source in enumerate(("examples/honda-suv.jpg", "examples/ford-mustang.jpg", "examples/corvette.jpg")):
+        shutil.copy(REPO_ROOT / source, folder / "tata" / f"{index}.jpg")
     return folder
 
 

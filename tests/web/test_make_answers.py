@@ -107,3 +107,16 @@ def test_integer_outputs_are_renormalised_so_shown_scores_add_up():
     fixed = _normalised(quantised)
     assert fixed[0].sum() == pytest.approx(1.0, abs=1e-6)
     assert fixed[0].argmax() == 0 and np.all(fixed[1] == 0)
+
+
+def test_a_blended_make_grouping_weighs_the_make_output_against_the_summed_classes():
+    metadata = _metadata()
+    for group in metadata["groups"].values():
+        group["blend"] = 0.5
+    groups = groupings(metadata, LABELS)
+    # Classes say BMW (0.2 + 0.6), the make output says Audi 0.7: half and half gives BMW 0.45, Audi 0.45.
+    scores = group_scores(np.array([0.2, 0.6, 0.2]), groups, make=np.array([0.7, 0.1, 0.1, 0.1]))
+    by_label = {row["label"]: row["score"] for row in scores["make"]}
+    assert by_label["Audi"] == pytest.approx(0.5 * 0.7 + 0.5 * 0.2)
+    assert by_label["BMW"] == pytest.approx(0.5 * 0.1 + 0.5 * 0.8)
+    assert scores["segment"][0] == {"label": "premium", "score": pytest.approx(0.5 * 0.9 + 0.5 * 1.0)}
