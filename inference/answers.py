@@ -93,9 +93,32 @@ def groupings(metadata: dict[str, Any], labels: list[str]) -> list[Grouping]:
     return sorted(result, key=lambda g: (-len(g.labels), g.name))
 
 
+def group_sums(group: Grouping, probabilities: np.ndarray, make: np.ndarray | None = None) -> np.ndarray:
+    """A grouping's scores, ``(..., num_groups)``, for one photo's probabilities or a batch of them.
+
+    Args:
+        group: From :func:`groupings`.
+        probabilities: ``(..., num_classes)`` class probabilities.
+        make: ``(..., num_makes)`` make-output probabilities, for a ``make_output`` grouping.
+
+    Returns:
+        The summed scores, float64.
+    """
+    source = make if group.source == MAKE_OUTPUT else probabilities
+    if source is None:
+        raise ValueError(f"grouping {group.name} sums the make output, and no make probabilities were given")
+    sums = np.asarray(source, dtype=np.float64) @ group.matrix
+    if group.class_matrix is not None and group.blend < 1.0:
+        # Cropped photos of known models are told apart best by the classes, whole scenes and recent
+        # cars by the make output: the artifact weighs the two as measured on both kinds of photos.
+        by_class = np.asarray(probabilities, dtype=np.float64) @ group.class_matrix
+        sums = group.blend * sums + (1.0 - group.blend) * by_class
+    return sums
+
+
 def group_scores(probabilities: np.ndarray, groups: list[Grouping], top_k: int = GROUP_TOP_K, *,
                  make: np.ndarray | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Per grouping, the best group labels with their summed probability.
+    """Per grouping, the best group labels with their summed probability (:func:`group_sums`).
 
     Args:
         probabilities: ``(num_classes,)`` class probabilities of one image.
@@ -108,15 +131,7 @@ def group_scores(probabilities: np.ndarray, groups: list[Grouping], top_k: int =
     """
     scores = {}
     for group in groups:
-        source = make if group.source == MAKE_OUTPUT else probabilities
-        if source is None:
-            raise ValueError(f"grouping {group.name} sums the make output, and no make probabilities were given")
-        sums = np.asarray(source, dtype=np.float64) @ group.matrix
-        if group.class_matrix is not None and group.blend < 1.0:
-            # Cropped photos of known models are told apart best by the classes, whole scenes and recent
-            # cars by the make output: the artifact weighs the two as measured on both kinds of photos.
-            by_class = np.asarray(probabilities, dtype=np.float64) @ group.class_matrix
-            sums = group.blend * sums + (1.0 - group.blend) * by_class
+        sums = group_sums(group, probabilities, make)
         best = np.argsort(-sums, kind="stable")[:top_k]
         scores[group.name] = [{"label": group.labels[i], "score": float(sums[i])} for i in best]
     return scores

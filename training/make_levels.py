@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from inference.answers import choose_answer, group_scores, groupings
+from inference.answers import Grouping, choose_answer, group_scores, group_sums, groupings
 from inference.artifact import CLASS_LEVEL, MAKE_OUTPUT, OTHER_MAKE, check_groups
 from training import data as data_lib
 from training import evaluate as evaluate_lib
@@ -69,26 +69,12 @@ def validation_photos(metadata: dict[str, Any], labels: list[str], data: str | P
     if data:
         val = data_lib.artifact_split(metadata, labels, data, "val")
         sets["stanford"] = Photos(list(val.paths), list(val.labels), [make_of[labels[c]] for c in val.labels])
-    found = makes_lib.load_make_data(labels, _class_makes_csv(metadata, labels), make_data, other_makes)
+    found = makes_lib.load_make_data(labels, make_of, make_data, other_makes)
     for name, parts in (("web", found.web), ("other", found.other)):
         if "val" in parts and len(parts["val"]):
             part = parts["val"]
             sets[name] = Photos(list(part.paths), [-1] * len(part), [found.labels[m] for m in part.labels])
     return sets
-
-
-def _class_makes_csv(metadata: dict[str, Any], labels: list[str]) -> Path:
-    """The artifact's class -> make map written as a temporary ``folder,label`` CSV for :mod:`training.makes`."""
-    import csv
-    import tempfile
-
-    handle = tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False, newline="", encoding="utf-8")
-    with handle:
-        writer = csv.writer(handle)
-        writer.writerow(["folder", "label"])
-        for label in labels:
-            writer.writerow([label, metadata[MAKE_OUTPUT]["of"][label]])
-    return Path(handle.name)
 
 
 def served_outputs(classifier, paths: list[str], *, max_pixels: int = 40_000_000) -> tuple[np.ndarray, np.ndarray]:
@@ -144,37 +130,23 @@ def _strictest(per_set: dict[str, dict[str, Any]], target_precision: float) -> d
 BLENDS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def group_sums(group: dict[str, Any], make_labels: list[str], make_of: dict[str, str], labels: list[str],
-               class_p: np.ndarray, make_p: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
-    """A grouping's scores as the app computes them (:func:`inference.answers.group_scores`), with its column index."""
-    column = {label: i for i, label in enumerate(group["labels"])}
-    matrix = np.zeros((len(make_labels), len(column)))
-    for row, make in enumerate(make_labels):
-        matrix[row, column[group["of"][make]]] = 1.0
-    by_class = np.zeros((len(labels), len(column)))
-    for row, label in enumerate(labels):
-        by_class[row, column[group["of"][make_of[label]]]] = 1.0
-    blend = float(group.get("blend", 1.0))
-    return blend * (make_p @ matrix) + (1.0 - blend) * (class_p @ by_class), column
+def _grouping(group: dict[str, Any], name: str, metadata: dict[str, Any], labels: list[str]) -> Grouping:
+    """The app's :class:`inference.answers.Grouping` of one grouping section, so scores are summed as served."""
+    return groupings({MAKE_OUTPUT: metadata[MAKE_OUTPUT], "groups": {name: group}}, labels)[0]
 
 
 def choose_blend(groups: dict[str, dict[str, Any]], metadata: dict[str, Any], labels: list[str],
                  outputs: dict[str, tuple[np.ndarray, np.ndarray]], photos: dict[str, "Photos"]) -> dict[str, float]:
     """The weight of the make output against the summed classes that gives the best make accuracy, the mean
     over the Stanford and the web photos (each kind counts alike); ``{blend: that mean}`` for the record."""
-    make_labels, make_of = metadata[MAKE_OUTPUT]["labels"], metadata[MAKE_OUTPUT]["of"]
     found = {}
     for blend in BLENDS:
+        grouping = _grouping({**groups["make"], "blend": blend}, "make", metadata, labels)
+        column = {label: i for i, label in enumerate(grouping.labels)}
         accuracies = []
-        for key, names in CALIBRATION_SETS.items():
-            right = []
-            for name in names:
-                if name not in outputs:
-                    continue
-                sums, column = group_sums({**groups["make"], "blend": blend}, make_labels, make_of, labels,
-                                          *outputs[name])
-                truth = np.asarray([column[m] for m in photos[name].makes])
-                right.append(sums.argmax(axis=1) == truth)
+        for names in CALIBRATION_SETS.values():
+            right = [group_sums(grouping, *outputs[name]).argmax(axis=1)
+                     == np.asarray([column[m] for m in photos[name].makes]) for name in names if name in outputs]
             if right:
                 accuracies.append(float(np.concatenate(right).mean()))
         found[blend] = float(np.mean(accuracies))
@@ -182,15 +154,16 @@ def choose_blend(groups: dict[str, dict[str, Any]], metadata: dict[str, Any], la
 
 
 def _level_scores(outputs: dict[str, tuple[np.ndarray, np.ndarray]], photos: dict[str, Photos],
-                  groups: dict[str, dict[str, Any]], make_labels: list[str], labels: list[str],
-                  make_of: dict[str, str]):
+                  groups: dict[str, dict[str, Any]], metadata: dict[str, Any], labels: list[str]):
     """Per set: the class scores and rightness (class and make agree), and each grouping's scores and rightness."""
     found: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    built = {name: _grouping(group, name, metadata, labels) for name, group in groups.items()}
     for name, (class_p, make_p) in outputs.items():
         truth = photos[name]
         found[name] = {}
         for group_name, group in groups.items():
-            sums, column = group_sums(group, make_labels, make_of, labels, class_p, make_p)
+            sums = group_sums(built[group_name], class_p, make_p)
+            column = {label: i for i, label in enumerate(built[group_name].labels)}
             true = np.asarray([column[group["of"][m]] for m in truth.makes])
             found[name][group_name] = (sums.max(axis=1), sums.argmax(axis=1) == true)
         top = class_p.argmax(axis=1)
@@ -273,7 +246,7 @@ def calibrate_levels(model_dir: str | Path, *, runtime: str = "auto", variant: s
     for group in groups.values():
         group["blend"] = blend
         group["blend_measured"] = {str(b): round(a, 4) for b, a in blends.items()}
-    scores = _level_scores(outputs, photos, groups, make_labels, labels, metadata[MAKE_OUTPUT]["of"])
+    scores = _level_scores(outputs, photos, groups, metadata, labels)
 
     def joined(level: str, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         present = [n for n in names if n in scores]

@@ -61,13 +61,13 @@ def _make_folders(root: Path, split: str) -> dict[str, list[str]]:
     return {p.name: [str(f) for f in data_lib.list_images(p)] for p in data_lib.class_folders(folder)}
 
 
-def load_make_data(class_names: list[str], class_makes: str | Path, make_data: str | Path | None = None,
-                   other_makes: str | Path | None = None) -> MakeData:
+def load_make_data(class_names: list[str], class_makes: str | Path | dict[str, str],
+                   make_data: str | Path | None = None, other_makes: str | Path | None = None) -> MakeData:
     """Read the class -> make map and the make-only photo folders.
 
     Args:
         class_names: The class-labelled dataset's labels, in output order.
-        class_makes: ``folder,label`` CSV giving every class its make.
+        class_makes: ``folder,label`` CSV giving every class its make, or that mapping itself.
         make_data: Folder with ``train/<Make>/`` and ``val/<Make>/`` photos labelled by make only. A make
             that no class has becomes a make label of its own.
         other_makes: Folder with ``train/<Brand>/`` and ``val/<Brand>/`` photos of makes to answer as
@@ -79,10 +79,11 @@ def load_make_data(class_names: list[str], class_makes: str | Path, make_data: s
     Raises:
         ValueError: A class has no make in the CSV, or a folder has no training photos.
     """
-    mapping = data_lib.read_label_map(class_makes)
+    mapping = class_makes if isinstance(class_makes, dict) else data_lib.read_label_map(class_makes)
     missing = [name for name in class_names if name not in mapping]
     if missing:
-        raise ValueError(f"{class_makes} gives no make for {len(missing)} classes, e.g. {missing[0]!r}")
+        source = "the class -> make map" if isinstance(class_makes, dict) else class_makes
+        raise ValueError(f"{source} gives no make for {len(missing)} classes, e.g. {missing[0]!r}")
     web_files = {split: _make_folders(Path(make_data), split) for split in ("train", "val")} if make_data else {}
     other_files = {split: _make_folders(Path(other_makes), split) for split in ("train", "val")} if other_makes else {}
     for name, files in (("make_data", web_files), ("other_makes", other_files)):
