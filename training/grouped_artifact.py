@@ -29,20 +29,22 @@ from training.commands import command, subcommand
 from training.model import load_model
 
 
-def grouping_matrix(labels: list[str], mapping: dict[str, str]) -> tuple[np.ndarray, list[str]]:
+def grouping_matrix(labels: list[str], mapping: dict[str, str], groups: list[str] | None = None
+                    ) -> tuple[np.ndarray, list[str]]:
     """The 0/1 matrix that sums fine-class probabilities into groups.
 
     Args:
         labels: The fine model's labels in output order.
         mapping: ``{fine label: group}`` from a label map.
+        groups: The matrix's columns, when another matrix's order must be kept (default: the groups, sorted).
 
     Returns:
-        ``(matrix of shape (len(labels), len(groups)), sorted group names)``.
+        ``(matrix of shape (len(labels), len(groups)), group names)``.
     """
     missing = [label for label in labels if label not in mapping]
     if missing:
         raise KeyError(f"{len(missing)} model labels are missing from the label map, e.g. {missing[0]!r}")
-    groups = sorted({mapping[label] for label in labels})
+    groups = groups or sorted({mapping[label] for label in labels})
     matrix = np.zeros((len(labels), len(groups)), dtype="float32")
     for row, label in enumerate(labels):
         matrix[row, groups.index(mapping[label])] = 1.0
@@ -94,32 +96,30 @@ def group_artifact(model_dir: str | Path, label_map: str | Path, data_path: str 
     labels = json.loads((model_dir / export_lib.LABELS_FILE).read_text(encoding="utf-8"))
     mapping = data_lib.read_label_map(label_map)
     name = name or Path(label_map).stem
-    map_name = Path(label_map).name
     make_output = source.get("make_output") or {}
     from_makes = bool(make_output) and all(make in mapping for make in make_output["labels"])
     class_matrix, blend = None, 1.0
+    config = source.get("training_config", {}).get("config", {})
+    split_settings = {"split": config.get("data", {}).get("split"), "seed": config.get("seed", 42)}
     if from_makes:
         matrix, groups = grouping_matrix(make_output["labels"], mapping)
-        # Weighed as the source artifact's make grouping is (measured by `training levels`).
+        # Weighed as the source artifact's make grouping is (measured by `training levels`), and each class
+        # reaches its group through its make, in training data and in the class matrix alike.
         blend = float(((source.get("groups") or {}).get("make") or {}).get("blend", 1.0))
-        class_matrix = np.zeros((len(labels), len(groups)), dtype="float32")
-        for row, label in enumerate(labels):
-            class_matrix[row, groups.index(mapping[make_output["of"][label]])] = 1.0
-        # The data's class folders reach their group through their make.
-        label_map = _class_map_through_makes(labels, make_output["of"], mapping)
+        group_of_class = {label: mapping[make_output["of"][label]] for label in labels}
+        class_matrix, _ = grouping_matrix(labels, group_of_class, groups)
+        dataset = data_lib.load_dataset(data_path, **split_settings)
+        val = dataset.splits["val"]
+        val = data_lib.Split(list(val.paths), [groups.index(group_of_class[dataset.class_names[label]])
+                                               for label in val.labels])
     else:
         matrix, groups = grouping_matrix(labels, mapping)
+        dataset = data_lib.load_dataset(data_path, label_map=label_map, **split_settings)
+        if dataset.class_names != groups:
+            raise ValueError(f"the data's groups {dataset.class_names} differ from the model's {groups}")
+        val = dataset.splits["val"]
     model = grouped_model(load_model(model_dir / export_lib.KERAS_FILE), matrix, name, output=1 if from_makes else 0,
                           class_matrix=class_matrix, blend=blend)
-
-    config = source.get("training_config", {}).get("config", {})
-    dataset = data_lib.load_dataset(data_path, label_map=label_map, split=config.get("data", {}).get("split"),
-                                    seed=config.get("seed", 42))
-    # Grouped from the make output, a group may have no class (it gathers makes known only from web photos).
-    if dataset.class_names != groups and not (from_makes and set(dataset.class_names) <= set(groups)):
-        raise ValueError(f"the data's groups {dataset.class_names} differ from the model's {groups}")
-    val = dataset.splits["val"]
-    val = data_lib.Split(list(val.paths), [groups.index(dataset.class_names[label]) for label in val.labels])
     report_dir = out / "report"
     if report_dir.exists():
         shutil.rmtree(report_dir)
@@ -145,27 +145,13 @@ def group_artifact(model_dir: str | Path, label_map: str | Path, data_path: str 
             "config": config,
             "wall_time_s": round(wall_time, 1),
         },
-        label_map=map_name,
+        label_map=Path(label_map).name,
         # The grouped model answers as the fine one does, test-time augmentation included.
         extra={"confidence": evaluation["confidence"], "tta": source.get("tta", "none")})
     export_lib.export_artifact(model, groups, metadata, out, litert=litert)
     print(f"artifact written to {out} in {wall_time:.0f} s: "
           + ", ".join(f"{k} {v:.4f}" for k, v in evaluation["metrics"].items() if isinstance(v, float)))
     return {"artifact": out, "metrics": evaluation["metrics"], "wall_time_s": wall_time}
-
-
-def _class_map_through_makes(labels: list[str], make_of: dict[str, str], mapping: dict[str, str]) -> Path:
-    """A temporary ``folder,label`` CSV giving each class the group of its make."""
-    import csv
-    import tempfile
-
-    path = Path(tempfile.mkdtemp(prefix="class-groups-")) / "class_groups.csv"
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["folder", "label"])
-        for label in labels:
-            writer.writerow([label, mapping[make_of[label]]])
-    return path
 
 
 @command("group")
