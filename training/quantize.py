@@ -118,11 +118,11 @@ def _spread(part, limit: int):
     return Split([part.paths[i] for i in chosen], [part.labels[i] for i in chosen])
 
 
-def _batches_of(metadata: dict[str, Any], part, batch_size: int):
+def _batches_of(metadata: dict[str, Any], part, batch_size: int, num_classes: int | None = None):
     """``(images, label ids)`` batches of ``part``, fitted as the artifact's input says."""
     from training.pipeline import make_dataset
 
-    ds = make_dataset(part.paths, part.labels, num_classes=max(part.labels) + 1,
+    ds = make_dataset(part.paths, part.labels, num_classes=num_classes or max(part.labels) + 1,
                       image_size=tuple(metadata["image_size"]), resize_mode=metadata.get("resize_mode", "center_crop"),
                       batch_size=batch_size, cache=False)
     for images, one_hot in ds.as_numpy_iterator():
@@ -211,21 +211,14 @@ def validation_batches(model_dir: Path, metadata: dict[str, Any], labels: list[s
 
     ``limit`` takes the first images of the split, or with ``spread`` that many spread evenly over it.
     """
-    from training.data import artifact_split
-    from training.pipeline import make_dataset
+    from training.data import Split, artifact_split
 
     part = artifact_split(metadata, labels, data_path, split)
-    paths, label_ids = list(part.paths), list(part.labels)
-    if limit is not None and spread and limit < len(paths):
-        chosen = [round(i * (len(paths) - 1) / max(1, limit - 1)) for i in range(limit)]
-        paths, label_ids = [paths[i] for i in chosen], [label_ids[i] for i in chosen]
-    paths, label_ids = paths[:limit], label_ids[:limit]
-    if not paths:
+    if limit is not None:
+        part = _spread(part, limit) if spread else Split(part.paths[:limit], part.labels[:limit])
+    if not len(part):
         raise ValueError(f"the {split} split of {data_path} is empty")
-    ds = make_dataset(paths, label_ids, num_classes=len(labels), image_size=tuple(metadata["image_size"]),
-                      resize_mode=metadata.get("resize_mode", "center_crop"), batch_size=batch_size, cache=False)
-    for images, one_hot in ds.as_numpy_iterator():
-        yield images, one_hot.argmax(axis=1)
+    yield from _batches_of(metadata, part, batch_size, num_classes=len(labels))
 
 
 def quantize_artifact(model_dir: str | Path, data_path: str | Path, *, variants=DEFAULT_VARIANTS, split: str = "val",
