@@ -210,7 +210,7 @@ def run_training(config: dict[str, Any]) -> dict[str, Any]:
     """
     if not config["data"]["path"]:
         raise ValueError("no data folder: pass --data or set data.path in the config")
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    stamp = dt.datetime.now().strftime(RUN_STAMP)
     run_dir = Path(config["train"]["runs_dir"]) / f"{config['name']}-{stamp}"
     run_dir.mkdir(parents=True, exist_ok=False)
     config = resolve_image_size(config)
@@ -525,12 +525,28 @@ def train_heads_on_features(model: keras.Model, train_split, val_split, makes: m
     return best
 
 
+RUN_STAMP = "%Y%m%d-%H%M%S"  # the suffix of a run folder's name: when the run started
+
+
+def run_started(run_dir: Path) -> float:
+    """When a run started, as a POSIX time: from its folder name, which nothing later changes.
+
+    ``config.yaml``'s modification time is the fallback for folders named otherwise; it moves whenever the
+    configuration is edited, for example to shorten the schedule before a ``--resume``.
+    """
+    try:
+        stamp = dt.datetime.strptime("-".join(run_dir.name.rsplit("-", 2)[-2:]), RUN_STAMP)
+    except ValueError:
+        return (run_dir / "config.yaml").stat().st_mtime
+    return stamp.timestamp()
+
+
 def _previous_wall_time(run_dir: Path) -> float:
-    """Seconds the run spent before this resume: from its creation to its last logged epoch."""
+    """Seconds the run spent before this resume or export: from its start to its last logged epoch."""
     history = run_dir / HISTORY_FILE
     if not history.exists():
         return 0.0
-    return max(0.0, history.stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime)
+    return max(0.0, history.stat().st_mtime - run_started(run_dir))
 
 
 def finish_run(model: keras.Model, config: dict[str, Any], dataset: data_lib.Dataset, run_dir: Path,
@@ -629,7 +645,8 @@ def export_run(run_dir: str | Path, out: str | Path | None = None) -> dict[str, 
         out: Artifact folder; the configuration's ``export.out`` (or ``RUN/artifact``) when ``None``.
 
     Returns:
-        As :func:`run_training`; ``wall_time_s`` then counts from the run folder's creation.
+        As :func:`run_training`; ``wall_time_s`` then counts the training (from the run's start to its last
+        logged epoch) and the export.
     """
     from training.config import complete, load_config_file
 
@@ -657,7 +674,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None) -> dict[str, 
         logged_epochs = sum(1 for line in handle if line[:1].isdigit())
     phases = [{"phase": checkpoint.name.split(".")[0], "checkpoint": str(checkpoint),
                "exported_from_checkpoint": True, "epochs_logged": logged_epochs}]
-    started = time.monotonic() - (time.time() - (run_dir / "config.yaml").stat().st_mtime)
+    started = time.monotonic() - _previous_wall_time(run_dir)
     print(f"exporting {checkpoint} ({logged_epochs} epochs logged)")
     return finish_run(model, config, dataset, run_dir, phases, started)
 

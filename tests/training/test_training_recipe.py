@@ -204,3 +204,26 @@ def test_head_on_cached_features_then_fine_tune(image_folder, tmp_path):
     assert phases[0]["best"] == pytest.approx(max(float(r["val_accuracy"]) for r in head_rows))
     assert _epochs_logged(run_dir) == [0]  # the fine-tuning epoch, numbered from 0
     assert (run_dir / "checkpoints" / "head.best.weights.h5").is_file()
+
+
+def test_a_run_starts_when_its_folder_says_whatever_edits_its_config_later(tmp_path):
+    """Shortening a schedule before ``--resume`` edits config.yaml; the recorded wall time must not shrink."""
+    import datetime as dt
+    import os
+
+    from training.train import _previous_wall_time, run_started
+
+    run_dir = tmp_path / "car-models-196-20261203-134804"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("name: car-models-196\n")
+    (run_dir / "history.csv").write_text("epoch,val_accuracy\n0,0.5\n")
+    started = dt.datetime(2026, 12, 3, 13, 48, 4).timestamp()
+    os.utime(run_dir / "history.csv", (started + 5400, started + 5400))  # 90 minutes of epochs
+    os.utime(run_dir / "config.yaml", (started + 5000, started + 5000))  # edited near the end
+    assert run_started(run_dir) == started
+    assert _previous_wall_time(run_dir) == 5400
+
+    plain = tmp_path / "my-run"
+    plain.mkdir()
+    (plain / "config.yaml").write_text("name: x\n")
+    assert run_started(plain) == (plain / "config.yaml").stat().st_mtime
