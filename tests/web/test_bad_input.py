@@ -9,7 +9,6 @@ import csv
 import io
 import socket
 import sqlite3
-import struct
 
 import numpy as np
 import pytest

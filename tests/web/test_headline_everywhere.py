@@ -89,7 +89,7 @@ def test_the_not_a_car_page_folds_the_guesses_and_asks_is_this_a_car(shipped_app
     assert page.index('id="guesses"') < page.index('id="predictions"')
     assert "Show the model's guesses anyway" in page
     assert "Is this a car?" in page and "Was this right?" not in page
-    assert f"<title>This does not look like a car - Car classifier</title>" in page
+    assert "<title>This does not look like a car - Car classifier</title>" in page
 
 
 def test_the_admin_list_has_an_id_and_an_answer_column_and_the_detail_leads_with_the_headline(shipped_app):

@@ -9,8 +9,6 @@ make, as for a recent car the classes do not know.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -93,10 +91,10 @@ def test_a_class_that_agrees_with_the_make_output_is_the_answer(make_app_):
 
 def test_group_scores_from_the_make_output_add_up_to_one(make_app_):
     body = post_image(make_app_.test_client(), _photo((120, 90, 60)), "brown.png").get_json()
-    for name in ("make", "segment"):
-        assert len(body["groups"][name]) >= 2
+    # Both segments are listed, so their scores are the whole distribution; the make list is the top 3 of 4.
+    assert [row["label"] for row in body["groups"]["segment"]] in (["premium", "basic"], ["basic", "premium"])
     assert sum(row["score"] for row in body["groups"]["segment"]) == pytest.approx(1.0, abs=1e-6)
-    assert sum(row["score"] for row in body["groups"]["make"][:3]) <= 1.0 + 1e-6
+    assert len(body["groups"]["make"]) == 3 and sum(row["score"] for row in body["groups"]["make"]) < 1.0
 
 
 def test_a_make_the_classes_do_not_cover_is_answered_at_the_make_level_and_says_why(make_app_):
@@ -122,4 +120,5 @@ def test_the_model_card_lists_what_it_knows_and_the_levels_per_kind_of_photo(mak
 def test_the_api_describes_the_make_labels(make_app_):
     body = make_app_.test_client().get("/api/v1/model").get_json()
     assert body["make_labels"] == MAKES
-    assert json.dumps(body).count("/") < 50  # no file paths published (a cheap sanity check)
+    assert body["metadata"]["make_output"]["labels"] == MAKES
+    assert body["metadata"]["answer_levels"]["sets"]["web"][0] == {"level": "make", "share": 0.7, "accuracy": 0.96}
