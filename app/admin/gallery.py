@@ -3,9 +3,8 @@ leave-one-out accuracy, remove it; and teach a corrected photo under its correct
 
 from __future__ import annotations
 
-from flask import Response, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
-from sqlalchemy import select
 
 from inference.errors import ImageRejected
 
@@ -16,6 +15,7 @@ from ..models import GalleryExample, Prediction
 from ..serving import get_classifier
 from . import bp
 from .forms import RemoveTaughtForm, TeachForm, TeachFromCorrectionForm
+from .routes import stored_jpeg
 
 
 @bp.route("/gallery", methods=["GET", "POST"])
@@ -111,12 +111,7 @@ def gallery_remove():
 @bp.route("/gallery/examples/<row_id:example_id>.jpg")
 def gallery_image(example_id: int):
     """A taught example's stored photo."""
-    blob = db.session.scalar(select(GalleryExample.image).where(GalleryExample.id == example_id))
-    if blob is None:
-        abort(404, description=f"No taught example {example_id}.")
-    response = Response(blob, mimetype="image/jpeg")
-    response.headers["Cache-Control"] = "private, max-age=86400"  # an example's photo never changes
-    return response
+    return stored_jpeg(GalleryExample.image, example_id, "taught example")
 
 
 @bp.route("/predictions/<row_id:prediction_id>/teach", methods=["POST"])

@@ -148,15 +148,20 @@ def label_choices(prediction: Prediction) -> list[str]:
     return list(dict.fromkeys(known))
 
 
+def stored_jpeg(column, row_id: int, what: str) -> Response:
+    """The JPEG stored in ``column`` of row ``row_id`` (only that column is read); 404 naming ``what``."""
+    blob = db.session.scalar(select(column).where(column.class_.id == row_id))
+    if blob is None:
+        abort(404, description=f"No {what} {row_id}.")
+    response = Response(blob, mimetype="image/jpeg")
+    response.headers["Cache-Control"] = "private, max-age=86400"  # a stored photo never changes
+    return response
+
+
 @bp.route("/predictions/<row_id:prediction_id>/thumbnail.jpg")
 def thumbnail(prediction_id: int):
-    """The stored JPEG thumbnail (only the blob column is read)."""
-    blob = db.session.scalar(select(Prediction.thumbnail).where(Prediction.id == prediction_id))
-    if blob is None:
-        abort(404, description=f"No prediction {prediction_id}.")
-    response = Response(blob, mimetype="image/jpeg")
-    response.headers["Cache-Control"] = "private, max-age=86400"  # thumbnails never change
-    return response
+    """The stored JPEG thumbnail."""
+    return stored_jpeg(Prediction.thumbnail, prediction_id, "prediction")
 
 
 @bp.route("/predictions/<row_id:prediction_id>/correction", methods=["POST"])
