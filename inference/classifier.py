@@ -127,11 +127,11 @@ class Classifier:
         Returns:
             ``((num_classes,), (num_makes,) or None)`` float32 probabilities.
         """
-        if self.tta == "flip":
-            row = self.predict_batch(np.stack([pixels, pixels[:, ::-1]])).mean(axis=0)
-        else:
-            row = self.predict_batch(pixels[np.newaxis])[0]
-        return self.split(row)
+        return self.split(self.predict_batch(self._views(pixels)).mean(axis=0))
+
+    def _views(self, pixels: np.ndarray) -> np.ndarray:
+        """The batch one photo is run as: itself, and its mirror image with ``tta: flip``."""
+        return np.stack([pixels, pixels[:, ::-1]]) if self.tta == "flip" else pixels[np.newaxis]
 
     @property
     def can_embed(self) -> bool:
@@ -147,8 +147,7 @@ class Classifier:
         Raises:
             LookupError: The served file has no feature-map output (:attr:`can_embed`).
         """
-        batch = pixels[np.newaxis] if self.tta != "flip" else np.stack([pixels, pixels[:, ::-1]])
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        batch = np.ascontiguousarray(self._views(pixels), dtype=np.float32)
         # The engine itself, not the micro-batcher: its batches carry no feature maps.
         rows, maps = self.engine.features(batch)
         probabilities, make = self.split(rows.mean(axis=0))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import threading
 import weakref
 from pathlib import Path
@@ -215,8 +216,6 @@ def ordered_outputs(interpreter) -> list[dict]:
 
 def _natural(name: str) -> tuple:
     """Sort key that orders ``x:2`` before ``x:10``."""
-    import re
-
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
 
 

@@ -96,7 +96,8 @@ def build_card(classifier, gate=None) -> dict[str, Any]:
         "gate": gate.metadata if gate is not None else None,
         "served_copy": served_copy(classifier),
         "groups": group_sections(metadata, folder),
-        "levels": levels if isinstance(levels := read_json(folder / "groups.json").get("levels"), list) else [],
+        # A make-output artifact's groups.json holds its levels per kind of photo (levels_by_set) instead.
+        "levels": levels_list(read_json(folder / "groups.json")),
         "levels_by_set": levels_by_set(metadata),
         "knows": knows(classifier),
     }
@@ -104,6 +105,12 @@ def build_card(classifier, gate=None) -> dict[str, Any]:
 
 SET_TITLES = {"stanford": "Stanford val: cropped photos with a class", "web": "web-makes val: whole scenes of recent cars",
               "other": "other-makes val: makes it was not taught"}
+
+
+def levels_list(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The answer levels of ``report/groups.json`` when they are one list (artifacts without a make output)."""
+    levels = report.get("levels")
+    return levels if isinstance(levels, list) else []
 
 
 def levels_by_set(metadata: dict[str, Any]) -> list[dict[str, Any]]:
@@ -119,8 +126,9 @@ def levels_by_set(metadata: dict[str, Any]) -> list[dict[str, Any]]:
 
 def knows(classifier) -> dict[str, Any]:
     """What the model can name: its classes, its makes, and the makes it learnt from photos without a class."""
-    taught = (classifier.metadata.get("make_data") or {}) if isinstance(classifier.metadata.get("make_data"), dict) else {}
-    return {"classes": list(classifier.labels), "makes": [m for m in classifier.make_labels],
+    taught = classifier.metadata.get("make_data")
+    taught = taught if isinstance(taught, dict) else {}
+    return {"classes": list(classifier.labels), "makes": list(classifier.make_labels),
             "web_makes": list(taught.get("web_makes") or []), "other_makes": list(taught.get("other_makes") or [])}
 
 
