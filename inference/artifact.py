@@ -34,6 +34,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .tta import SKIP_KEY, check_skip_above
+
 ARTIFACT_FORMAT_VERSION = 1
 KERAS_FILE = "model.keras"
 LITERT_FILE = "model.tflite"
@@ -111,6 +113,10 @@ def read_artifact(model_dir: str | Path) -> tuple[dict[str, Any], list[str]]:
         raise broken(folder, f"metadata.json resize_mode is not one of {', '.join(RESIZE_MODES)}")
     if metadata.get("tta", "none") not in TTA_MODES:
         raise broken(folder, f"metadata.json tta is not one of {', '.join(TTA_MODES)}")
+    try:
+        check_skip_above(metadata.get(SKIP_KEY))
+    except ValueError as exc:
+        raise broken(folder, f"metadata.json {exc}") from None
     try:
         make_labels = check_make_output(metadata.get(MAKE_OUTPUT), labels)
         check_groups(metadata.get("groups") or {}, labels, make_labels)
@@ -202,7 +208,7 @@ def check_groups(groups: Any, labels: list[str], make_labels: list[str] | None =
 # Everything else (the training run's configuration and command, its run folder and checkpoints, the
 # dataset's location, the artifact's file layout) describes the machine it was made on.
 PUBLIC_METADATA_KEYS = ("format_version", "name", "version", "created", "backbone", "image_size", "resize_mode",
-                        "input", "preprocessing", "num_classes", "metrics", "confidence", "tta", "groups",
+                        "input", "preprocessing", "num_classes", "metrics", "confidence", "tta", SKIP_KEY, "groups",
                         "serving_variant", "robustness", "make_output", "answer_levels")
 PUBLIC_DATASET_KEYS = ("presplit", "num_classes", "counts", "per_class", "file_list_sha256")
 _PATH_LIKE = re.compile(r"^(?:/|~|\.{1,2}/|[A-Za-z]:[\\/])|/(?:runs|checkpoints|home|work|tmp)/")

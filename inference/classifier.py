@@ -23,6 +23,7 @@ from .artifact import (KERAS_FILE, LITERT_FILE, LITERT_VARIANTS, ArtifactError, 
 from .batching import MicroBatcher
 from .imaging import fit_to_input
 from .runtimes import KerasRuntime, LiteRTRuntime, litert_available, resolve_runtime
+from .tta import combine_views, confident, skip_above
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,8 @@ class Classifier:
 
         With ``tta: flip`` the photo and its mirror image go through the model as one batch of two (one
         invocation) and their probabilities are averaged, as they were when the artifact was evaluated.
+        With ``tta_skip_above`` as well, the photo goes first alone, and its mirror image follows only
+        when the photo's own top scores fall short of it (:mod:`.tta`).
 
         Args:
             pixels: ``(H, W, 3)`` model-sized RGB image.
@@ -127,7 +130,18 @@ class Classifier:
         Returns:
             ``((num_classes,), (num_makes,) or None)`` float32 probabilities.
         """
-        return self.split(self.predict_batch(self._views(pixels)).mean(axis=0))
+        if self.tta != "flip" or self.skip_above is None:
+            return self.split(self.predict_batch(self._views(pixels)).mean(axis=0))
+        first = self.predict_batch(pixels[np.newaxis])
+        if confident(first, len(self.labels), self.skip_above)[0]:
+            return self.split(first[0])
+        mirrored = self.predict_batch(np.ascontiguousarray(pixels[:, ::-1])[np.newaxis])
+        return self.split(combine_views(first, mirrored, len(self.labels))[0])
+
+    @property
+    def skip_above(self) -> float | None:
+        """The artifact's ``tta_skip_above``: how sure the photo alone must be to skip its mirror view."""
+        return skip_above(self.metadata)
 
     def _views(self, pixels: np.ndarray) -> np.ndarray:
         """The batch one photo is run as: itself, and its mirror image with ``tta: flip``."""
@@ -142,7 +156,8 @@ class Classifier:
         """:meth:`outputs` plus the photo's embedding, all from one invocation.
 
         The embedding is the feature map averaged over its positions (with ``tta: flip``, over both
-        images), scaled to unit length so that a dot product is a cosine similarity.
+        images, whatever ``tta_skip_above`` says: taught photos and queries are embedded alike), scaled
+        to unit length so that a dot product is a cosine similarity.
 
         Raises:
             LookupError: The served file has no feature-map output (:attr:`can_embed`).

@@ -1,5 +1,5 @@
 """Command line: ``python -m training COMMAND``, for train, evaluate, export, group, tools, quantize, reproduce,
-gate, groups, levels, refresh, tune and visualize.
+gate, groups, levels, tta, refresh, tune and visualize.
 
 The commands live with their work and register themselves (:mod:`training.commands`); this module only
 collects them. Every ``train`` option is also a configuration key (shown in brackets in ``--help``, see
@@ -18,7 +18,7 @@ from training.commands import registered
 # The modules that register commands, in the order ``--help`` lists them.
 COMMAND_MODULES = ("training.train", "training.evaluate", "training.grouped_artifact", "training.tools",
                    "training.quantize", "training.reproduce", "training.gate", "training.label_groupings",
-                   "training.make_levels", "training.refresh", "training.tune", "training.visualize")
+                   "training.make_levels", "training.flip_skip", "training.refresh", "training.tune", "training.visualize")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -41,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
         "l2": 0.0,
         "hidden_units": 0,          # a ReLU layer before the classifier; 0 = linear head
         "tta": "none",              # none | flip: the app averages the photo and its mirror image
+        "tta_skip_above": None,     # with flip: no mirror view when the photo alone is this sure
     },
     "augment": {                    # defaults follow the first prototypes' ImageDataGenerator settings
         "enabled": True,

@@ -21,6 +21,7 @@ matplotlib.use("Agg")  # headless: reports are written on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from inference import tta as tta_lib  # noqa: E402
 from training import export as export_lib  # noqa: E402
 from training.commands import command, subcommand  # noqa: E402
 from training.pipeline import make_dataset  # noqa: E402
@@ -31,18 +32,20 @@ TOP_CONFUSIONS = 30
 
 
 def predict(model, paths: list[str], labels: list[int], *, num_classes: int, image_size: tuple[int, int],
-            resize_mode: str, batch_size: int = 32, tta: str = "none") -> np.ndarray:
+            resize_mode: str, batch_size: int = 32, tta: str = "none",
+            skip_above: float | None = None) -> np.ndarray:
     """Class probabilities for ``paths``, fed exactly as in training (no augmentation).
 
     With ``tta="flip"`` each photo's probabilities are the mean over it and its mirror image, as the
-    app computes them for an artifact whose metadata says so.
+    app computes them for an artifact whose metadata says so; with ``skip_above`` too, a photo sure at
+    that level on its own keeps its own (:func:`inference.tta.combine_views`).
     """
     ds = make_dataset(paths, labels, num_classes=num_classes, image_size=image_size, resize_mode=resize_mode,
                       batch_size=batch_size, cache=False).map(lambda x, y: x)
     probabilities = np.asarray(model.predict(ds, verbose=0), dtype="float64")
     if tta == "flip":
         mirrored = np.asarray(model.predict(ds.map(lambda x: x[:, :, ::-1, :]), verbose=0), dtype="float64")
-        probabilities = (probabilities + mirrored) / 2.0
+        probabilities = tta_lib.combine_views(probabilities, mirrored, num_classes, skip_above)
     elif tta != "none":
         raise ValueError(f"unknown tta {tta!r}; use none or flip")
     return probabilities
@@ -256,7 +259,8 @@ def plot_history(history_csv: Path, path: Path) -> bool:
 
 def evaluate_model(model, class_names: list[str], paths: list[str], labels: list[int], *,
                    image_size: tuple[int, int], resize_mode: str, report_dir: str | Path, batch_size: int = 32,
-                   split_name: str = "val", target_precision: float = 0.95, tta: str = "none"
+                   split_name: str = "val", target_precision: float = 0.95, tta: str = "none",
+                   skip_above: float | None = None
                    ) -> dict[str, Any]:
     """Predict ``paths`` and write the report.
 
@@ -272,6 +276,7 @@ def evaluate_model(model, class_names: list[str], paths: list[str], labels: list
         split_name: Recorded in ``metrics.json``.
         target_precision: For the confidence threshold.
         tta: ``none`` or ``flip`` (see :func:`predict`).
+        skip_above: The artifact's ``tta_skip_above`` (see :func:`predict`).
 
     Returns:
         ``{"metrics": {...}, "confidence": {...}}`` as also written to ``metrics.json``.
@@ -280,7 +285,7 @@ def evaluate_model(model, class_names: list[str], paths: list[str], labels: list
     report_dir.mkdir(parents=True, exist_ok=True)
     num_classes = len(class_names)
     probabilities = predict(model, paths, labels, num_classes=num_classes, image_size=image_size,
-                            resize_mode=resize_mode, batch_size=batch_size, tta=tta)
+                            resize_mode=resize_mode, batch_size=batch_size, tta=tta, skip_above=skip_above)
     y_true = np.asarray(labels)
     y_pred = probabilities.argmax(axis=1)
     matrix = confusion_matrix(y_true, y_pred, num_classes)
@@ -289,6 +294,8 @@ def evaluate_model(model, class_names: list[str], paths: list[str], labels: list
                                "accuracy": float((y_pred == y_true).mean())}
     if tta != "none":
         metrics["tta"] = tta
+    if tta != "none" and skip_above is not None:
+        metrics[tta_lib.SKIP_KEY] = skip_above
     if num_classes > 5:
         top5 = np.argsort(-probabilities, axis=1)[:, :5]
         metrics["top5_accuracy"] = float((top5 == y_true[:, None]).any(axis=1).mean())
@@ -348,7 +355,8 @@ def evaluate_artifact(model_dir: str | Path, data_path: str | Path, *, split: st
     result = evaluate_model(model, class_names, part.paths, part.labels,
                             image_size=tuple(metadata["image_size"]), resize_mode=metadata["resize_mode"],
                             report_dir=model_dir / "report", batch_size=batch_size, split_name=split,
-                            target_precision=target_precision, tta=metadata.get("tta", "none"))
+                            target_precision=target_precision, tta=metadata.get("tta", "none"),
+                            skip_above=tta_lib.skip_above(metadata))
     if fgsm:
         from training.robustness import evaluate_robustness
 

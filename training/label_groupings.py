@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from inference import tta as tta_lib
 from inference.answers import choose_answer, group_scores, groupings
 from inference.artifact import CLASS_LEVEL, check_groups
 from training import data as data_lib
@@ -136,7 +137,8 @@ def validation_probabilities(model_dir: Path, metadata: dict[str, Any], labels: 
     probabilities = evaluate_lib.predict(model, val.paths, val.labels, num_classes=len(labels),
                                          image_size=tuple(metadata["image_size"]),
                                          resize_mode=metadata.get("resize_mode", "center_crop"),
-                                         batch_size=batch_size, tta=metadata.get("tta", "none"))
+                                         batch_size=batch_size, tta=metadata.get("tta", "none"),
+                                         skip_above=tta_lib.skip_above(metadata))
     return probabilities, np.asarray(val.labels)
 
 

@@ -48,6 +48,9 @@ TRAIN_OPTIONS: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
         ("--tta", "model.tta", {"choices": ["none", "flip"],
                                 "help": "test-time augmentation the app applies: flip averages the photo "
                                 "and its mirror image (one batch-of-2 invocation)"}),
+        ("--tta-skip-above", "model.tta_skip_above", {
+            "type": float, "metavar": "P", "help": "with --tta flip, skip the mirror image when the photo alone "
+            "scores P or more in every output (default: never; `python -m training tta` chooses one)"}),
     ],
     "training": [
         ("--epochs", "train.head_epochs", {"type": int, "help": "phase 1 epochs: head on the frozen backbone"}),

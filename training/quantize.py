@@ -149,9 +149,15 @@ def at_threshold(answered: list[tuple[float, bool]], threshold: float) -> dict[s
             "accuracy": round(sum(kept) / len(kept), 4) if kept else None}
 
 
-def served_scores(probabilities, flipped_probabilities):
-    """What the app's answer is computed from: the probabilities, averaged with the mirror image's when given."""
-    return probabilities if flipped_probabilities is None else (probabilities + flipped_probabilities) / 2.0
+def served_rows(scorer: LiteRTScorer, images, flip: bool, skip_above: float | None):
+    """What the app's answer is computed from: whole rows on ``images``, combined with the mirror images'
+    rows as the artifact's test-time augmentation says (:func:`inference.tta.combine_views`)."""
+    import numpy as np
+
+    from inference.tta import combine_views
+
+    mirrored = scorer.rows(np.ascontiguousarray(images[:, :, ::-1])) if flip else None
+    return combine_views(scorer.rows(images), mirrored, scorer.num_classes, skip_above)
 
 
 class LiteRTScorer:
@@ -245,6 +251,8 @@ def quantize_artifact(model_dir: str | Path, data_path: str | Path, *, variants=
     import keras
     import numpy as np
 
+    from inference.tta import skip_above as tta_skip_above
+
     model_dir = Path(model_dir)
     metadata = json.loads((model_dir / METADATA_FILE).read_text(encoding="utf-8"))
     labels = json.loads((model_dir / LABELS_FILE).read_text(encoding="utf-8"))
@@ -258,6 +266,7 @@ def quantize_artifact(model_dir: str | Path, data_path: str | Path, *, variants=
     model = serving_model(model, explainable_head(model))
     image_shape = (*metadata["image_size"], 3)
     flip = metadata.get("tta") == "flip"
+    skip = tta_skip_above(metadata)
     calibration = calibration_inputs(model_dir, metadata, labels, Path(data_path), calibration_images, flip)
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as scratch:
@@ -275,8 +284,7 @@ def quantize_artifact(model_dir: str | Path, data_path: str | Path, *, variants=
         for images, truth in validation_batches(model_dir, metadata, labels, Path(data_path), split,
                                                 batch_size, limit):
             images = np.ascontiguousarray(images, dtype=np.float32)
-            mirrored = np.ascontiguousarray(images[:, :, ::-1]) if flip else None
-            outputs = {name: served_scores(scorer(images), scorer(mirrored) if flip else None)
+            outputs = {name: served_rows(scorer, images, flip, skip)[:, :len(labels)]
                        for name, scorer in scorers.items()}
             reference = outputs["float32"].argmax(axis=1)
             for name, probabilities in outputs.items():
@@ -289,7 +297,7 @@ def quantize_artifact(model_dir: str | Path, data_path: str | Path, *, variants=
                                            float(np.abs(outputs[name] - outputs["float32"]).max()))
             seen += len(truth)
         float32_top1 = 100.0 * correct["float32"] / seen
-        make_top1 = make_accuracy(scorers, metadata, labels, flip, batch_size, limit)
+        make_top1 = make_accuracy(scorers, metadata, labels, flip, batch_size, limit, skip)
         timing = milliseconds_per_image(scorers, image_shape, batch=2 if flip else 1)
         float32_ms = timing["float32"]
         for name, path in candidates.items():
@@ -306,6 +314,7 @@ def quantize_artifact(model_dir: str | Path, data_path: str | Path, *, variants=
             results[name] = {
                 "file": LITERT_VARIANTS[name], "kept": kept, "split": split, "images": seen,
                 "tta": "flip" if flip else "none",
+                "tta_skip_above": skip,
                 "top1_float32": round(float32_top1, 3), "top1": round(top1, 3), "drop_points": round(drop, 3),
                 "max_drop_points": max_drop_points, "top1_agreement": round(agree[name] / seen, 4),
                 "max_probability_difference": round(max_difference[name], 5),
@@ -338,7 +347,7 @@ def quantize_artifact(model_dir: str | Path, data_path: str | Path, *, variants=
 
 
 def make_accuracy(scorers: dict[str, LiteRTScorer], metadata: dict[str, Any], labels: list[str], flip: bool,
-                  batch_size: int, limit: int | None) -> dict[str, float] | None:
+                  batch_size: int, limit: int | None, skip: float | None = None) -> dict[str, float] | None:
     """Make-output top-1 (percent) of each copy on the make-only validation photos, ``None`` without them."""
     import numpy as np
 
@@ -348,9 +357,8 @@ def make_accuracy(scorers: dict[str, LiteRTScorer], metadata: dict[str, Any], la
     correct, seen = dict.fromkeys(scorers, 0), 0
     for images, truth in _batches_of(metadata, part, batch_size):
         images = np.ascontiguousarray(images, dtype=np.float32)
-        mirrored = np.ascontiguousarray(images[:, :, ::-1]) if flip else None
         for name, scorer in scorers.items():
-            rows = served_scores(scorer.rows(images), scorer.rows(mirrored) if flip else None)
+            rows = served_rows(scorer, images, flip, skip)
             correct[name] += int((rows[:, len(labels):].argmax(axis=1) == truth).sum())
         seen += len(truth)
     return {**{name: 100.0 * hits / seen for name, hits in correct.items()}, "images": seen}

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from inference import tta as tta_lib
 from training import export as export_lib
 from training.commands import command
 
@@ -54,7 +55,8 @@ def score_artifact(model_dir: Path, data_path: Path, split: str, batch_size: int
                    resize_mode=metadata.get("resize_mode", "center_crop"), batch_size=batch_size)
     tta = metadata.get("tta", "none")
     single = predict(model, part.paths, part.labels, **options)
-    served = predict(model, part.paths, part.labels, tta=tta, **options) if tta != "none" else single
+    served = (predict(model, part.paths, part.labels, tta=tta, skip_above=tta_lib.skip_above(metadata), **options)
+              if tta != "none" else single)
     truth = np.asarray(part.labels)
     top5 = np.argsort(-served, axis=1)[:, :5]
     training = metadata.get("training_config", {})

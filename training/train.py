@@ -583,7 +583,8 @@ def finish_run(model: keras.Model, config: dict[str, Any], dataset: data_lib.Dat
     evaluation = evaluate_lib.evaluate_model(
         class_model, dataset.class_names, val_split.paths, val_split.labels, image_size=image_size,
         resize_mode=model_cfg["resize_mode"], batch_size=train_cfg["batch_size"], report_dir=report_dir,
-        split_name="val", target_precision=export_cfg["target_precision"], tta=model_cfg.get("tta", "none"))
+        split_name="val", target_precision=export_cfg["target_precision"], tta=model_cfg.get("tta", "none"),
+        skip_above=model_cfg.get("tta_skip_above"))
     wall_time = time.monotonic() - started
 
     summary = data_lib.summarize(dataset)
@@ -602,6 +603,7 @@ def finish_run(model: keras.Model, config: dict[str, Any], dataset: data_lib.Dat
         dataset=summary, training_config=training_record,
         label_map=Path(data_cfg["label_map"]).name if data_cfg["label_map"] else None,
         extra={"confidence": evaluation["confidence"], "tta": model_cfg.get("tta", "none"),
+               **({"tta_skip_above": model_cfg["tta_skip_above"]} if model_cfg.get("tta_skip_above") else {}),
                **(makes_lib.metadata_section(makes, dataset.class_names, data_cfg["class_makes"]) if makes else {})})
     export_lib.export_artifact(clean, dataset.class_names, metadata, out_dir, litert=export_cfg["litert"])
     if makes is not None:
