@@ -5,7 +5,8 @@ the app's decoding and fit) over its validation photos - Stanford ``val/``, and 
 output ``web-makes/val`` and ``other-makes/val`` too - on each photo and on its mirror image. For each
 candidate level it counts, per set, the photos that would skip the mirror view and the answers that
 would change against always averaging both views (the top class, the top make, or the answer's level
-and label), and the top-1 accuracy either way. It writes the lowest level at which at most
+and label), and the top-1 accuracy either way; and the same with no mirror view at all, which says whether the
+flip averaging is worth its cost. It writes the lowest level at which at most
 ``--max-changed`` percent of the answers change on every set into ``metadata.json``, with the table in
 ``report/tta.md`` and a plot in ``report/tta.png``.
 
@@ -97,6 +98,22 @@ def measure_levels(classifier, views: dict[str, tuple[np.ndarray, np.ndarray]],
     return table
 
 
+def single_view(classifier, views: dict[str, tuple[np.ndarray, np.ndarray]],
+                truths: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, dict[str, Any]]:
+    """Per set, the same figures with no mirror view at all (``tta: none``): is the flip worth its cost?"""
+    from inference.tta import combine_views
+
+    width = len(classifier.labels)
+    figures = {}
+    for name, (first, mirror) in views.items():
+        answers = answers_of(classifier, first)
+        always = answers_of(classifier, combine_views(first, mirror, width))
+        figures[name] = {"images": len(answers), "skipped": 1.0,
+                         "changed": round(float(np.mean([a != b for a, b in zip(answers, always)])), 4),
+                         **_accuracies(answers, always, *truths[name])}
+    return figures
+
+
 def _accuracies(answers, always, classes: np.ndarray, makes: np.ndarray) -> dict[str, float | None]:
     """Top-1 of the classes (where known) and of the makes (where known), skipping and always averaging."""
     figures: dict[str, float | None] = {}
@@ -166,13 +183,14 @@ def choose_skip_above(model_dir: str | Path, *, max_changed: float = 0.005, data
     chosen = choose(table, max_changed)
     report = {"skip_above": chosen, "max_changed": max_changed,
               "served": {"runtime": classifier.runtime, "variant": classifier.variant,
-                         "resize_mode": classifier.resize_mode}, "table": table}
+                         "resize_mode": classifier.resize_mode},
+              "single_view": single_view(classifier, views, truths), "table": table}
     metadata_path = model_dir / export_lib.METADATA_FILE
     metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
     metadata.pop(SKIP_KEY, None)
     if chosen is not None:
         metadata[SKIP_KEY] = chosen
-    metadata["tta_choice"] = {key: value for key, value in report.items() if key != "table"} | {
+    metadata["tta_choice"] = {key: value for key, value in report.items() if key not in ("table", "single_view")} | {
         "per_set": next((row["sets"] for row in table if row["skip_above"] == chosen), None)}
     export_lib.write_json(metadata_path, metadata)
     report_dir = model_dir / "report"
@@ -191,9 +209,10 @@ def render_markdown(report: dict[str, Any]) -> str:
              f"lowest level changing at most {100 * report['max_changed']:.1f} % of the answers on every set.", "",
              "| skip above | set | photos | mirror skipped | answers changed | class top-1 (always) | "
              "make top-1 (always) |", "|---:|---|---:|---:|---:|---:|---:|"]
-    for row in report["table"]:
-        for name, figures in row["sets"].items():
-            lines.append(f"| {row['skip_above']:.2f} | {name} | {figures['images']} | "
+    rows = [(f"{row['skip_above']:.2f}", row["sets"]) for row in report["table"]]
+    for level, sets in rows + [("no mirror (`tta: none`)", report["single_view"])]:
+        for name, figures in sets.items():
+            lines.append(f"| {level} | {name} | {figures['images']} | "
                          f"{100 * figures['skipped']:.1f} % | {100 * figures['changed']:.1f} % | "
                          f"{_pair(figures, 'class')} | {_pair(figures, 'make')} |")
     return "\n".join(lines) + "\n"

@@ -21,7 +21,8 @@ def test_tta_command_records_the_lowest_level_within_the_allowed_changes(trained
 
     artifact = flip_copy(trained["artifact"], tmp_path / "artifact")
     assert main(["tta", str(artifact), "--data", str(image_folder), "--max-changed", "100"]) == 0
-    assert "Chosen `tta_skip_above`: **0.5**" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Chosen `tta_skip_above`: **0.5**" in printed and "| no mirror (`tta: none`) | stanford |" in printed
     metadata = json.loads((artifact / "metadata.json").read_text())
     assert metadata["tta_skip_above"] == 0.5
     assert (artifact / "report" / "tta.png").stat().st_size > 0
@@ -41,6 +42,8 @@ def test_skipped_share_falls_with_the_level_and_only_skipped_photos_change(train
     assert all(row["changed"] <= row["skipped"] for row in rows)
     assert report["skip_above"] == choose(report["table"], 0.0)
     assert all(row["class_top1_always"] == rows[0]["class_top1_always"] for row in rows)
+    single = report["single_view"]["stanford"]
+    assert single["skipped"] == 1.0 and single["changed"] >= rows[-1]["changed"]
 
 
 def test_choose_takes_the_lowest_level_that_holds_on_every_set():
