@@ -272,7 +272,7 @@ def calibrate_levels(model_dir: str | Path, *, runtime: str = "auto", variant: s
         metadata["confidence"] = {**confidence, "measured": "as served, with the make output's agreement"}
     tables = answer_table(metadata, labels, outputs, photos)
     served = {"runtime": classifier.runtime, "variant": classifier.variant, "tta": classifier.tta,
-              "resize_mode": classifier.resize_mode}
+              "tta_skip_above": classifier.skip_above, "resize_mode": classifier.resize_mode}
     metadata["answer_levels"] = {"target_precision": target_precision, "served": served,
                                  "num_images": {name: len(p.paths) for name, p in photos.items()},
                                  "sets": tables, "other_as_known_make": _other_as_known(outputs, photos, make_labels)}
@@ -307,6 +307,12 @@ def _other_as_known(outputs, photos: dict[str, Photos], make_labels: list[str]) 
     return float(np.mean([make_labels[i] != OTHER_MAKE for i in top]))
 
 
+def _skip(served: dict[str, Any]) -> str:
+    """", mirror skipped above 0.8" when the artifact skips the mirror view of sure photos, else nothing."""
+    level = served.get("tta_skip_above")
+    return f", mirror skipped above {level:g}" if served.get("tta") == "flip" and level is not None else ""
+
+
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f} %"
 
@@ -326,7 +332,8 @@ def render_markdown(metadata: dict[str, Any]) -> str:
     counts = ", ".join(f"{levels['num_images'][n]} {n}" for n in sets)
     lines.append("")
     lines.append(f"{metadata.get('name')} {metadata.get('version')} as served ({served['runtime']} "
-                 f"{served['variant']}, {served['resize_mode']}, TTA {served['tta']}) on {counts} validation photos; "
+                 f"{served['variant']}, {served['resize_mode']}, TTA {served['tta']}{_skip(served)}) on {counts} "
+                 "validation photos; "
                  f"thresholds at {_percent(levels['target_precision'])} precision on the Stanford and the web photos "
                  "alike; every photo taken to be a car. A make answer counts as right when it names the photo's make "
                  f"(\"{OTHER_MAKE}\" for the other-makes photos); a class answer on a photo known by its make only, "

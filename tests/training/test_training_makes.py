@@ -200,7 +200,8 @@ def test_a_run_with_a_make_output_resumes_and_exports_what_the_app_serves(folder
     assert metadata["groups"]["segment"]["of"][OTHER_MAKE] == "basic"
     levels = metadata["answer_levels"]
     assert levels["num_images"] == {"stanford": 6, "web": 6, "other": 3}
-    assert levels["served"] == {"runtime": "litert", "variant": "float32", "tta": "flip", "resize_mode": "center_crop"}
+    assert levels["served"] == {"runtime": "litert", "variant": "float32", "tta": "flip", "tta_skip_above": None,
+                                 "resize_mode": "center_crop"}
     for rows in levels["sets"].values():
         assert abs(sum(row["share"] for row in rows) - 1.0) < 1e-9
     assert "web-makes val" in (artifact / "report" / "answers.md").read_text()
