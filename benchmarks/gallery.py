@@ -13,6 +13,9 @@ photos as negatives). Reports
   negatives, the other half is measured, so no photo is both;
 * the ceiling: the most taught-make photos any threshold answers with false overrides within the aim,
   the threshold chosen on the measured photos themselves (what the embedding could do at best);
+* the floor study: for each ``--floors`` value, the taught-make share and the worst false overrides
+  over ``--draws`` random draws of the taught photos, which says whether the threshold floor
+  (``GALLERY_MIN_SIMILARITY``) still does work that the calibration alone would not;
 * the latency a gallery adds per request: the feature-map output read with the probabilities (one
   invocation either way), plus the similarity search and the decision, at 0, 100, 1,000 and 10,000
   examples (synthetic unit vectors of the model's width beyond the taught ones; the search does not
@@ -57,6 +60,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--k", type=int, nargs="+", default=[5, 10, 20, 50], help="photos taught per make")
     parser.add_argument("--limit", type=int, default=0, help="at most this many photos per measured set (0: all)")
     parser.add_argument("--repeats", type=int, default=200, help="timed searches per gallery size")
+    parser.add_argument("--floors", type=float, nargs="+", metavar="F",
+                        help="threshold floors to compare (the first makes the main table; default: the app's "
+                        "GALLERY_MIN_SIMILARITY default, then 0.5: calibration alone)")
+    parser.add_argument("--draws", type=int, default=8, help="random draws of the taught photos per floor and k")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--render-only", action="store_true",
                         help="write gallery.md and the README table from the stored gallery.json, measure nothing")
@@ -119,17 +126,23 @@ def answers_with(gallery, outcomes: list[dict]) -> list[dict | None]:
     return [gallery.answer(o["embedding"], o["answer"], o["verdict"]) for o in outcomes]
 
 
-def measure_k(k: int, train: dict[str, list[dict]], taught_val: dict[str, list[dict]], negatives: np.ndarray,
-              known: dict[str, list[dict]]) -> dict:
-    """Teach ``k`` photos per make; the answered share on the taught makes, false overrides elsewhere."""
+def taught_gallery(taught: dict[str, list[dict]], negatives: np.ndarray, floor: float):
+    """The gallery of the taught outcomes, its threshold calibrated as the app does; with its calibration."""
     from inference.gallery import Gallery, calibrate
 
-    examples = [(make, o["embedding"]) for make in TAUGHT for o in train[make][:k]]
+    examples = [(make, o["embedding"]) for make, outcomes in taught.items() for o in outcomes]
     labels = [make for make, _ in examples]
     matrix = np.stack([vector for _, vector in examples])
-    calibration = calibrate(matrix, labels, negatives)
-    gallery = Gallery.build(matrix, labels, ["make"] * len(labels), threshold=calibration.threshold)
-    row = {"k": k, "examples": len(labels), "threshold": round(calibration.threshold, 4),
+    calibration = calibrate(matrix, labels, negatives, floor=floor)
+    return Gallery.build(matrix, labels, ["make"] * len(labels), threshold=calibration.threshold), calibration
+
+
+def measure_k(k: int, train: dict[str, list[dict]], taught_val: dict[str, list[dict]], negatives: np.ndarray,
+              known: dict[str, list[dict]], floor: float) -> dict:
+    """Teach ``k`` photos per make; the answered share on the taught makes, false overrides elsewhere."""
+    gallery, calibration = taught_gallery({make: train[make][:k] for make in TAUGHT}, negatives, floor)
+    matrix, labels = gallery.embeddings, list(gallery.labels)
+    row = {"k": k, "floor": floor, "examples": len(labels), "threshold": round(calibration.threshold, 4),
            "loo_accuracy": {label: round(value, 3) for label, value in calibration.accuracy.items()}}
     right = total = any_taught = 0
     per_make = {}
@@ -151,6 +164,27 @@ def measure_k(k: int, train: dict[str, list[dict]], taught_val: dict[str, list[d
                                         "share": round(changed / max(1, len(outcomes)), 4)}
     row["ceiling"] = ceiling(matrix, labels, taught_val, known)
     return row
+
+
+def floor_study(train: dict[str, list[dict]], taught_val: dict[str, list[dict]], negatives: np.ndarray,
+                known: dict[str, list[dict]], ks: list[int], floors: list[float], draws: int) -> list[dict]:
+    """Per floor and k, the taught-make share (mean) and the false overrides (worst) over random draws."""
+    rows = []
+    for floor in floors:
+        for k in ks:
+            hits, worst = [], 0.0
+            for seed in range(1, draws + 1):
+                taught = {make: random.Random(seed * 100 + index).sample(train[make], min(k, len(train[make])))
+                          for index, make in enumerate(TAUGHT)}
+                gallery, _ = taught_gallery(taught, negatives, floor)
+                right = sum(1 for make, outcomes in taught_val.items() for a in answers_with(gallery, outcomes)
+                            if a and a.get("source") == "gallery" and a["label"] == make)
+                hits.append(right / max(1, sum(len(o) for o in taught_val.values())))
+                worst = max([worst] + [sum(1 for a in answers_with(gallery, o) if a and a.get("source") == "gallery")
+                                       / max(1, len(o)) for o in known.values()])
+            rows.append({"floor": floor, "k": k, "draws": draws, "mean_answered": round(float(np.mean(hits)), 4),
+                         "worst_false_override": round(worst, 4)})
+    return rows
 
 
 def ceiling(matrix: np.ndarray, labels: list[str], taught_val: dict[str, list[dict]],
@@ -237,6 +271,19 @@ def markdown(report: dict) -> str:
         f"{search[str(size)]['p50_ms']:.3f} ms" for size in SIZES) + " |")
     lines.append("| Added per request, p50 (feature map read + search) | 0 ms | " + " | ".join(
         f"{max(0.0, added) + search[str(size)]['p50_ms']:.2f} ms" for size in SIZES[1:]) + " |")
+    study = report.get("floor_study") or []
+    if study:
+        ks = sorted({row["k"] for row in study})
+        lines += ["", "| Floor | " + " | ".join(f"k = {k}" for k in ks) + " |", "|---:|" + "---:|" * len(ks)]
+        for floor in dict.fromkeys(row["floor"] for row in study):
+            cells = {row["k"]: row for row in study if row["floor"] == floor}
+            lines.append(f"| {floor:.2f} | " + " | ".join(
+                f"{cells[k]['mean_answered'] * 100:.1f} % ({cells[k]['worst_false_override'] * 100:.2f} %)"
+                for k in ks) + " |")
+        lines += ["", f"Floor study: the taught makes' val photos answered with the make, the mean over "
+                  f"{study[0]['draws']} random draws of the taught photos, and in brackets the worst false "
+                  "overrides on either known set in any draw; the threshold is calibrated as in the app, never "
+                  "below the floor."]
     lines += ["", aims_line(report), ""]
     limited = f" Capped at {report['limit']} photos per measured set." if report["limit"] else ""
     lines += [f"Model `{report['model']}`; threshold calibrated for "
@@ -269,9 +316,10 @@ def aims_line(report: dict) -> str:
 
 def main(argv=None) -> None:
     """Measure every k and the latency, write the results."""
-    from inference.gallery import DEFAULT_TARGET_PRECISION
+    from inference.gallery import DEFAULT_MIN_SIMILARITY, DEFAULT_TARGET_PRECISION
 
     args = parse_args(argv)
+    floors = args.floors or [DEFAULT_MIN_SIMILARITY, 0.5]
     if args.render_only:  # the table again from the stored figures (after a change to its wording)
         report = json.loads((args.out / "gallery.json").read_text(encoding="utf-8"))
         (args.out / "gallery.md").write_text(markdown(report), encoding="utf-8")
@@ -281,8 +329,10 @@ def main(argv=None) -> None:
     answerer = Answerer(args.model, args.gate)
     other = args.data / "web-makes" / "other-makes"
     started = time.perf_counter()
-    train = {make: answerer.outcomes(draw(sorted((other / "train" / make).glob("*")), max(args.k)))
-             for make in TAUGHT}
+    # Every taught make's train photo when random draws are asked for (at most --limit, never fewer than the
+    # largest k), else a seeded draw of the largest k.
+    everyone = max(max(args.k), args.limit) if args.limit else (0 if args.draws else max(args.k))
+    train = {make: answerer.outcomes(draw(sorted((other / "train" / make).glob("*")), everyone)) for make in TAUGHT}
     for make in TAUGHT:  # the first k of a seeded order: a larger k keeps the smaller k's photos
         random.Random(SEED).shuffle(train[make])
     taught_val = {make: answerer.outcomes(draw(sorted((other / "val" / make).glob("*")), args.limit))
@@ -295,13 +345,15 @@ def main(argv=None) -> None:
     known = {"stanford-val": answerer.outcomes(draw(measured_paths, args.limit)),
              "web-makes-val": answerer.outcomes(draw(images_under(args.data / "web-makes" / "val"), args.limit))}
     print(f"photos answered in {time.perf_counter() - started:.0f} s")
-    results = [measure_k(k, train, taught_val, negatives, known) for k in sorted(args.k)]
+    results = [measure_k(k, train, taught_val, negatives, known, floors[0]) for k in sorted(args.k)]
+    study = floor_study(train, taught_val, negatives, known, sorted(args.k), floors, args.draws) if args.draws else []
     width = len(negatives[0])
     report = {"model": answerer.classifier.name + " " + answerer.classifier.version,
               "target_precision": DEFAULT_TARGET_PRECISION, "negatives": len(negatives),
               "stanford_measured": len(known["stanford-val"]), "limit": args.limit, "seed": SEED,
               "aims": {"answered_at_20": AIM_ANSWERED, "false_overrides": AIM_FALSE, "p50_ms_at_1000": AIM_P50_MS},
-              "results": results, "latency": latency(answerer, measured_paths[:20], width, args.repeats),
+              "results": results, "floor_study": study,
+              "latency": latency(answerer, measured_paths[:20], width, args.repeats),
               "machine": machine_description()}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gallery.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
