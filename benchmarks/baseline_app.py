@@ -37,7 +37,9 @@ def predict():
         return jsonify({"error": "no image"}), 400
     image = Image.open(io.BytesIO(upload.read())).convert("RGB").resize((width, height))
     batch = np.expand_dims(np.asarray(image, dtype="float32"), 0)
-    probabilities = model.predict(batch, verbose=0)[0]
+    outputs = model.predict(batch, verbose=0)
+    # A model with a make output beside the classes returns both; the template reads the first.
+    probabilities = (outputs[0] if isinstance(outputs, (list, tuple)) else outputs)[0]
     top = np.argsort(probabilities)[::-1][:5]
     return jsonify({"predictions": [{"label": labels[i], "score": float(probabilities[i])} for i in top]}), 201
 
