@@ -171,6 +171,9 @@ def test_the_premium_basic_artifact_is_the_segment_grouping_of_car_models_196():
     assert f"weighed {segment['blend']:g}" in coarse["training_config"]["method"]
     photos = stanford_photos(6)
     cars = load_classifier(artifacts / "car-models-196", runtime="litert", variant="float32")
+    # premium-basic always averages both views; car-models-196 skips the mirror of a sure photo, which
+    # moves its scores a little on those photos: compare the two on the same views.
+    cars.metadata = {**cars.metadata, "tta_skip_above": None}
     groups = load_classifier(artifacts / "premium-basic", runtime="litert", variant="float32")
     for path in photos:
         image = Image.open(path).convert("RGB")

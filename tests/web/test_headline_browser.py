@@ -1,7 +1,8 @@
 """In Chromium against gunicorn with the shipped model and vehicle check: the answer leads every page.
 
 Three real example photos give the three headlines a visitor meets: a car answered at its class (the
-Audi R8), a car answered at its make only (the Ferrari California), and not a car (the airliner), whose
+Audi R8), a car answered at its make only (the Ferrari 458 Spider, which the classes split between the
+California and the 458 Italia), and not a car (the airliner), whose
 car guesses fold away. The admin list and detail lead with the same words. ``UPDATE_SCREENSHOTS=1``
 writes the result pages to ``docs/screenshots/result-car.png``, ``result-make.png`` and
 ``result-not-a-car.png``.
@@ -56,7 +57,7 @@ def test_result_pages_lead_with_the_answer_at_its_level(shipped, tmp_path):
         save_screenshot(page.locator("main"), tmp_path, "result-car.png")
 
         # Sure of the make only: "A Ferrari - the model is not sure which one", guesses still shown.
-        classify_example(page, base, "ferrari-california.jpg")
+        classify_example(page, base, "ferrari-458-spider.jpg")
         expect(verdict).to_have_attribute("data-level", "make")
         expect(page.locator("#answer")).to_contain_text("A Ferrari")
         expect(page.locator("#answer")).to_contain_text("not sure which one")
@@ -86,7 +87,7 @@ def test_the_admin_list_and_detail_lead_with_the_same_answer(shipped):
     from playwright.sync_api import expect
 
     with chromium_page(1280, 900) as (page, console_errors):
-        ids = [classify_example(page, base, name) for name in ("airliner.jpg", "ferrari-california.jpg")]
+        ids = [classify_example(page, base, name) for name in ("airliner.jpg", "ferrari-458-spider.jpg")]
         page.goto(f"{base}/predictions/{ids[1]}")
         ferrari_headline = page.locator("#answer").inner_text().split(" - ")[0]
         create_admin_with_cli(database, SHIPPED)
@@ -123,7 +124,7 @@ def test_the_batch_page_lists_each_file_it_leaves_out_and_cards_lead_with_the_an
 
     notes = tmp_path / "notes.txt"
     notes.write_text("not a photo")
-    chosen = [REPO_ROOT / "examples" / name for name in ("audi-r8.jpg", "ferrari-california.jpg", "airliner.jpg")]
+    chosen = [REPO_ROOT / "examples" / name for name in ("audi-r8.jpg", "ferrari-458-spider.jpg", "airliner.jpg")]
     with chromium_page(1100, 900) as (page, console_errors):
         page.goto(f"{base}/")
         page.set_input_files("#image", [str(path) for path in chosen] + [str(notes)])
