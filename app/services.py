@@ -145,5 +145,20 @@ def create_prediction(upload: FileStorage | None, *, source: str, top_k: int) ->
         answer_learned_from=answer.get("learned_from") if answer else None,
     )
     db.session.add(prediction)
-    db.session.commit()
+    commit_keeping_values()
     return prediction
+
+
+def commit_keeping_values() -> None:
+    """Commit the session without expiring what it holds.
+
+    A new prediction's attributes are the values just written (its id and public id were set when it
+    was inserted), so the response is built from them as they are; expired, reading them back would cost
+    one more query per upload.
+    """
+    session = db.session()
+    session.expire_on_commit = False
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = True

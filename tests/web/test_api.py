@@ -54,6 +54,24 @@ def test_read_back_gives_the_same_body(client, make_image):
     assert fetched.json == created.json
 
 
+def test_creation_writes_the_row_and_answers_without_reading_it_back(client, app, make_image):
+    """The response is built from the values just committed: no query reads the new row again."""
+    from sqlalchemy import event
+
+    statements = []
+    with app.app_context():
+        engine = db.engine
+    record = lambda conn, cursor, statement, *rest: statements.append(statement.split()[0].upper())  # noqa: E731
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        created = post(client, make_image("red"))
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert created.status_code == 201 and statements.count("INSERT") == 1
+    assert "SELECT" not in statements[statements.index("INSERT"):], statements
+    assert client.get(created.headers["Location"]).json == created.json
+
+
 def test_top_k_from_form_or_query(client, make_image):
     assert len(post(client, make_image(), top_k="1").json["predictions"]) == 1
     assert len(post(client, make_image(), query="?top_k=2").json["predictions"]) == 2
