@@ -84,7 +84,8 @@ def measure_levels(classifier, views: dict[str, tuple[np.ndarray, np.ndarray]],
     from inference.tta import combine_views, confident
 
     width = len(classifier.labels)
-    always = {name: answers_of(classifier, combine_views(first, mirror, width)) for name, (first, mirror) in views.items()}
+    always = {name: answers_of(classifier, combine_views(first, mirror, width))
+              for name, (first, mirror) in views.items()}
     table = []
     for level in CANDIDATES:
         sets = {}
