@@ -7,6 +7,8 @@ Test modules import these from here, never from ``conftest`` (two conftest modul
 from __future__ import annotations
 
 import io
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +61,15 @@ def export(model, labels, out_dir: Path, *, name: str, image_size, resize_mode="
                               image_size=image_size, labels=labels, resize_mode=resize_mode,
                               metrics={"val_accuracy": 1.0})
     return export_artifact(model, labels, metadata, out_dir, litert=litert)
+
+
+def with_metadata(artifact: Path, out: Path, **changes) -> Path:
+    """A copy of ``artifact`` at ``out`` whose ``metadata.json`` has ``changes`` applied."""
+    shutil.copytree(artifact, out)
+    metadata = json.loads((out / "metadata.json").read_text())
+    metadata.update(changes)
+    (out / "metadata.json").write_text(json.dumps(metadata))
+    return out
 
 
 def encode(img: Image.Image, fmt: str = "JPEG", **save_kwargs) -> bytes:

@@ -120,7 +120,7 @@ def _accuracies(answers, always, classes: np.ndarray, makes: np.ndarray) -> dict
     figures: dict[str, float | None] = {}
     for key, index, truth in (("class", 0, classes), ("make", 1, makes)):
         known = truth >= 0
-        if not known.any() or (key == "make" and answers[0][1] < 0):
+        if not known.any() or (key == "make" and (not answers or answers[0][1] < 0)):
             continue
         for suffix, chosen in (("", answers), ("_always", always)):
             picked = np.asarray([a[index] for a in chosen])

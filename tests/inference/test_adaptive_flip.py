@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from support import build_random_model, export
+from support import build_random_model, export, with_metadata
 
 SIZE = (24, 48)
 LABELS = [f"class-{i}" for i in range(4)]
@@ -47,14 +46,6 @@ def test_combine_views_keeps_sure_rows_and_averages_the_rest():
 def artifact(tmp_path_factory):
     folder = tmp_path_factory.mktemp("adaptive") / "artifact"
     return export(build_random_model(SIZE, len(LABELS), seed=5), LABELS, folder, name="adaptive", image_size=SIZE)
-
-
-def with_metadata(artifact, out, **changes):
-    shutil.copytree(artifact, out)
-    metadata = json.loads((out / "metadata.json").read_text())
-    metadata.update(changes)
-    (out / "metadata.json").write_text(json.dumps(metadata))
-    return out
 
 
 def photo(seed: int) -> Image.Image:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from support import build_random_model, encode, export
+from support import build_random_model, encode, export, with_metadata
 from trust_support import dispose, make_app, post_image
 
 WIDE = (24, 48)  # (height, width), as in metadata.json
@@ -97,17 +97,6 @@ def test_heatmap_placement_covers_the_photo_for_a_wide_input(wide_artifact):
         placed = place_on_photo(cam, size, WIDE, mode)
         assert placed.shape == (size[1], size[0])
         assert np.isfinite(placed).all()
-
-
-def with_metadata(artifact, out, **changes):
-    import json
-    import shutil
-
-    shutil.copytree(artifact, out)
-    metadata = json.loads((out / "metadata.json").read_text())
-    metadata.update(changes)
-    (out / "metadata.json").write_text(json.dumps(metadata))
-    return out
 
 
 @pytest.mark.parametrize("runtime", ["litert", "keras"])

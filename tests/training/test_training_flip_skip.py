@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 
+from support import with_metadata
+
 
 def flip_copy(artifact, out):
-    shutil.copytree(artifact, out)
-    metadata = json.loads((out / "metadata.json").read_text())
-    metadata["tta"] = "flip"
-    (out / "metadata.json").write_text(json.dumps(metadata))
-    return out
+    return with_metadata(artifact, out, tta="flip")
 
 
 def test_tta_command_records_the_lowest_level_within_the_allowed_changes(trained, image_folder, tmp_path, capsys):
