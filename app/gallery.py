@@ -9,7 +9,9 @@ Nothing is read at start-up: an empty gallery leaves start-up and answers as the
 
 The threshold is calibrated when the gallery is loaded: leave-one-out over the examples, plus the
 served model's negatives (embeddings of its own validation photos, stored once with
-``flask gallery negatives``) when there are some.
+``flask gallery negatives``) when there are some, and its references (``references.npy`` in the
+artifact: embeddings of its own training photos) when it ships them; matches are then judged by their
+margin over the nearest reference (:mod:`inference.gallery`).
 
 Embeddings belong to the model that made them. Examples stored under another model (name or version)
 are embedded again from their stored photo when loaded, and written back, so a new artifact keeps
@@ -31,7 +33,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from inference.classifier import Classifier
-from inference.gallery import LEVELS, Gallery, calibrate
+from inference.gallery import LEVELS, Gallery, calibrate, load_references
 from inference.imaging import decode_upload
 
 from .errors import RequestRejected
@@ -128,11 +130,13 @@ def load_gallery(classifier: Classifier, version: int) -> tuple[Gallery, dict[st
         raise ValueError(f"gallery embeddings of different widths {sorted(widths)}")
     labels = [row.label for row in rows]
     matrix = np.stack(embeddings)
+    references = load_references(classifier.model_dir, matrix.shape[1])
     calibration = calibrate(matrix, labels, negatives_of(classifier, matrix.shape[1]),
                             target_precision=current_app.config["GALLERY_TARGET_PRECISION"],
-                            floor=current_app.config["GALLERY_MIN_SIMILARITY"])
+                            floor=current_app.config["GALLERY_MIN_SIMILARITY"], references=references,
+                            max_false_rate=current_app.config["GALLERY_MAX_FALSE_RATE"])
     gallery = Gallery.build(matrix, labels, [row.level for row in rows], threshold=calibration.threshold,
-                            version=version)
+                            version=version, references=references)
     return gallery, calibration.accuracy
 
 

@@ -4,18 +4,22 @@ Teaches the makes in ``web-makes/other-makes`` (Citroen, Mahindra, Tata) with k 
 ``train/`` folders (a seeded draw), and answers as the app does: the model's answer, then
 :meth:`inference.gallery.Gallery.answer` beside it with the threshold from
 :func:`inference.gallery.calibrate` (leave-one-out over the taught photos, and the model's own validation
-photos as negatives). Reports
+photos as negatives, and the artifact's references: embeddings of its own training photos, when it
+ships ``references.npy``). Reports
 
 * on the taught makes' ``val/`` photos, the share answered with the right taught make (and with any
   taught label);
 * on Stanford ``val/`` and ``web-makes/val`` (makes the model knows), the share whose answer changed to
   a taught label: false overrides. Stanford val is split by a seeded draw: one half are the calibration
   negatives, the other half is measured, so no photo is both;
+* the same taught-make share with matches judged by their similarity alone (no references), the way a
+  model without ``references.npy`` answers, to show what the references add;
 * the ceiling: the most taught-make photos any threshold answers with false overrides within the aim,
   the threshold chosen on the measured photos themselves (what the embedding could do at best);
 * the floor study: for each ``--floors`` value, the taught-make share and the worst false overrides
   over ``--draws`` random draws of the taught photos, which says whether the threshold floor
-  (``GALLERY_MIN_SIMILARITY``) still does work that the calibration alone would not;
+  (``GALLERY_MIN_SIMILARITY``) still does work that the calibration alone would not, and the same
+  draws judged by the margin over the references;
 * the latency a gallery adds per request: the feature-map output read with the probabilities (one
   invocation either way), plus the similarity search and the decision, at 0, 100, 1,000 and 10,000
   examples (synthetic unit vectors of the model's width beyond the taught ones; the search does not
@@ -64,6 +68,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="threshold floors to compare (the first makes the main table; default: the app's "
                         "GALLERY_MIN_SIMILARITY default, then 0.5: calibration alone)")
     parser.add_argument("--draws", type=int, default=8, help="random draws of the taught photos per floor and k")
+    parser.add_argument("--no-references", action="store_true",
+                        help="judge matches by similarity alone even when the model ships references.npy")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--render-only", action="store_true",
                         help="write gallery.md and the README table from the stored gallery.json, measure nothing")
@@ -126,23 +132,26 @@ def answers_with(gallery, outcomes: list[dict]) -> list[dict | None]:
     return [gallery.answer(o["embedding"], o["answer"], o["verdict"]) for o in outcomes]
 
 
-def taught_gallery(taught: dict[str, list[dict]], negatives: np.ndarray, floor: float):
+def taught_gallery(taught: dict[str, list[dict]], negatives: np.ndarray, floor: float,
+                   references: np.ndarray | None = None):
     """The gallery of the taught outcomes, its threshold calibrated as the app does; with its calibration."""
     from inference.gallery import Gallery, calibrate
 
     examples = [(make, o["embedding"]) for make, outcomes in taught.items() for o in outcomes]
     labels = [make for make, _ in examples]
     matrix = np.stack([vector for _, vector in examples])
-    calibration = calibrate(matrix, labels, negatives, floor=floor)
-    return Gallery.build(matrix, labels, ["make"] * len(labels), threshold=calibration.threshold), calibration
+    calibration = calibrate(matrix, labels, negatives, floor=floor, references=references)
+    return Gallery.build(matrix, labels, ["make"] * len(labels), threshold=calibration.threshold,
+                         references=references), calibration
 
 
 def measure_k(k: int, train: dict[str, list[dict]], taught_val: dict[str, list[dict]], negatives: np.ndarray,
-              known: dict[str, list[dict]], floor: float) -> dict:
+              known: dict[str, list[dict]], floor: float, references: np.ndarray | None = None) -> dict:
     """Teach ``k`` photos per make; the answered share on the taught makes, false overrides elsewhere."""
-    gallery, calibration = taught_gallery({make: train[make][:k] for make in TAUGHT}, negatives, floor)
+    gallery, calibration = taught_gallery({make: train[make][:k] for make in TAUGHT}, negatives, floor, references)
     matrix, labels = gallery.embeddings, list(gallery.labels)
-    row = {"k": k, "floor": floor, "examples": len(labels), "threshold": round(calibration.threshold, 4),
+    row = {"k": k, "floor": floor, "references": 0 if references is None else len(references),
+           "examples": len(labels), "threshold": round(calibration.threshold, 4),
            "loo_accuracy": {label: round(value, 3) for label, value in calibration.accuracy.items()}}
     right = total = any_taught = 0
     per_make = {}
@@ -162,21 +171,25 @@ def measure_k(k: int, train: dict[str, list[dict]], taught_val: dict[str, list[d
         changed = sum(1 for a in answers if a and a.get("source") == "gallery")
         row["false_overrides"][name] = {"photos": len(outcomes), "changed": changed,
                                         "share": round(changed / max(1, len(outcomes)), 4)}
-    row["ceiling"] = ceiling(matrix, labels, taught_val, known)
+    row["ceiling"] = ceiling(matrix, labels, taught_val, known, references)
     return row
 
 
 def floor_study(train: dict[str, list[dict]], taught_val: dict[str, list[dict]], negatives: np.ndarray,
-                known: dict[str, list[dict]], ks: list[int], floors: list[float], draws: int) -> list[dict]:
-    """Per floor and k, the taught-make share (mean) and the false overrides (worst) over random draws."""
+                known: dict[str, list[dict]], ks: list[int], floors: list[float], draws: int,
+                references: np.ndarray | None = None) -> list[dict]:
+    """Per floor and k, the taught-make share (mean) and the false overrides (worst) over random draws,
+    matches judged by similarity; with ``references``, the same for the margin rule (floor ``"margin"``)."""
     rows = []
-    for floor in floors:
+    modes = [(floor, None) for floor in floors] + ([("margin", references)] if references is not None else [])
+    for floor, mode_references in modes:
         for k in ks:
             hits, worst = [], 0.0
             for seed in range(1, draws + 1):
                 taught = {make: random.Random(seed * 100 + index).sample(train[make], min(k, len(train[make])))
                           for index, make in enumerate(TAUGHT)}
-                gallery, _ = taught_gallery(taught, negatives, floor)
+                gallery, _ = taught_gallery(taught, negatives, floors[0] if floor == "margin" else floor,
+                                            mode_references)
                 right = sum(1 for make, outcomes in taught_val.items() for a in answers_with(gallery, outcomes)
                             if a and a.get("source") == "gallery" and a["label"] == make)
                 hits.append(right / max(1, sum(len(o) for o in taught_val.values())))
@@ -188,15 +201,17 @@ def floor_study(train: dict[str, list[dict]], taught_val: dict[str, list[dict]],
 
 
 def ceiling(matrix: np.ndarray, labels: list[str], taught_val: dict[str, list[dict]],
-            known: dict[str, list[dict]]) -> dict:
+            known: dict[str, list[dict]], references: np.ndarray | None = None) -> dict:
     """What this embedding could reach at best: the threshold that answers the most taught-make photos
     while false overrides stay within the aim on every known set, chosen on the measured photos
-    themselves (an upper bound, not a calibrated figure)."""
+    themselves (an upper bound, not a calibrated figure). With references the thresholds are margins."""
     from inference.gallery import Gallery
 
     best = {"threshold": None, "answered_with_taught_make": 0.0}
-    for threshold in np.arange(0.50, 0.99, 0.01):
-        gallery = Gallery.build(matrix, labels, ["make"] * len(labels), threshold=float(threshold))
+    candidates = np.arange(-0.20, 0.40, 0.01) if references is not None else np.arange(0.50, 0.99, 0.01)
+    for threshold in candidates:
+        gallery = Gallery.build(matrix, labels, ["make"] * len(labels), threshold=float(threshold),
+                                references=references)
         false = max(sum(1 for a in answers_with(gallery, o) if a and a.get("source") == "gallery") / max(1, len(o))
                     for o in known.values())
         if false > AIM_FALSE:
@@ -209,8 +224,10 @@ def ceiling(matrix: np.ndarray, labels: list[str], taught_val: dict[str, list[di
     return best
 
 
-def latency(answerer: Answerer, photos: list[Path], width: int, repeats: int) -> dict:
-    """Added time per request: the feature-map read (paired, same photos) and the search at each size."""
+def latency(answerer: Answerer, photos: list[Path], width: int, repeats: int,
+            references: np.ndarray | None = None) -> dict:
+    """Added time per request: the feature-map read (paired, same photos) and the search at each size
+    (with the references, when there are some, searched as well)."""
     from inference.gallery import Gallery
     from inference.imaging import decode_upload
 
@@ -233,7 +250,8 @@ def latency(answerer: Answerer, photos: list[Path], width: int, repeats: int) ->
     probe = rng.standard_normal(width).astype(np.float32)
     probe /= np.linalg.norm(probe)
     galleries = {size: Gallery.build(rng.standard_normal((size, width)).astype(np.float32),
-                                     [f"label-{i % 50}" for i in range(size)], ["make"] * size, threshold=0.8)
+                                     [f"label-{i % 50}" for i in range(size)], ["make"] * size, threshold=0.8,
+                                     references=references)
                  for size in SIZES if size}
     times: dict[int, list[float]] = {size: [] for size in galleries}
     # Sizes interleaved, so that a burst of load from other processes falls on all of them alike.
@@ -252,17 +270,24 @@ def latency(answerer: Answerer, photos: list[Path], width: int, repeats: int) ->
 
 def markdown(report: dict) -> str:
     """The README table."""
+    alone = {row["k"]: row for row in report.get("similarity_only") or []}
     lines = ["| Photos taught per make | Threshold | Taught makes' val answered with the make | "
-             "False overrides, Stanford val | False overrides, web-makes val | Ceiling at <= 1 % false overrides |",
-             "|---:|---:|---:|---:|---:|---:|"]
+             "False overrides, Stanford val | False overrides, web-makes val | Ceiling at <= 1 % false overrides |"
+             + (" Similarity alone: answered (false overrides, worst) |" if alone else ""),
+             "|---:|---:|---:|---:|---:|---:|" + ("---:|" if alone else "")]
     for row in report["results"]:
         stanford, web = row["false_overrides"]["stanford-val"], row["false_overrides"]["web-makes-val"]
-        lines.append(f"| {row['k']} | {row['threshold']:.3f} | "
-                     f"{row['taught_val']['answered_with_taught_make'] * 100:.1f} % "
-                     f"(of {row['taught_val']['photos']}) | {stanford['share'] * 100:.2f} % "
-                     f"({stanford['changed']} of {stanford['photos']}) | {web['share'] * 100:.2f} % "
-                     f"({web['changed']} of {web['photos']}) | "
-                     f"{row['ceiling']['answered_with_taught_make'] * 100:.1f} % (at {row['ceiling']['threshold']}) |")
+        line = (f"| {row['k']} | {row['threshold']:.3f} | "
+                f"{row['taught_val']['answered_with_taught_make'] * 100:.1f} % "
+                f"(of {row['taught_val']['photos']}) | {stanford['share'] * 100:.2f} % "
+                f"({stanford['changed']} of {stanford['photos']}) | {web['share'] * 100:.2f} % "
+                f"({web['changed']} of {web['photos']}) | "
+                f"{row['ceiling']['answered_with_taught_make'] * 100:.1f} % (at {row['ceiling']['threshold']}) |")
+        if row["k"] in alone:
+            other = alone[row["k"]]
+            worst = max(entry["share"] for entry in other["false_overrides"].values())
+            line += f" {other['taught_val']['answered_with_taught_make'] * 100:.1f} % ({worst * 100:.2f} %) |"
+        lines.append(line)
     timing = report["latency"]
     lines += ["", "| Gallery examples | 0 | 100 | 1,000 | 10,000 |", "|---|---:|---:|---:|---:|"]
     search = timing["search"]
@@ -274,22 +299,31 @@ def markdown(report: dict) -> str:
     study = report.get("floor_study") or []
     if study:
         ks = sorted({row["k"] for row in study})
-        lines += ["", "| Floor | " + " | ".join(f"k = {k}" for k in ks) + " |", "|---:|" + "---:|" * len(ks)]
+        lines += ["", "| Rule | " + " | ".join(f"k = {k}" for k in ks) + " |", "|---|" + "---:|" * len(ks)]
         for floor in dict.fromkeys(row["floor"] for row in study):
             cells = {row["k"]: row for row in study if row["floor"] == floor}
-            lines.append(f"| {floor:.2f} | " + " | ".join(
+            name = "margin over the references" if floor == "margin" else f"similarity, floor {floor:.2f}"
+            lines.append(f"| {name} | " + " | ".join(
                 f"{cells[k]['mean_answered'] * 100:.1f} % ({cells[k]['worst_false_override'] * 100:.2f} %)"
                 for k in ks) + " |")
-        lines += ["", f"Floor study: the taught makes' val photos answered with the make, the mean over "
+        lines += ["", f"Random draws: the taught makes' val photos answered with the make, the mean over "
                   f"{study[0]['draws']} random draws of the taught photos, and in brackets the worst false "
-                  "overrides on either known set in any draw; the threshold is calibrated as in the app, never "
-                  "below the floor."]
+                  "overrides on either known set in any draw; the threshold is calibrated as in the app (by "
+                  "similarity: never below the floor)."]
     lines += ["", aims_line(report), ""]
     limited = f" Capped at {report['limit']} photos per measured set." if report["limit"] else ""
-    lines += [f"Model `{report['model']}`; threshold calibrated for "
-              f"{report['target_precision']:.0%} precision on leave-one-out over the taught photos plus "
-              f"{report['negatives']} Stanford val photos as negatives (the other {report['stanford_measured']}"
-              f" are measured). Feature-map read: model invocation p50 {timing['invocation']['plain_p50_ms']:.1f}"
+    if report.get("references"):
+        how = (f"matches judged by their margin over the nearest of the model's {report['references']:,} "
+               "references (embeddings of its own training photos, `references.npy`); the threshold is the "
+               f"margin that at most {report.get('max_false_rate', 0.002):.1%} of the references and of "
+               f"{report['negatives']} Stanford val photos (the other {report['stanford_measured']} are measured) "
+               f"clear, with {report['target_precision']:.0%} precision on leave-one-out over the taught photos. "
+               "The last column judges matches by similarity alone, as for a model without references")
+    else:
+        how = (f"threshold calibrated for {report['target_precision']:.0%} precision on leave-one-out over the "
+               f"taught photos plus {report['negatives']} Stanford val photos as negatives (the other "
+               f"{report['stanford_measured']} are measured)")
+    lines += [f"Model `{report['model']}`; {how}. Feature-map read: model invocation p50 {timing['invocation']['plain_p50_ms']:.1f}"
               f" ms without, {timing['invocation']['with_embedding_p50_ms']:.1f} ms with it, on a shared, "
               f"busy machine ({report['machine']['cores']} cores).{limited} The ceiling is the most this "
               "embedding answers with a threshold chosen on the measured photos themselves (an upper bound, "
@@ -316,7 +350,8 @@ def aims_line(report: dict) -> str:
 
 def main(argv=None) -> None:
     """Measure every k and the latency, write the results."""
-    from inference.gallery import DEFAULT_MIN_SIMILARITY, DEFAULT_TARGET_PRECISION
+    from inference.gallery import (DEFAULT_MAX_FALSE_RATE, DEFAULT_MIN_SIMILARITY, DEFAULT_TARGET_PRECISION,
+                                   load_references)
 
     args = parse_args(argv)
     floors = args.floors or [DEFAULT_MIN_SIMILARITY, 0.5]
@@ -345,15 +380,21 @@ def main(argv=None) -> None:
     known = {"stanford-val": answerer.outcomes(draw(measured_paths, args.limit)),
              "web-makes-val": answerer.outcomes(draw(images_under(args.data / "web-makes" / "val"), args.limit))}
     print(f"photos answered in {time.perf_counter() - started:.0f} s")
-    results = [measure_k(k, train, taught_val, negatives, known, floors[0]) for k in sorted(args.k)]
-    study = floor_study(train, taught_val, negatives, known, sorted(args.k), floors, args.draws) if args.draws else []
     width = len(negatives[0])
+    references = None if args.no_references else load_references(args.model, width)
+    results = [measure_k(k, train, taught_val, negatives, known, floors[0], references) for k in sorted(args.k)]
+    similarity_only = ([measure_k(k, train, taught_val, negatives, known, floors[0]) for k in sorted(args.k)]
+                       if references is not None else [])
+    study = (floor_study(train, taught_val, negatives, known, sorted(args.k), floors, args.draws, references)
+             if args.draws else [])
     report = {"model": answerer.classifier.name + " " + answerer.classifier.version,
-              "target_precision": DEFAULT_TARGET_PRECISION, "negatives": len(negatives),
+              "target_precision": DEFAULT_TARGET_PRECISION, "max_false_rate": DEFAULT_MAX_FALSE_RATE,
+              "negatives": len(negatives),
               "stanford_measured": len(known["stanford-val"]), "limit": args.limit, "seed": SEED,
               "aims": {"answered_at_20": AIM_ANSWERED, "false_overrides": AIM_FALSE, "p50_ms_at_1000": AIM_P50_MS},
-              "results": results, "floor_study": study,
-              "latency": latency(answerer, measured_paths[:20], width, args.repeats),
+              "references": 0 if references is None else len(references),
+              "results": results, "similarity_only": similarity_only, "floor_study": study,
+              "latency": latency(answerer, measured_paths[:20], width, args.repeats, references),
               "machine": machine_description()}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gallery.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -10,6 +10,9 @@ An artifact folder holds:
   (:data:`LITERT_VARIANTS`); ``metadata["serving_variant"]`` may name the one the app serves by default.
 * ``head.npz``       - optional: the dense layer after that feature map (``kernel``, ``bias``, and for a
   grouped model the 0/1 ``group_matrix`` that sums fine classes), for class activation maps.
+* ``references.npy`` - optional: float16 ``(n, d)`` embeddings of the model's own training photos, as the
+  served copy embeds them (``python -m training references``); taught labels (:mod:`.gallery`) answer only
+  where a photo is nearer to their examples than to these.
 * ``labels.json``    - the class names, in output-index order.
 * ``metadata.json``  - what the app needs to feed the model (``image_size``, ``resize_mode``), the
   confidence threshold, optional label ``groups`` and provenance.
@@ -42,6 +45,7 @@ LITERT_FILE = "model.tflite"
 LABELS_FILE = "labels.json"
 METADATA_FILE = "metadata.json"
 HEAD_FILE = "head.npz"
+REFERENCES_FILE = "references.npy"
 RESIZE_MODES = ("center_crop", "stretch", "pad")
 # Test-time augmentation the app applies: none, or the photo and its mirror image averaged (one batch of 2).
 TTA_MODES = ("none", "flip")

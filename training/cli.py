@@ -18,7 +18,8 @@ from training.commands import registered
 # The modules that register commands, in the order ``--help`` lists them.
 COMMAND_MODULES = ("training.train", "training.evaluate", "training.grouped_artifact", "training.tools",
                    "training.quantize", "training.reproduce", "training.gate", "training.label_groupings",
-                   "training.make_levels", "training.flip_skip", "training.refresh", "training.tune", "training.visualize")
+                   "training.make_levels", "training.flip_skip", "training.references", "training.refresh",
+                   "training.tune", "training.visualize")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,7 @@
 """The gallery of taught examples (``inference.gallery``): nearest label, when it answers instead of the
-model, the precision-calibrated threshold, and the pipeline reading the embedding from the same invocation
-as the probabilities, only when something was taught."""
+model, the precision-calibrated threshold, the margin over the model's own photos (references), and the
+pipeline reading the embedding from the same invocation as the probabilities, only when something was
+taught."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 from PIL import Image
 
 from inference.classifier import load_classifier, normalised_embedding
-from inference.gallery import Gallery, Match, calibrate, gallery_answer, leave_one_out
+from inference.artifact import OTHER_MAKE, REFERENCES_FILE
+from inference.gallery import Gallery, Match, calibrate, gallery_answer, leave_one_out, load_references
 from inference.imaging import decode_upload
 from inference.pipeline import answer_photo
 
@@ -46,6 +48,49 @@ def test_a_taught_label_answers_only_above_the_threshold_and_over_a_weaker_model
     assert gallery_answer(None, match, 0.95, "ok") is None  # below the threshold
     assert gallery_answer(None, match, 0.9, "not_a_car") is None  # not a car: nobody answers
     assert gallery_answer(sure, None, 0.9, "ok") == sure
+
+
+def test_an_answer_of_a_make_the_model_does_not_know_gives_way_to_a_taught_label():
+    match = Match("Citroen", "make", 0.8, 20)
+    unknown = {"level": "make", "label": OTHER_MAKE, "score": 0.95}
+    assert gallery_answer(unknown, match, 0.7, "ok")["label"] == "Citroen"
+    assert gallery_answer(unknown, match, 0.85, "ok") == unknown  # still not close enough
+
+
+def test_with_references_a_match_is_judged_by_its_margin_over_the_nearest_known_car():
+    references = np.stack([unit(1, 0, 0), unit(0.8, 0.6, 0)])  # cars the model knows
+    gallery = Gallery.build([unit(0.6, 0.8, 0), unit(0, 0.6, 0.8)], ["Tata", "Citroen"], ["make", "make"],
+                            threshold=0.05, references=references)
+    near_known = gallery.nearest(unit(0.75, 0.66, 0))  # between a known car and Tata, nearer the known one
+    assert near_known.label == "Tata" and near_known.known == pytest.approx(float(unit(0.75, 0.66, 0) @ references[1]))
+    assert near_known.strength == pytest.approx(near_known.score - near_known.known) and near_known.strength < 0
+    assert gallery.answer(unit(0.75, 0.66, 0), None, "ok") is None  # looks more like a car it knows
+    taught = gallery.answer(unit(0, 0.55, 0.83), None, "ok")
+    assert taught["label"] == "Citroen" and taught["source"] == "gallery"
+    # Without references (or with references of another width) the similarity decides, as before.
+    plain = Gallery.build(gallery.embeddings, gallery.labels, gallery.levels, threshold=0.05,
+                          references=np.ones((2, 5), dtype=np.float32))
+    assert plain.references is None and plain.nearest(unit(0.75, 0.66, 0)).strength > 0.9
+
+
+def test_margin_calibration_keeps_the_models_own_photos_out(tmp_path):
+    rng = np.random.default_rng(1)
+    known_centres = [unit(*row) for row in np.eye(6)[:4]]  # the model's own cars
+    references = np.stack([normalised_embedding(known_centres[i % 4] + rng.normal(0, 0.15, 6)) for i in range(400)])
+    taught_centre = unit(0, 0, 0, 0.3, 1, 0)  # a new make, a little like known car 4
+    rows = np.stack([normalised_embedding(taught_centre + rng.normal(0, 0.1, 6)) for _ in range(10)])
+    labels = ["Tata"] * 10
+    calibration = calibrate(rows, labels, references=references, max_false_rate=0.01)
+    references_margins = ((references @ rows.T).max(axis=1)
+                          - np.where(np.eye(400, dtype=bool), -np.inf, references @ references.T).max(axis=1))
+    assert calibration.threshold >= 0.0  # never nearer to a known car than to the taught one
+    assert (references_margins >= calibration.threshold).mean() <= 0.01
+    assert calibration.accuracy["Tata"] > 0.5 and calibration.precision == 1.0
+    # The artifact's file: float16 rows, read back as unit float32, refused at another width.
+    np.save(tmp_path / REFERENCES_FILE, (references * 3).astype(np.float16))
+    loaded = load_references(tmp_path, 6)
+    assert loaded.dtype == np.float32 and np.allclose(np.linalg.norm(loaded, axis=1), 1.0, atol=1e-3)
+    assert load_references(tmp_path, 7) is None and load_references(tmp_path / "missing") is None
 
 
 def test_leave_one_out_and_calibration_choose_a_threshold_for_precision():
