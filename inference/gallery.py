@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -192,15 +193,13 @@ def unit_rows(vectors: Sequence[np.ndarray] | np.ndarray, count: int | None = No
     return np.ascontiguousarray(np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0))
 
 
-def load_references(model_dir, width: int | None = None) -> np.ndarray | None:
+def load_references(model_dir: str | Path, width: int | None = None) -> np.ndarray | None:
     """The artifact's references as unit float32 rows, ``None`` when it has none (or of another width).
 
     Args:
         model_dir: Artifact folder.
         width: The embedding width the served copy gives, when known.
     """
-    from pathlib import Path
-
     path = Path(model_dir) / REFERENCES_FILE
     if not path.is_file():
         return None
