@@ -66,5 +66,5 @@ def test_every_command_module_registers_its_commands_and_the_parser_holds_them_a
     names = set(parser._subparsers._group_actions[0].choices)
     commands = registered()
     assert names == set(commands) == {"train", "evaluate", "export", "group", "groups", "tools", "quantize",
-                                      "reproduce", "gate", "levels", "tta", "refresh", "tune", "visualize"}
+                                      "reproduce", "gate", "levels", "tta", "references", "refresh", "tune", "visualize"}
     assert {add.__module__ for add in commands.values()} == set(COMMAND_MODULES)
