@@ -226,7 +226,7 @@ def markdown(rows: list[dict[str, Any]], environment: str) -> str:
         trained = (f"{wall / 60:.0f} min" if wall else "-") + f", {row.get('training_device') or '-'}"
         note = row.get("notes", "")
         if not row.get("remeasured_this_run"):
-            note = (note + "; " if note else "") + f"artifact not in the repository, figures of {row['measured']}"
+            note = (note + "; " if note else "") + f"figures of {row['measured']}, not measured in this run"
         lines.append(
             f"| {number} | `{row['backbone']}` | {row['input']} | {percent(row['val_top1'])} | {percent(row['val_top5'])} "
             f"| {percent(row['val_top1_flip_tta'])} | {percent(row['val_premium_basic'])} | {percent(row['val_make'])} "

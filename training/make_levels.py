@@ -127,7 +127,8 @@ def _strictest(per_set: dict[str, dict[str, Any]], target_precision: float) -> d
     return {**first, "threshold": threshold, "target_precision": target_precision, "per_set": kept}
 
 
-BLENDS = (0.0, 0.25, 0.5, 0.75, 1.0)
+BLENDS = tuple(round(0.1 * step, 1) for step in range(11))  # 0.0, 0.1, ... 1.0
+BLEND_TIE = 0.001  # mean make accuracies this close are a draw: about one photo in 1,000
 
 
 def _grouping(group: dict[str, Any], name: str, metadata: dict[str, Any], labels: list[str]) -> Grouping:
@@ -151,6 +152,14 @@ def choose_blend(groups: dict[str, dict[str, Any]], metadata: dict[str, Any], la
                 accuracies.append(float(np.concatenate(right).mean()))
         found[blend] = float(np.mean(accuracies))
     return found
+
+
+def pick_blend(measured: dict[float, float], tie: float = BLEND_TIE) -> float:
+    """The best-measured blend; blends within ``tie`` of the best are a draw (a photo or two of the
+    validation sets), which goes to the heaviest make output: the output that knows recent cars and
+    answers "Other make"."""
+    best = max(measured.values())
+    return max(blend for blend, accuracy in measured.items() if accuracy >= best - tie)
 
 
 def _level_scores(outputs: dict[str, tuple[np.ndarray, np.ndarray]], photos: dict[str, Photos],
@@ -242,7 +251,7 @@ def calibrate_levels(model_dir: str | Path, *, runtime: str = "auto", variant: s
     classifier = load_classifier(model_dir, runtime=runtime, num_threads=num_threads, variant=variant)
     outputs = {name: served_outputs(classifier, part.paths) for name, part in photos.items()}
     blends = choose_blend(groups, metadata, labels, outputs, photos)
-    blend = max(blends, key=lambda b: (blends[b], b))
+    blend = pick_blend(blends)
     for group in groups.values():
         group["blend"] = blend
         group["blend_measured"] = {str(b): round(a, 4) for b, a in blends.items()}

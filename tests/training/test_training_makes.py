@@ -240,3 +240,11 @@ def test_premium_basic_is_derived_from_the_make_output(folders, tmp_path):
     photo = sorted((folders["other"] / "val").rglob("*.jpg"))[0]
     probabilities = classifier.predict(Image.open(photo).convert("RGB")).probabilities
     assert probabilities.shape == (2,) and abs(float(probabilities.sum()) - 1.0) < 1e-5
+
+
+def test_a_draw_between_blends_goes_to_the_heavier_make_output():
+    from training.make_levels import pick_blend
+
+    assert pick_blend({0.4: 0.84, 0.5: 0.8552, 0.6: 0.8548, 0.7: 0.852}) == 0.6  # 0.04 points: a draw
+    assert pick_blend({0.4: 0.84, 0.5: 0.8552, 0.6: 0.8530, 0.7: 0.852}) == 0.5  # 0.2 points: 0.5 wins
+    assert pick_blend({0.0: 0.5, 1.0: 0.5}) == 1.0
