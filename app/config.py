@@ -116,7 +116,7 @@ class Config:
     GALLERY_MIN_SIMILARITY = Setting(float, 0.85, "Lowest similarity at which a taught label may answer; the "
                                                   "calibrated threshold is never below it. For a model without "
                                                   "references (`references.npy`).")
-    GALLERY_MAX_FALSE_RATE = Setting(float, 0.002, "For a model with references: the share of its own photos "
+    GALLERY_MAX_FALSE_RATE = Setting(float, 0.001, "For a model with references: the share of its own photos "
                                                    "a taught label may answer in the calibration.")
     GALLERY_TARGET_PRECISION = Setting(float, 0.98, "Share of taught-label answers that must be right in the "
                                                     "leave-one-out calibration of the gallery threshold.")
